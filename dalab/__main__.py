@@ -1,0 +1,3 @@
+from dalab.cli import main
+
+raise SystemExit(main())

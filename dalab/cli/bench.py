@@ -1,0 +1,6 @@
+"""`dalab bench`: placeholder until the command lands."""
+
+
+def add_parser(sub, common) -> None:
+    p = sub.add_parser("bench", parents=[common], help="(not yet available)")
+    p.set_defaults(func=lambda args: print("dalab bench is not available yet") or 1)

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine for dalab's tests and runs them: the README's test command.
+# Data root: $DALAB_DATA, else ../shared/datasets beside the checkout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DALAB_DATA="${DALAB_DATA:-$(cd .. && pwd)/shared/datasets}"
+export DALAB_CACHE="${DALAB_CACHE:-$PWD/.dalab-cache}"   # generated MNIST-M sets, reused between runs
+[ -d .venv ] || python3 -m venv .venv
+. .venv/bin/activate
+# torch first, pinned: a bare "torch" requirement would pull a multi-GB CUDA build.
+python -m pip install -q torch==2.13.0
+python -m pip install -q -e ".[test]"
+python -m pytest -q "$@"
