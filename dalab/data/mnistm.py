@@ -1,0 +1,224 @@
+"""MNIST-M: MNIST digits blended with random BSDS500 patches, generated once and cached.
+
+For every MNIST image ``d`` and a random 28x28 crop ``p`` of a random BSDS500 photo (both
+scaled to [0, 1]), ``out = |d - theta * p|`` per pixel and channel, stored as uint8
+(rounded). ``theta = 1`` is the DANN paper's MNIST-M; ``theta = 0`` gives back the digit.
+All 70,000 images (60,000 of the MNIST training file, then the 10,000 test images) are
+generated at once and sliced into train/val/test exactly like MNIST.
+
+References
+----------
+Ganin & Lempitsky, "Unsupervised Domain Adaptation by Backpropagation", ICML 2015.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from dalab.data.bsds500 import _splits, decode_photos, photos_md5, read_photo_files
+from dalab.data.mnist import NUM_TRAIN, NUM_TRAIN_FILE, read_mnist
+from dalab.errors import ConfigError, DataError
+from dalab.paths import atomic_path, write_json_atomic
+
+FORMAT_VERSION = 1
+MODES = ("color", "gray")
+SIZE = 28
+
+
+def check_params(theta: float, mode: str, seed: int, patch_split: str = "train") -> float:
+    """Validate the generator's settings; return ``theta`` as a float."""
+    if isinstance(theta, bool) or not isinstance(theta, (int, float, np.floating)):
+        raise ConfigError(f"theta: expected a number in [0, 1], got {theta!r}")
+    if not (math.isfinite(theta) and 0.0 <= theta <= 1.0):
+        raise ConfigError(f"theta: {theta!r} is outside [0, 1] (1 = the DANN paper's MNIST-M)")
+    if mode not in MODES:
+        raise ConfigError(f"mode: unknown value {mode!r}; choose one of {', '.join(MODES)}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed: expected a non-negative integer, got {seed!r}")
+    _splits(patch_split)
+    return float(theta)
+
+
+# -- generation ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Blend:
+    """Generated images and the random draws that made them (for checking by hand)."""
+
+    images: np.ndarray  # (N, C, 28, 28) uint8
+    photo: np.ndarray  # (N,) index of the photo each patch came from
+    top: np.ndarray  # (N,) row of the patch's top-left corner in that photo
+    left: np.ndarray  # (N,) column of the patch's top-left corner
+
+
+def blend(digits: np.ndarray, photos: list[np.ndarray], theta: float,
+          rng: np.random.Generator) -> Blend:
+    """Blend ``digits`` with random patches of ``photos``: ``round(|D - theta * P|)``.
+
+    Parameters
+    ----------
+    digits
+        ``(N, 28, 28)`` uint8 MNIST images.
+    photos
+        uint8 photos, all ``(H, W, 3)`` (colour output) or all ``(H, W)`` (grey output).
+    theta
+        Blend strength in [0, 1].
+    rng
+        Source of the random photo choice and crop corners (drawn in that order).
+
+    Returns
+    -------
+    Blend
+        ``images`` of shape ``(N, 3 or 1, 28, 28)``. On the 0-255 scale the formula
+        ``255 * |d - theta * p|`` is ``|D - theta * P|``, computed in float32 and rounded
+        half to even.
+    """
+    n = len(digits)
+    heights = np.array([p.shape[0] for p in photos])
+    widths = np.array([p.shape[1] for p in photos])
+    if heights.min(initial=SIZE) < SIZE or widths.min(initial=SIZE) < SIZE:
+        raise DataError(f"every BSDS500 photo must be at least {SIZE}x{SIZE}")
+    photo = rng.integers(0, len(photos), size=n)
+    top = rng.integers(0, heights[photo] - SIZE + 1)
+    left = rng.integers(0, widths[photo] - SIZE + 1)
+    channels = 3 if photos[0].ndim == 3 else 1
+    out = np.empty((n, channels, SIZE, SIZE), dtype=np.uint8)
+    order = np.argsort(photo, kind="stable")
+    bounds = np.searchsorted(photo[order], np.arange(len(photos) + 1))
+    theta32 = np.float32(theta)
+    for j, img in enumerate(photos):  # one vectorised step per photo
+        idx = order[bounds[j]:bounds[j + 1]]
+        if not len(idx):
+            continue
+        if img.ndim == 3:  # windows: (H-27, W-27, 3, 28, 28)
+            windows = sliding_window_view(img, (SIZE, SIZE), axis=(0, 1))
+            patches = windows[top[idx], left[idx]]
+        else:
+            windows = sliding_window_view(img, (SIZE, SIZE))
+            patches = windows[top[idx], left[idx]][:, None]
+        mixed = digits[idx][:, None].astype(np.float32) - theta32 * patches
+        out[idx] = np.rint(np.abs(mixed, out=mixed), out=mixed)
+    return Blend(out, photo, top, left)
+
+
+# -- cache --------------------------------------------------------------------------------
+
+def mnistm_name(theta: float, mode: str = "color", seed: int = 0,
+                patch_split: str = "train") -> str:
+    """Human-readable name of a set, e.g. ``"mnistm(theta=1.0,color,seed=0)"``."""
+    extra = "" if patch_split == "train" else f",patches={patch_split}"
+    return f"mnistm(theta={float(theta)!r},{mode},seed={seed}{extra})"
+
+
+def mnistm_path(cache_dir: Path, theta: float = 1.0, mode: str = "color", seed: int = 0,
+                patch_split: str = "train") -> Path:
+    """Where the ``.npz`` of a set lives (its JSON sidecar has the same stem)."""
+    theta = check_params(theta, mode, seed, patch_split)
+    stem = f"mnistm_theta{theta!r}_{mode}_seed{seed}_patches-{patch_split}"
+    return Path(cache_dir) / "mnistm" / f"{stem}.npz"
+
+
+def _expected_params(theta, mode, seed, patch_split) -> dict:
+    return {"format_version": FORMAT_VERSION, "theta": theta, "mode": mode, "seed": seed,
+            "patch_split": patch_split}
+
+
+def read_sidecar(npz: Path, params: dict) -> dict | None:
+    """The sidecar of ``npz`` when it matches ``params`` and the npz is intact, else None."""
+    sidecar = npz.with_suffix(".json")
+    try:
+        meta = json.loads(sidecar.read_text())
+        size = npz.stat().st_size
+    except (OSError, ValueError):
+        return None
+    if any(meta.get(k) != v for k, v in params.items()) or meta.get("npz_bytes") != size:
+        return None
+    return meta
+
+
+@dataclass(frozen=True)
+class MnistmSet:
+    """A generated (or found) MNIST-M set on disk."""
+
+    path: Path  # the .npz
+    meta: dict  # the sidecar
+    cache_hit: bool
+    seconds: float  # time to find or generate it
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def generate_mnistm(data_root: Path, cache_dir: Path, *, theta: float = 1.0,
+                    mode: str = "color", seed: int = 0, patch_split: str = "train",
+                    download: bool = True, force: bool = False) -> MnistmSet:
+    """Find the cached set or generate all 70,000 images and cache them.
+
+    The ``.npz`` (members ``{train,val,test}_{images,labels}``, uint8) and its JSON
+    sidecar (parameters, input checksums, format version) are written atomically under a
+    lock file, so concurrent callers generate the set once and all see a complete one.
+    ``force=True`` regenerates even when a valid cache exists.
+    """
+    start = time.perf_counter()
+    theta = check_params(theta, mode, seed, patch_split)
+    npz = mnistm_path(cache_dir, theta, mode, seed, patch_split)
+    params = _expected_params(theta, mode, seed, patch_split)
+    if not force and (meta := read_sidecar(npz, params)):
+        return MnistmSet(npz, meta, True, time.perf_counter() - start)
+    with _locked(npz.with_suffix(".lock")):
+        if not force and (meta := read_sidecar(npz, params)):  # made while we waited
+            return MnistmSet(npz, meta, True, time.perf_counter() - start)
+        mnist = read_mnist(data_root, cache_dir, download=download)
+        files = read_photo_files(data_root, cache_dir, patch_split, download=download)
+        photos = decode_photos(files, mode)
+        digits = np.concatenate([mnist.train_images, mnist.test_images])
+        labels = np.concatenate([mnist.train_labels, mnist.test_labels])
+        images = blend(digits, photos, theta, np.random.default_rng(seed)).images
+        cuts = {"train": slice(0, NUM_TRAIN), "val": slice(NUM_TRAIN, NUM_TRAIN_FILE),
+                "test": slice(NUM_TRAIN_FILE, None)}
+        arrays = {}
+        for split, rows in cuts.items():
+            arrays[f"{split}_images"] = images[rows]
+            arrays[f"{split}_labels"] = labels[rows]
+        with atomic_path(npz) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        meta = {**params, "name": mnistm_name(theta, mode, seed, patch_split),
+                "sizes": {s: int(len(arrays[f"{s}_labels"])) for s in cuts},
+                "image_shape": list(images.shape[1:]), "dtype": "uint8",
+                "mnist_md5": mnist.md5, "photos_md5": photos_md5(files),
+                "photo_count": len(files), "npz_bytes": npz.stat().st_size,
+                "generation_seconds": round(time.perf_counter() - start, 3)}
+        write_json_atomic(npz.with_suffix(".json"), meta)
+    return MnistmSet(npz, meta, False, time.perf_counter() - start)
+
+
+def read_mnistm_arrays(npz: Path, split: str, full_train: bool = False
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Read one split (uint8 images, uint8 labels) from a cached set."""
+    parts = ["train", "val"] if split == "train" and full_train else [split]
+    try:
+        with np.load(npz, allow_pickle=False) as data:
+            images = [data[f"{p}_images"] for p in parts]
+            labels = [data[f"{p}_labels"] for p in parts]
+    except (OSError, KeyError, ValueError) as err:
+        raise DataError(f"{npz}: unreadable MNIST-M cache ({err}); delete it to regenerate")
+    if len(parts) == 1:
+        return images[0], labels[0]
+    return np.concatenate(images), np.concatenate(labels)
