@@ -1,0 +1,62 @@
+"""Accuracy, predictions and confusion counts, in large batches under inference mode.
+
+This is the only place target labels are read: ``train`` hands methods target images
+alone and asks this module for every figure that needs labels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from dalab.models import NUM_CLASSES
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images: Tensor, batch_size: int = 2048,
+            device: torch.device | str | None = None, amp: bool = False) -> Tensor:
+    """Predicted classes (int64, on ``device``) of uint8/float images ``(N, C, 28, 28)``."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    use_amp = amp and device.type == "cuda"
+    for chunk in images.split(batch_size):
+        chunk = chunk.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out.append(model(chunk).argmax(1))
+    model.train(was_training)
+    if not out:
+        return torch.empty(0, dtype=torch.int64, device=device)
+    return torch.cat(out)
+
+
+def count_correct(model: nn.Module, images: Tensor, labels: Tensor, **kw) -> Tensor:
+    """Number of correct predictions as a 0-d tensor on the model's device (no sync)."""
+    preds = predict(model, images, **kw)
+    return (preds == labels.to(preds.device, non_blocking=True)).sum()
+
+
+def accuracy(model: nn.Module, images: Tensor, labels: Tensor, **kw) -> float:
+    """Fraction of ``images`` classified as ``labels``."""
+    if len(labels) == 0:
+        return float("nan")
+    return count_correct(model, images, labels, **kw).item() / len(labels)
+
+
+def confusion_counts(preds: Tensor, labels: Tensor, num_classes: int = NUM_CLASSES) -> Tensor:
+    """``counts[true, predicted]`` as an int64 ``(K, K)`` tensor on the CPU."""
+    preds, labels = preds.cpu().long(), labels.cpu().long()
+    flat = labels * num_classes + preds
+    return torch.bincount(flat, minlength=num_classes * num_classes).view(
+        num_classes, num_classes)
+
+
+def evaluate(model: nn.Module, images: Tensor, labels: Tensor, **kw) -> dict:
+    """Accuracy, count, per-class accuracy and confusion counts of ``model`` on a set."""
+    preds = predict(model, images, **kw)
+    counts = confusion_counts(preds, labels)
+    per_class = (counts.diag().double() / counts.sum(1).clamp_min(1)).tolist()
+    n = int(labels.numel())
+    return {"accuracy": counts.diag().sum().item() / n if n else float("nan"), "n": n,
+            "per_class": per_class, "confusion": counts.tolist()}

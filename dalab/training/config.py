@@ -1,0 +1,173 @@
+"""One flat ``Config`` for a training run, and named presets of overrides.
+
+Values apply in order: field defaults, then ``PRESETS[preset]``, then explicit
+overrides (CLI flags). ``make_config("paper", lr=0.02)`` builds one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from dalab.errors import ConfigError
+
+PROTOCOLS = {  # protocol: (method, trains on, tests on)
+    "ts_ts": ("source_only", "source", "source"),
+    "ts_tt": ("source_only", "source", "target"),
+    "tt_tt": ("source_only", "target", "target"),
+    "tst_tt": ("dann", "source+target", "target"),
+}
+CHOICES = {
+    "protocol": tuple(PROTOCOLS),
+    "mode": ("color", "gray"),
+    "lambda_schedule": ("fixed", "ramp"),
+    "optimizer": ("sgd", "rmsprop", "adam"),
+    "lr_schedule": ("constant", "epoch", "anneal"),
+    "select": ("source-val", "target-val", "none"),
+    "network": ("lenet", "dann"),
+    "device": ("auto", "cpu", "cuda"),
+    "patch_split": ("train", "val", "test", "all"),
+}
+
+
+@dataclass
+class Config:
+    """Everything one training run depends on (see ``docs/training.md``)."""
+
+    # -- what is trained ---------------------------------------------------------------
+    protocol: str = "tst_tt"  # ts_ts | ts_tt | tt_tt | tst_tt (train/test on source/target)
+    preset: str | None = None  # name of the preset applied before the flags (informational)
+    network: str = "dann"  # lenet (original code) | dann (DANN paper's MNIST network)
+    dropout: float = 0.0  # dropout probability before each fully connected layer
+    # -- data --------------------------------------------------------------------------
+    theta: float = 1.0  # MNIST-M blend strength in [0, 1]; 1 = the paper's MNIST-M
+    mode: str = "color"  # MNIST-M colour (3 channels) or gray (1 channel)
+    data_seed: int = 0  # seed of the MNIST-M patch draws (which photo crops)
+    patch_split: str = "train"  # BSDS500 split the MNIST-M patches come from
+    max_train: int = 0  # use only the first N training images per domain (0 = all)
+    max_eval: int = 0  # use only the first N validation/test images (0 = all)
+    data_root: str | None = None  # folder holding mnist/ and BSR/ (None: $DALAB_DATA ...)
+    cache_dir: str | None = None  # where MNIST-M sets are cached (None: see dalab.paths)
+    # -- adaptation --------------------------------------------------------------------
+    grl_lambda: float = 1.0  # gradient reversal weight lambda (maximum for the ramp)
+    lambda_schedule: str = "ramp"  # fixed lambda, or lambda * (2/(1+exp(-10 p)) - 1)
+    # -- optimisation ------------------------------------------------------------------
+    seed: int = 0  # seed of initialisation, batch order and dropout
+    epochs: int = 10  # passes over the labelled training set (epoch = its size / batch)
+    batch_size: int = 64  # examples per domain per step (DANN adds as many target images)
+    optimizer: str = "sgd"  # sgd | rmsprop | adam
+    lr: float = 0.01  # learning rate (initial value mu_0 for the schedules)
+    momentum: float = 0.9  # SGD momentum (RMSprop momentum; Adam beta1 ignores it)
+    weight_decay: float = 0.0  # L2 penalty coefficient
+    lr_schedule: str = "anneal"  # constant | epoch (lr * lr_decay**epoch) | anneal (paper)
+    lr_decay: float = 1.0  # per-epoch multiplicative factor for lr_schedule=epoch
+    anneal_alpha: float = 10.0  # alpha in mu_p = mu_0 / (1 + alpha p)**beta
+    anneal_beta: float = 0.75  # beta in mu_p = mu_0 / (1 + alpha p)**beta
+    # -- model selection ---------------------------------------------------------------
+    select: str = "none"  # source-val | target-val (oracle: reads target labels) | none (last)
+    early_stopping: bool = False  # stop when patience runs out (needs select != none)
+    patience: int = 10000  # steps to wait for a new best before stopping
+    patience_increase: float = 2.0  # on a real improvement, patience >= step * this
+    improvement_threshold: float = 0.995  # new val error < this * best counts as real
+    # -- execution ---------------------------------------------------------------------
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+    amp: bool = False  # bf16 autocast on CUDA
+    channels_last: bool = False  # channels_last memory format for the convolutions
+    compile: bool = False  # torch.compile the model (CUDA only; warns and skips otherwise)
+    eval_batch_size: int = 2048  # images per batch in evaluation
+
+    def __post_init__(self) -> None:
+        for name, choices in CHOICES.items():
+            value = getattr(self, name)
+            if value not in choices:
+                raise ConfigError(f"{name}: unknown value {value!r}; choose one of "
+                                  f"{', '.join(choices)}")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ConfigError(f"preset: unknown value {self.preset!r}; choose one of "
+                              f"{', '.join(PRESETS)}")
+        _check_range(self, "theta", 0.0, 1.0)
+        _check_range(self, "dropout", 0.0, 0.99)
+        _check_range(self, "improvement_threshold", 0.0, 1.0)
+        for name in ("lr", "grl_lambda", "momentum", "weight_decay", "lr_decay",
+                     "anneal_alpha", "anneal_beta", "patience_increase"):
+            _check_range(self, name, 0.0, math.inf)
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{name}: expected a positive integer, got "
+                                  f"{getattr(self, name)!r}")
+        for name in ("seed", "data_seed", "max_train", "max_eval", "threads", "patience"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ConfigError(f"{name}: expected a non-negative integer, got "
+                                  f"{getattr(self, name)!r}")
+        if self.early_stopping and self.select == "none":
+            raise ConfigError("early_stopping: needs a validation set; set select to "
+                              "source-val or target-val")
+
+    # -- derived -------------------------------------------------------------------------
+    @property
+    def method(self) -> str:
+        return PROTOCOLS[self.protocol][0]
+
+    @property
+    def oracle_selection(self) -> bool:
+        """True when model selection reads target labels in a protocol that should not."""
+        return self.select == "target-val" and self.protocol in ("ts_tt", "tst_tt")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check_range(cfg: Config, name: str, low: float, high: float) -> None:
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            low <= value <= high):
+        raise ConfigError(f"{name}: {value!r} is outside [{low}, {high}]")
+
+
+PRESETS: dict[str, dict] = {
+    # The original research code: LeNet, plain SGD lr 0.1 on batches of 500, fixed
+    # lambda, patience-based early stopping with the best model chosen on *labelled
+    # target* validation data (oracle selection), theta applied to grey images.
+    "seed": dict(network="lenet", mode="gray", optimizer="sgd", lr=0.1, momentum=0.0,
+                 batch_size=500, lr_schedule="constant", lambda_schedule="fixed",
+                 select="target-val", early_stopping=True, epochs=200),
+    # The DANN paper (MNIST -> MNIST-M): its network, SGD momentum 0.9, annealed lr
+    # mu_0=0.01 alpha=10 beta=0.75, lambda ramped to 1, 64 source + 64 target images
+    # per step, no target labels: the last model is kept.
+    "paper": dict(network="dann", mode="color", optimizer="sgd", lr=0.01, momentum=0.9,
+                  batch_size=64, lr_schedule="anneal", lambda_schedule="ramp",
+                  grl_lambda=1.0, select="none", early_stopping=False, epochs=30),
+    # The paper's recipe, shortened so that all four protocols run in minutes on a CPU.
+    "quick": dict(network="dann", mode="color", optimizer="sgd", lr=0.01, momentum=0.9,
+                  batch_size=64, lr_schedule="anneal", lambda_schedule="ramp",
+                  grl_lambda=1.0, select="none", early_stopping=False, epochs=2),
+}
+
+FIELDS = {f.name for f in dataclasses.fields(Config)}
+
+
+def make_config(preset: str | None = None, **overrides) -> Config:
+    """Defaults, then ``PRESETS[preset]``, then ``overrides`` (``None`` values skipped)."""
+    values: dict = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"preset: unknown value {preset!r}; choose one of "
+                              f"{', '.join(PRESETS)}")
+        values.update(PRESETS[preset])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(values) - FIELDS)
+    if unknown:
+        raise ConfigError(f"Unknown config key {unknown[0]!r}; known keys: "
+                          f"{', '.join(sorted(FIELDS))}")
+    values["preset"] = preset if preset is not None else values.get("preset")
+    return Config(**values)
+
+
+def config_from_dict(values: dict) -> Config:
+    """Rebuild a Config saved with ``to_dict`` (unknown keys are an error)."""
+    unknown = sorted(set(values) - FIELDS)
+    if unknown:
+        raise ConfigError(f"Unknown config key {unknown[0]!r} in saved config")
+    return Config(**values)

@@ -1,0 +1,230 @@
+"""``train(cfg) -> Result``: one loop for every method and protocol.
+
+Reads top to bottom: device and seeds, data, model, method, optimiser, the step loop,
+per-epoch evaluation and logging, selection, the run folder. The whole data set lives
+on the device as uint8; each batch is a slice of a seeded ``randperm``. Inside an epoch
+nothing waits on the device: losses are summed as tensors and read once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from dalab.evaluation import count_correct
+from dalab.methods import METHODS
+from dalab.models import build_model, channel_stats
+from dalab.training.config import PROTOCOLS, Config
+from dalab.training.domains import Sets, load_sets
+from dalab.training.optim import lr_at, make_optimizer, set_lr
+from dalab.training.selection import EarlyStopping
+
+
+@dataclass
+class Result:
+    """Final figures of a run (also written as ``result.json``)."""
+
+    protocol: str
+    train_on: str
+    test_on: str
+    test_accuracy: float
+    selection: str  # source-val | target-val | none (last model)
+    oracle_selection: bool  # True: the model was chosen with target labels
+    best_epoch: int  # 1-based epoch of the kept model
+    epochs: int  # epochs actually run
+    steps: int
+    seconds: float
+    theta: float
+    mode: str
+    grl_lambda: float
+    lambda_schedule: str
+    seed: int
+    preset: str | None
+    network: str
+    val_accuracy: float | None  # of the kept model on the selection set
+    source_test_accuracy: float
+    target_test_accuracy: float
+    device: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from dalab.errors import ConfigError
+        raise ConfigError("device: 'cuda' requested but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def make_step(method, optimizer: torch.optim.Optimizer, amp: bool = False,
+              device_type: str = "cpu") -> Callable[..., dict[str, Tensor]]:
+    """One optimisation step: ``step(xs, ys, xt, progress, lr) -> detached losses``."""
+
+    def step(xs: Tensor, ys: Tensor, xt: Tensor | None, progress: float,
+             lr: float) -> dict[str, Tensor]:
+        set_lr(optimizer, lr)
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
+            out = method.losses(xs, ys, xt, progress)
+        optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        optimizer.step()
+        out["loss"] = out["loss"].detach()
+        return out
+
+    return step
+
+
+def batch_indices(n: int, batch: int, steps: int, gen: torch.Generator) -> Tensor:
+    """``(steps, batch)`` indices into ``n`` items: consecutive slices of fresh
+    permutations (a new permutation whenever one runs out)."""
+    need = steps * batch
+    perms = [torch.randperm(n, generator=gen) for _ in range(math.ceil(need / n))]
+    return torch.cat(perms)[:need].view(steps, batch)
+
+
+def _prepare(cfg: Config, device: torch.device, log):
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    amp = cfg.amp and device.type == "cuda"
+    if cfg.amp and not amp:
+        warnings.warn("amp: bf16 autocast is used on CUDA only; running in float32",
+                      stacklevel=3)
+    return amp
+
+
+def _build(cfg: Config, sets: Sets, device: torch.device, log):
+    train_images = [sets.labelled.images]
+    if sets.unlabelled is not None:
+        train_images.append(sets.unlabelled)
+    mean, std = channel_stats(*train_images, channels=sets.channels)
+    model = build_model(cfg.network, sets.channels, mean, std, cfg.dropout).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.compile:
+        if device.type != "cuda":
+            warnings.warn("compile: torch.compile is skipped on CPU (no gain for these "
+                          "small networks)", stacklevel=3)
+        else:
+            try:
+                for part in (model.feature_extractor, model.label_head, model.domain_head):
+                    part.compile()
+            except Exception as err:  # noqa: BLE001 - any backend failure: run eagerly
+                warnings.warn(f"compile: torch.compile unavailable ({err}); running eagerly",
+                              stacklevel=3)
+    return model
+
+
+def train(cfg: Config, out: Path | None = None,
+          log: Callable[[str], None] = print) -> Result:
+    """Train one run of ``cfg``; write the run folder to ``out`` when given."""
+    from dalab.training import runfolder  # matplotlib etc. only when writing
+
+    start = time.perf_counter()
+    device = resolve_device(cfg.device)
+    amp = _prepare(cfg, device, log)
+    sets = load_sets(cfg)
+    model = _build(cfg, sets, device, log)
+    method = METHODS[cfg.method](model, cfg).to(device)
+    optimizer = make_optimizer([p for p in method.parameters() if p.requires_grad], cfg)
+    step = make_step(method, optimizer, amp, device.type)
+    if out is not None:
+        runfolder.write_config(out, cfg, device)
+
+    xs_all = sets.labelled.images.to(device)
+    ys_all = sets.labelled.labels.to(device)
+    xt_all = sets.unlabelled.to(device) if sets.unlabelled is not None else None
+    steps_per_epoch = max(1, len(ys_all) // cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    gen_s = torch.Generator().manual_seed(cfg.seed)
+    gen_t = torch.Generator().manual_seed(cfg.seed + 1_000_003)
+    stopper = EarlyStopping(cfg.patience, cfg.patience_increase, cfg.improvement_threshold)
+    best_state, rows, step_no, val_acc = None, [], 0, None
+    eval_kw = dict(batch_size=cfg.eval_batch_size, device=device, amp=amp)
+    log(f"train {cfg.protocol} ({cfg.method}, {cfg.network}, {device}): "
+        f"{len(ys_all)} labelled, {0 if xt_all is None else len(xt_all)} unlabelled, "
+        f"{cfg.epochs} epochs x {steps_per_epoch} steps of {cfg.batch_size}")
+
+    for epoch in range(cfg.epochs):
+        t_epoch = time.perf_counter()
+        idx_s = batch_indices(len(ys_all), cfg.batch_size, steps_per_epoch, gen_s).to(device)
+        idx_t = (batch_indices(len(xt_all), cfg.batch_size, steps_per_epoch, gen_t).to(device)
+                 if xt_all is not None else None)
+        sums: dict[str, Tensor] = {}
+        model.train()
+        for i in range(steps_per_epoch):
+            progress = step_no / total
+            lr = lr_at(cfg, progress, epoch)
+            xs, ys = xs_all[idx_s[i]], ys_all[idx_s[i]]
+            xt = xt_all[idx_t[i]] if idx_t is not None else None
+            if cfg.channels_last:
+                xs = xs.contiguous(memory_format=torch.channels_last)
+                xt = xt.contiguous(memory_format=torch.channels_last) if xt is not None else None
+            for key, value in step(xs, ys, xt, progress, lr).items():
+                sums[key] = sums[key] + value.float() if key in sums else value.float()
+            step_no += 1
+        row = {"epoch": epoch + 1, "step": step_no}
+        row.update({k: v.item() / steps_per_epoch for k, v in sums.items()})  # one sync
+        row.update({f"{name}_acc": count_correct(model, d.images, d.labels, **eval_kw).item()
+                    / len(d) for name, d in sets.evals.items() if not name.endswith("_test")})
+        row["lambda"] = method.grl_weight(progress)
+        row["lr"] = lr
+        row["seconds"] = time.perf_counter() - t_epoch
+        rows.append(row)
+        stop = False
+        if sets.val is not None:
+            if stopper.update(1.0 - row[f"{sets.val}_acc"], epoch + 1, step_no):
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            stop = cfg.early_stopping and stopper.should_stop(step_no)
+        elapsed = time.perf_counter() - start
+        left = elapsed / (epoch + 1) * (cfg.epochs - epoch - 1)
+        log(_progress_line(row, cfg.epochs, elapsed, left))
+        if out is not None:
+            runfolder.write_metrics(out, rows)
+        if stop:
+            log(f"early stop after epoch {epoch + 1}: no real improvement for "
+                f"{step_no - stopper.best_step} steps")
+            break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        best_epoch = stopper.best_epoch
+        val_acc = 1.0 - stopper.best_error
+    else:
+        best_epoch = len(rows)
+    tests = {name: count_correct(model, d.images, d.labels, **eval_kw).item() / len(d)
+             for name, d in sets.evals.items() if name.endswith("_test")}
+    _, train_on, test_on = PROTOCOLS[cfg.protocol]
+    result = Result(
+        protocol=cfg.protocol, train_on=train_on, test_on=test_on,
+        test_accuracy=tests[sets.test], selection=cfg.select,
+        oracle_selection=cfg.oracle_selection, best_epoch=best_epoch, epochs=len(rows),
+        steps=step_no, seconds=round(time.perf_counter() - start, 3), theta=cfg.theta,
+        mode=cfg.mode, grl_lambda=cfg.grl_lambda, lambda_schedule=cfg.lambda_schedule,
+        seed=cfg.seed, preset=cfg.preset, network=cfg.network, val_accuracy=val_acc,
+        source_test_accuracy=tests["source_test"],
+        target_test_accuracy=tests["target_test"], device=str(device),
+    )
+    log(runfolder.summary_text(cfg, result))
+    if out is not None:
+        runfolder.write_run(out, model, cfg, result, rows)
+    return result
+
+
+def _progress_line(row: dict, epochs: int, elapsed: float, left: float) -> str:
+    skip = {"epoch", "step", "lambda", "lr", "seconds"}
+    figures = " ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in skip)
+    return (f"epoch {row['epoch']}/{epochs} step {row['step']} {figures} "
+            f"lambda={row['lambda']:.3f} lr={row['lr']:.5f} "
+            f"elapsed={elapsed:.0f}s left={left:.0f}s")
+

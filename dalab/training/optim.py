@@ -1,0 +1,44 @@
+"""Optimisers and learning-rate schedules, as plain functions of the Config."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def make_optimizer(params, cfg) -> torch.optim.Optimizer:
+    """SGD (with ``cfg.momentum``), RMSprop or Adam, with ``cfg.weight_decay``."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum,
+                                   weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"optimizer: unknown value {cfg.optimizer!r}")
+
+
+def annealed_lr(lr0: float, progress: float, alpha: float = 10.0, beta: float = 0.75) -> float:
+    """The DANN paper's annealing ``mu_p = mu_0 / (1 + alpha * p) ** beta``."""
+    return lr0 / (1.0 + alpha * float(progress)) ** beta
+
+
+def lr_at(cfg, progress: float, epoch: int) -> float:
+    """Learning rate at ``progress`` in [0, 1] during (0-based) ``epoch``."""
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    if cfg.lr_schedule == "epoch":
+        return cfg.lr * cfg.lr_decay ** epoch
+    if cfg.lr_schedule == "anneal":
+        return annealed_lr(cfg.lr, progress, cfg.anneal_alpha, cfg.anneal_beta)
+    raise ValueError(f"lr_schedule: unknown value {cfg.lr_schedule!r}")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def trainable(module: nn.Module) -> list[nn.Parameter]:
+    return [p for p in module.parameters() if p.requires_grad]

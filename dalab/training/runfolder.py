@@ -1,0 +1,176 @@
+"""Run folders: what ``train`` writes and how to read it back without unpickling.
+
+A run folder holds ``config.json`` (the full Config plus versions, device, git commit),
+``metrics.csv`` (one row per epoch), ``summary.txt``, ``model.safetensors`` (weights of
+the kept model; the network name, input channels and config in its metadata),
+``curves.png`` and, written last, ``result.json``: its presence marks a finished run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+from dalab.errors import DataError
+from dalab.paths import atomic_path, write_json_atomic, write_text_atomic
+from dalab.training.config import Config, config_from_dict
+
+FILES = ("config.json", "metrics.csv", "summary.txt", "model.safetensors", "curves.png",
+         "result.json")
+
+
+def git_commit() -> str | None:
+    """The checkout's commit (with ``+dirty`` when modified), or None outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                                text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=here, capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty.strip() else "")
+
+
+def environment(device: torch.device | str) -> dict:
+    import numpy
+
+    import dalab
+    return {"dalab": dalab.__version__, "torch": torch.__version__,
+            "numpy": numpy.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "device": str(device),
+            "cuda": torch.cuda.get_device_name() if str(device).startswith("cuda") else None,
+            "threads": torch.get_num_threads(), "git_commit": git_commit()}
+
+
+def write_config(out: Path, cfg: Config, device) -> None:
+    write_json_atomic(Path(out) / "config.json",
+                      {"config": cfg.to_dict(), "environment": environment(device)})
+
+
+def write_metrics(out: Path, rows: list[dict]) -> None:
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
+                         for k, v in row.items()})
+    write_text_atomic(Path(out) / "metrics.csv", buf.getvalue())
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """``metrics.csv`` as a list of dicts of floats (ints for epoch and step)."""
+    with open(Path(run_dir) / "metrics.csv", newline="") as fh:
+        return [{k: (int(v) if k in ("epoch", "step") else float(v)) for k, v in row.items()
+                 if v != ""} for row in csv.DictReader(fh)]
+
+
+def summary_text(cfg: Config, result) -> str:
+    r = result.to_dict() if hasattr(result, "to_dict") else dict(result)
+    sel = r["selection"] + (" (ORACLE: chosen with target labels)" if r["oracle_selection"]
+                            else "")
+    return "\n".join([
+        f"protocol {r['protocol']}: train on {r['train_on']}, test on {r['test_on']}",
+        f"test accuracy {r['test_accuracy']:.4f}  (source test {r['source_test_accuracy']:.4f},"
+        f" target test {r['target_test_accuracy']:.4f})",
+        f"model selection: {sel}; kept epoch {r['best_epoch']} of {r['epochs']}",
+        f"network {cfg.network}, preset {cfg.preset}, theta {cfg.theta}, mode {cfg.mode}, "
+        f"lambda {cfg.grl_lambda} ({cfg.lambda_schedule}), seed {cfg.seed}",
+        f"optimizer {cfg.optimizer} lr {cfg.lr} ({cfg.lr_schedule}), batch {cfg.batch_size}, "
+        f"{r['steps']} steps in {r['seconds']:.1f} s on {r['device']}",
+    ]) + "\n"
+
+
+def save_checkpoint(path: Path, model, cfg: Config) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"network": cfg.network, "in_channels": str(model.in_channels),
+            "config": json.dumps(cfg.to_dict()), "format": "dalab-classifier-1"}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "cpu"):
+    """Model and Config from a ``model.safetensors`` written by :func:`save_checkpoint`."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from dalab.models import build_model
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such checkpoint")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        state = load_file(str(path), device=str(device))
+    except Exception as err:  # safetensors raises its own error types
+        raise DataError(f"{path}: unreadable checkpoint ({err})") from err
+    if meta.get("format") != "dalab-classifier-1":
+        raise DataError(f"{path}: not a dalab checkpoint (metadata {sorted(meta)})")
+    cfg = config_from_dict(json.loads(meta["config"]))
+    channels = int(meta["in_channels"])
+    model = build_model(meta["network"], channels, [0.0] * channels, [1.0] * channels,
+                        cfg.dropout)
+    model.load_state_dict(state)  # includes the mean/std buffers
+    return model.to(device).eval(), cfg
+
+
+def plot_curves(path: Path, rows: list[dict]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in ("loss", "class_loss", "domain_loss"):
+        if key in rows[0]:
+            ax1.plot(epochs, [r[key] for r in rows], label=key)
+    ax1.set(xlabel="epoch", ylabel="training loss", title="losses")
+    ax1.legend()
+    for key in rows[0]:
+        if key.endswith("_acc"):
+            ax2.plot(epochs, [r[key] for r in rows], label=key)
+    ax2.set(xlabel="epoch", ylabel="accuracy", title="accuracies", ylim=(0, 1))
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+
+
+def write_run(out: Path, model, cfg: Config, result, rows: list[dict]) -> None:
+    """Everything after training; ``result.json`` last."""
+    out = Path(out)
+    write_metrics(out, rows)
+    save_checkpoint(out / "model.safetensors", model, cfg)
+    plot_curves(out / "curves.png", rows)
+    write_text_atomic(out / "summary.txt", summary_text(cfg, result))
+    write_json_atomic(out / "result.json", result.to_dict())
+
+
+def read_result(run_dir: Path) -> dict:
+    path = Path(run_dir) / "result.json"
+    if not path.is_file():
+        raise DataError(f"{path}: missing; the run is unfinished or not a run folder")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from err
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu"):
+    """``(model, Config, result dict)`` of a finished run folder; never unpickles."""
+    run_dir = Path(run_dir)
+    result = read_result(run_dir)
+    model, cfg = load_checkpoint(run_dir / "model.safetensors", device)
+    return model, cfg, result
