@@ -87,17 +87,19 @@ def parse_labels(payload: bytes, name: str | os.PathLike = "<bytes>", *,
 
 
 def _header(payload: bytes, name, magic: int, kind: str, ndim: int) -> tuple[int, ...]:
-    need = 4 + 4 * ndim
-    if len(payload) < need:
-        raise DataError(
-            f"{name}: truncated IDX header ({len(payload)} bytes, need {need} for {kind})"
-        )
+    if len(payload) < 4:
+        raise DataError(f"{name}: truncated IDX header ({len(payload)} bytes, no magic number)")
     (found,) = struct.unpack(">i", payload[:4])
     if found != magic:
         other = {IMAGES_MAGIC: "an images", LABELS_MAGIC: "a labels"}.get(found)
         hint = f"; this is {other} file" if other else ""
         raise DataError(
             f"{name}: bad magic number {found} (expected {magic} for an IDX {kind} file{hint})"
+        )
+    need = 4 + 4 * ndim
+    if len(payload) < need:
+        raise DataError(
+            f"{name}: truncated IDX header ({len(payload)} bytes, need {need} for {kind})"
         )
     dims = struct.unpack(f">{ndim}i", payload[4:need])
     if dims[0] < 0:

@@ -83,7 +83,7 @@ def find_file(name: str, folders: list[Path]) -> Path | None:
 
 
 def locate_mnist(data_root: Path, cache_dir: Path, *, download: bool = True,
-                 mirrors: tuple[str, ...] = MIRRORS) -> dict[str, Path]:
+                 mirrors: tuple[str, ...] | None = None) -> dict[str, Path]:
     """Paths of the four MNIST files, downloading the missing ones when allowed.
 
     Raises
@@ -115,21 +115,25 @@ def locate_mnist(data_root: Path, cache_dir: Path, *, download: bool = True,
     return found
 
 
-def download_mnist_file(name: str, folder: Path, mirrors: tuple[str, ...] = MIRRORS) -> Path:
+def download_mnist_file(name: str, folder: Path,
+                        mirrors: tuple[str, ...] | None = None) -> Path:
     """Download ``<name>.gz`` from the first mirror that works into ``folder``.
 
     The file is accepted when the md5 of its decompressed payload matches
     :data:`PAYLOAD_MD5` (or its own md5 matches the published .gz checksum).
     """
     def check(path: Path) -> str | None:
-        if payload_md5(path.read_bytes()) == PUBLISHED_GZ_MD5[name]:
+        raw = path.read_bytes()
+        if payload_md5(raw) == PUBLISHED_GZ_MD5[name]:
             return None
+        if raw[:2] != b"\x1f\x8b":
+            return f"not a gzip file (starts with {raw[:8]!r})"
         got = payload_md5(read_payload(path))
         if got == PAYLOAD_MD5[name]:
             return None
         return f"md5 of decompressed payload is {got}, expected {PAYLOAD_MD5[name]}"
 
-    urls = [m.rstrip("/") + f"/{name}.gz" for m in mirrors]
+    urls = [m.rstrip("/") + f"/{name}.gz" for m in (mirrors or MIRRORS)]
     return download_verified(urls, folder / f"{name}.gz", check)
 
 
