@@ -138,7 +138,7 @@ PRESETS: dict[str, dict] = {
     # per step, no target labels: the last model is kept.
     "paper": dict(network="dann", mode="color", optimizer="sgd", lr=0.01, momentum=0.9,
                   batch_size=64, lr_schedule="anneal", lambda_schedule="ramp",
-                  grl_lambda=1.0, select="none", early_stopping=False, epochs=30),
+                  grl_lambda=1.0, select="none", early_stopping=False, epochs=10),
     # The paper's recipe, shortened so that all four protocols run in minutes on a CPU.
     "quick": dict(network="dann", mode="color", optimizer="sgd", lr=0.01, momentum=0.9,
                   batch_size=64, lr_schedule="anneal", lambda_schedule="ramp",

@@ -1,0 +1,91 @@
+"""The four protocols of one setting, run one after another into one folder.
+
+``run_experiment(cfg, out)`` trains ``ts_ts``, ``ts_tt``, ``tt_tt`` and ``tst_tt`` (the
+protocol field of ``cfg`` is replaced) into ``out/<protocol>/`` and writes
+``summary.md``, ``summary.csv`` and ``experiment.json`` beside them. A protocol whose
+run folder already holds ``result.json`` is not trained again.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from dalab.paths import write_json_atomic, write_text_atomic
+from dalab.training.config import PROTOCOLS, Config
+
+COLUMNS = ("protocol", "trains_on", "tests_on", "test_accuracy", "selection", "epochs",
+           "seconds")
+DESCRIBE = {"source": "MNIST (labelled)", "target": "MNIST-M (labelled)",
+            "source+target": "MNIST (labelled) + MNIST-M (images only)"}
+
+
+def selection_label(result: dict) -> str:
+    """The selection rule, flagged when it read target labels."""
+    sel = result["selection"]
+    if sel == "none":
+        sel = "none (last model)"
+    return sel + (" [ORACLE: target labels]" if result.get("oracle_selection") else "")
+
+
+def summary_rows(results: dict[str, dict]) -> list[dict]:
+    return [{
+        "protocol": p, "trains_on": DESCRIBE.get(r["train_on"], r["train_on"]),
+        "tests_on": "MNIST test" if r["test_on"] == "source" else "MNIST-M test",
+        "test_accuracy": f"{r['test_accuracy']:.4f}", "selection": selection_label(r),
+        "epochs": r["epochs"], "seconds": f"{r['seconds']:.1f}",
+    } for p, r in results.items()]
+
+
+def summary_markdown(cfg: Config, results: dict[str, dict], seconds: float) -> str:
+    rows = summary_rows(results)
+    lines = [f"# Experiment: theta={cfg.theta}, mode={cfg.mode}, lambda={cfg.grl_lambda} "
+             f"({cfg.lambda_schedule}), preset={cfg.preset}, seed={cfg.seed}", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+    lines += ["", f"Network {cfg.network}, optimizer {cfg.optimizer} lr {cfg.lr} "
+              f"({cfg.lr_schedule}), batch {cfg.batch_size} per domain; "
+              f"total {seconds:.0f} s."]
+    if any(r.get("oracle_selection") for r in results.values()):
+        lines += ["", "ORACLE: rows marked so chose their model with labelled target "
+                  "validation data, which unsupervised domain adaptation does not have."]
+    return "\n".join(lines) + "\n"
+
+
+def summary_csv(results: dict[str, dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(summary_rows(results))
+    return buf.getvalue()
+
+
+def run_experiment(cfg: Config, out: Path, log: Callable[[str], None] = print,
+                   protocols=tuple(PROTOCOLS)) -> dict[str, dict]:
+    """Train every protocol of ``cfg``'s setting into ``out``; return results by protocol."""
+    from dalab.training.loop import train
+    from dalab.training.runfolder import read_result
+
+    out = Path(out)
+    start = time.perf_counter()
+    results: dict[str, dict] = {}
+    for protocol in protocols:
+        run_dir = out / protocol
+        if (run_dir / "result.json").is_file():
+            log(f"== {protocol}: finished run found in {run_dir}, not retrained")
+            results[protocol] = read_result(run_dir)
+            continue
+        log(f"== {protocol}")
+        results[protocol] = train(dataclasses.replace(cfg, protocol=protocol), run_dir,
+                                  log).to_dict()
+    seconds = time.perf_counter() - start
+    write_text_atomic(out / "summary.md", summary_markdown(cfg, results, seconds))
+    write_text_atomic(out / "summary.csv", summary_csv(results))
+    write_json_atomic(out / "experiment.json",
+                      {"config": cfg.to_dict(), "seconds": round(seconds, 3),
+                       "results": results})
+    return results
