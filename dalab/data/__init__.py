@@ -21,12 +21,13 @@ from dalab.data.mnist import read_mnist, split_slice
 from dalab.data.mnistm import (
     MODES, MnistmSet, generate_mnistm, mnistm_name, mnistm_path, read_mnistm_arrays,
 )
+from dalab.data.timing import time_generation
 from dalab.errors import DataError
 from dalab.paths import resolve_cache_dir, resolve_data_root
 
 __all__ = [
     "Domain", "load_mnist", "load_mnistm", "generate_mnistm", "mnistm_path", "mnistm_name",
-    "MnistmSet", "MODES", "resolve_dirs",
+    "MnistmSet", "MODES", "resolve_dirs", "time_generation",
 ]
 
 
