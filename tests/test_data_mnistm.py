@@ -166,3 +166,18 @@ def test_concurrent_generations_leave_one_valid_cache(data_root, tmp_path):
     assert names == [npz.with_suffix(s).name for s in (".json", ".lock", ".npz")]
     assert generate_mnistm(data_root, cache).cache_hit
     assert len(load_mnistm("test", data_root, cache)) == 10_000
+
+
+def test_unwritable_cache_is_a_clear_error(data_root, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(DataError, match="cannot write the MNIST-M cache in .*file/mnistm"):
+        generate_mnistm(data_root, blocker, theta=0.0)
+
+
+def test_corrupt_cache_file_is_a_clear_error(tmp_path):
+    from dalab.data.mnistm import read_mnistm_arrays
+
+    (tmp_path / "x.npz").write_bytes(b"PK\x03\x04 broken")
+    with pytest.raises(DataError, match="x.npz: unreadable MNIST-M cache .*delete it"):
+        read_mnistm_arrays(tmp_path / "x.npz", "test")

@@ -15,6 +15,7 @@ import io
 import os
 import posixpath
 import tarfile
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -62,7 +63,10 @@ def read_photo_files(data_root: Path, cache_dir: Path, split: str = "train", *,
                      for p in sorted(f.glob("*.jpg"))]
             if not files:
                 raise DataError(f"{folders[0]}: no .jpg photos in the BSDS500 folder")
-            return [(name, p.read_bytes()) for name, p in files]
+            try:
+                return [(name, p.read_bytes()) for name, p in files]
+            except OSError as err:
+                raise DataError(f"{err.filename}: cannot read: {err.strerror}") from None
     for root in roots:
         if (root / ARCHIVE).is_file():
             return read_tar_photos(root / ARCHIVE, split)
@@ -74,7 +78,7 @@ def read_photo_files(data_root: Path, cache_dir: Path, split: str = "train", *,
         except DownloadError as err:
             raise DataError(f"BSDS500 photos not found (looked for {', '.join(looked)}) "
                             f"and the download failed: {err}") from None
-        safe_extract(archive, cache_dir, prefix=IMAGES_DIR + "/")
+        _extract_images(archive, cache_dir)
         return read_photo_files(data_root, cache_dir, split, download=False)
     raise DataError(
         f"BSDS500 photos not found; looked for {', '.join(looked)}. Put the official "
@@ -151,6 +155,23 @@ def safe_extract(archive: Path, dest: Path, prefix: str = "") -> list[Path]:
     except (tarfile.TarError, EOFError) as err:
         raise DataError(f"{archive}: corrupt or unsafe tar archive ({err})") from None
     return [dest / m.name for m in chosen]
+
+
+def _extract_images(archive: Path, cache_dir: Path) -> None:
+    """Extract the archive's images into ``cache_dir`` so that readers never see half.
+
+    Extraction goes to a temporary folder that is then renamed into place; when another
+    process got there first, its complete folder is kept.
+    """
+    final = cache_dir / IMAGES_DIR
+    with tempfile.TemporaryDirectory(prefix=".bsds500-", dir=cache_dir) as tmp:
+        safe_extract(archive, Path(tmp), prefix=IMAGES_DIR + "/")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(Path(tmp) / IMAGES_DIR, final)
+        except OSError:
+            if not final.is_dir():
+                raise
 
 
 def _data_filter() -> dict:

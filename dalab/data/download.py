@@ -55,9 +55,12 @@ def download_verified(urls: Sequence[str], dest: Path,
             attempts.append(f"  {err}")
         except urllib.error.HTTPError as err:
             attempts.append(f"  {url}: HTTP {err.code} {err.reason}")
-        except (urllib.error.URLError, OSError) as err:
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
             reason = getattr(err, "reason", None) or err
             attempts.append(f"  {url}: {reason} (offline?)")
+        except OSError as err:  # e.g. the cache folder is not writable
+            raise DataError(f"cannot write {dest}: {err.strerror or err}; choose a writable "
+                            "cache folder (--cache-dir or $DALAB_CACHE)") from None
     raise DownloadError(f"could not download {dest.name}:\n" + "\n".join(attempts))
 
 

@@ -18,6 +18,7 @@ import fcntl
 import json
 import math
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,6 +191,18 @@ def generate_mnistm(data_root: Path, cache_dir: Path, *, theta: float = 1.0,
     params = _expected_params(theta, mode, seed, patch_split)
     if not force and (meta := read_sidecar(npz, params)):
         return MnistmSet(npz, meta, True, time.perf_counter() - start)
+    try:
+        return _generate_locked(data_root, cache_dir, npz, params, force, download, start)
+    except OSError as err:  # reading errors are DataErrors already; this is writing
+        raise DataError(f"cannot write the MNIST-M cache in {npz.parent}: "
+                        f"{err.strerror or err}; "
+                        "choose a writable cache folder (--cache-dir or $DALAB_CACHE)") from None
+
+
+def _generate_locked(data_root: Path, cache_dir: Path, npz: Path, params: dict, force: bool,
+                     download: bool, start: float) -> MnistmSet:
+    theta, mode, seed, patch_split = (params[k] for k in ("theta", "mode", "seed",
+                                                          "patch_split"))
     with _locked(npz.with_suffix(".lock")):
         if not force and (meta := read_sidecar(npz, params)):  # made while we waited
             return MnistmSet(npz, meta, True, time.perf_counter() - start)
@@ -225,8 +238,9 @@ def read_mnistm_arrays(npz: Path, split: str, full_train: bool = False
         with np.load(npz, allow_pickle=False) as data:
             images = [data[f"{p}_images"] for p in parts]
             labels = [data[f"{p}_labels"] for p in parts]
-    except (OSError, KeyError, ValueError) as err:
-        raise DataError(f"{npz}: unreadable MNIST-M cache ({err}); delete it to regenerate")
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"{npz}: unreadable MNIST-M cache ({err}); delete it to "
+                        "regenerate") from None
     if len(parts) == 1:
         return images[0], labels[0]
     return np.concatenate(images), np.concatenate(labels)
