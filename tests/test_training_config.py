@@ -1,0 +1,78 @@
+"""Config precedence, validation, flags built from the dataclass, early stopping."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from dalab.cli.options import add_config_options, config_from_args
+from dalab.errors import ConfigError
+from dalab.training import PRESETS, Config, make_config
+from dalab.training.selection import EarlyStopping
+
+
+def test_defaults_then_preset_then_overrides():
+    assert make_config().lr == Config().lr
+    paper = make_config("paper")
+    assert (paper.lr, paper.batch_size, paper.network) == (0.01, 64, "dann")
+    assert paper.preset == "paper"
+    cfg = make_config("seed", lr=0.05, theta=0.3)
+    assert cfg.lr == 0.05 and cfg.theta == 0.3
+    assert cfg.batch_size == PRESETS["seed"]["batch_size"] == 500
+    assert make_config("seed", lr=None).lr == 0.1  # None = not given
+
+
+def test_unknown_key_and_bad_values_name_field_value_and_choices():
+    with pytest.raises(ConfigError, match="Unknown config key 'learning_rate'"):
+        make_config(learning_rate=0.1)
+    with pytest.raises(ConfigError, match="preset.*'fast'.*paper"):
+        make_config("fast")
+    with pytest.raises(ConfigError, match=r"protocol: unknown value 'st'.*ts_ts"):
+        make_config(protocol="st")
+    with pytest.raises(ConfigError, match="theta: 1.5"):
+        make_config(theta=1.5)
+    with pytest.raises(ConfigError, match="batch_size"):
+        make_config(batch_size=0)
+    with pytest.raises(ConfigError, match="early_stopping"):
+        make_config(select="none", early_stopping=True)
+
+
+def test_oracle_flag():
+    assert make_config("seed", protocol="tst_tt").oracle_selection
+    assert make_config("seed", protocol="ts_tt").oracle_selection
+    assert not make_config("seed", protocol="ts_ts").oracle_selection
+    assert not make_config(select="source-val", protocol="tst_tt").oracle_selection
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--cache-dir", default=None)
+    add_config_options(parser)
+    return config_from_args(parser.parse_args(argv))
+
+
+def test_flags_override_preset_only_when_given():
+    cfg = _parse(["--preset", "paper", "--lr", "0.02", "--lambda", "0.3", "--amp",
+                  "--protocol", "ts_tt", "--data-root", "/data"])
+    assert (cfg.lr, cfg.grl_lambda, cfg.amp, cfg.protocol) == (0.02, 0.3, True, "ts_tt")
+    assert cfg.batch_size == 64 and cfg.data_root == "/data"
+    assert _parse([]) == Config()
+    assert _parse(["--early-stopping", "false", "--preset", "seed"]).early_stopping is False
+    with pytest.raises(SystemExit):
+        _parse(["--optimizer", "lbfgs"])
+
+
+def test_early_stopping_on_a_scripted_curve():
+    stop = EarlyStopping(patience=1000, increase=2.0, threshold=0.995)
+    # (validation error, step): the original rule extends patience to 2 * step on a
+    # real (> 0.5 %) improvement, keeps the best on any improvement.
+    assert stop.update(0.50, epoch=1, step=500)
+    assert stop.patience == 1000
+    assert stop.update(0.30, epoch=2, step=1000) and stop.patience == 2000
+    assert stop.update(0.2995, epoch=3, step=1500)  # better, but under 0.5 %
+    assert stop.patience == 2000 and stop.best_epoch == 3
+    assert not stop.update(0.31, epoch=4, step=2000)
+    assert stop.should_stop(2000) and not stop.should_stop(1999)
+    assert (stop.best_error, stop.best_step) == (0.2995, 1500)

@@ -1,0 +1,128 @@
+"""End-to-end runs on a few thousand real images: run folders, checkpoints,
+repeatability, the four-protocol experiment, and target labels kept out of training."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dalab.cli import main
+from dalab.data import Domain
+from dalab.evaluation import predict
+from dalab.training import load_run, make_config, train
+from dalab.training import domains as domains_module
+from dalab.training.experiment import run_experiment
+
+TINY = dict(max_train=2000, max_eval=1000, threads=1, device="cpu")
+
+
+def _cfg(data_root, cache_dir, **kw):
+    values = dict(TINY, data_root=str(data_root), cache_dir=str(cache_dir))
+    values.update(kw)
+    return make_config("quick", **values)
+
+
+@pytest.fixture(scope="module")
+def mnist_run(data_root, cache_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "ts_ts"
+    cfg = _cfg(data_root, cache_dir, protocol="ts_ts", epochs=2, lr=0.05,
+               lr_schedule="constant", select="source-val")
+    return cfg, out, train(cfg, out, log=lambda s: None)
+
+
+def test_run_beats_chance_and_writes_a_complete_folder(mnist_run):
+    cfg, out, result = mnist_run
+    assert result.test_accuracy > 0.6  # chance is 0.1
+    assert {p.name for p in out.iterdir()} >= {"config.json", "metrics.csv", "result.json",
+                                               "summary.txt", "model.safetensors",
+                                               "curves.png"}
+    saved = json.loads((out / "result.json").read_text())
+    for key in ("protocol", "train_on", "test_on", "test_accuracy", "selection",
+                "oracle_selection", "best_epoch", "epochs", "seconds", "theta", "mode",
+                "grl_lambda", "seed", "preset", "network"):
+        assert key in saved, key
+    assert saved["test_accuracy"] == result.test_accuracy
+    assert saved["selection"] == "source-val" and saved["oracle_selection"] is False
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"] == cfg.to_dict() and "torch" in config["environment"]
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert {"class_loss", "source_val_acc", "target_val_acc", "lambda", "lr",
+            "seconds"} <= set(rows[0])
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert "test accuracy" in (out / "summary.txt").read_text()
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(mnist_run, data_root):
+    cfg, out, _ = mnist_run
+    model, loaded_cfg, result = load_run(out)
+    assert loaded_cfg == cfg and result["protocol"] == "ts_ts"
+    from dalab.data import load_mnist
+    test = load_mnist("test", data_root)
+    acc = (predict(model, test.images[:1000]) == test.labels[:1000]).float().mean().item()
+    assert acc == pytest.approx(result["source_test_accuracy"])
+
+
+def test_eval_command_on_an_image_folder(mnist_run, data_root, tmp_path, capsys):
+    _, out, result = mnist_run
+    from dalab.data import load_mnist
+    test = load_mnist("test", data_root)
+    for i in range(200):
+        path = tmp_path / str(int(test.labels[i])) / f"{i}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(test.images[i, 0].numpy()).save(path)
+    assert main(["eval", "--checkpoint", str(out), "--images", str(tmp_path), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    model, _, _ = load_run(out)
+    expected = (predict(model, test.images[:200]) == test.labels[:200]).float().mean().item()
+    assert scores == {"accuracy": pytest.approx(expected), "n": 200}
+
+
+def test_same_seed_on_cpu_repeats_bit_for_bit(data_root, cache_dir):
+    cfg = _cfg(data_root, cache_dir, protocol="tst_tt", max_train=512, epochs=1)
+    runs = [train(cfg, None, log=lambda s: None) for _ in range(2)]
+    assert dataclasses.replace(runs[0], seconds=0) == dataclasses.replace(runs[1], seconds=0)
+
+
+def test_target_labels_never_reach_training(data_root, cache_dir, monkeypatch, tmp_path):
+    """Scrambling the MNIST-M training labels changes no training figure of tst_tt."""
+    cfg = _cfg(data_root, cache_dir, protocol="tst_tt", max_train=512, epochs=1)
+    train(cfg, tmp_path / "a", log=lambda s: None)
+    real = domains_module.load_mnistm
+
+    def scrambled(split, *args, **kw):
+        domain = real(split, *args, **kw)
+        if split != "train":
+            return domain
+        labels = torch.from_numpy(np.random.default_rng(1).permutation(domain.labels.numpy()))
+        return Domain(domain.name, domain.images, labels)
+
+    monkeypatch.setattr(domains_module, "load_mnistm", scrambled)
+    train(cfg, tmp_path / "b", log=lambda s: None)
+    rows = [list(csv.DictReader(open(tmp_path / d / "metrics.csv"))) for d in "ab"]
+    for key in ("loss", "class_loss", "domain_loss", "train_acc", "domain_acc",
+                "source_train_acc"):
+        assert rows[0][0][key] == rows[1][0][key], key
+    assert rows[0][0]["target_train_acc"] != rows[1][0]["target_train_acc"]  # labels did change
+
+
+def test_experiment_runs_four_protocols_and_flags_oracle(data_root, cache_dir, tmp_path):
+    cfg = _cfg(data_root, cache_dir, max_train=256, max_eval=256, epochs=1,
+               select="target-val", batch_size=32)
+    results = run_experiment(cfg, tmp_path, log=lambda s: None)
+    assert list(results) == ["ts_ts", "ts_tt", "tt_tt", "tst_tt"]
+    rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
+    assert [r["protocol"] for r in rows] == list(results)
+    flagged = {r["protocol"] for r in rows if "ORACLE" in r["selection"]}
+    assert flagged == {"ts_tt", "tst_tt"}
+    assert "ORACLE" in (tmp_path / "summary.md").read_text()
+    saved = json.loads((tmp_path / "experiment.json").read_text())
+    assert saved["results"]["tst_tt"]["oracle_selection"] is True
+    for protocol in results:
+        assert (tmp_path / protocol / "result.json").is_file()
