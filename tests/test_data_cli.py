@@ -57,3 +57,12 @@ def test_bad_theta_is_a_clean_error(data_root, tmp_path, capsys):
     assert code == 2
     assert "dalab data: error: theta: 1.5 is outside [0, 1]" in err
     assert "Traceback" not in err
+
+
+def test_location_options_work_before_the_action(data_root, cache_dir, capsys, monkeypatch):
+    monkeypatch.delenv("DALAB_DATA", raising=False)
+    monkeypatch.delenv("DALAB_CACHE", raising=False)
+    _run(capsys, "mnistm", "--data-root", str(data_root), "--cache-dir", str(cache_dir))
+    code, out, err = _run(capsys, "--data-root", str(data_root), "--cache-dir",
+                          str(cache_dir), "mnistm")
+    assert code == 0 and "cache hit" in out, err

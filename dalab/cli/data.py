@@ -27,11 +27,27 @@ def _generator_options(parser: argparse.ArgumentParser) -> None:
                         help="never download missing MNIST/BSDS500 files")
 
 
+def _location_after_action(common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """A copy of the common options whose defaults are suppressed.
+
+    So ``--data-root``/``--cache-dir`` work before or after the action: with a default
+    of None, the action's parser would overwrite a value given at the ``data`` level.
+    """
+    late = argparse.ArgumentParser(add_help=False)
+    group = late.add_argument_group("data location")
+    for option in common._actions:
+        if option.option_strings:
+            group.add_argument(*option.option_strings, dest=option.dest, help=option.help,
+                               metavar=option.metavar, default=argparse.SUPPRESS)
+    return late
+
+
 def add_parser(sub, common) -> None:
     p = sub.add_parser("data", parents=[common], help="check MNIST, generate MNIST-M, "
                        "write samples", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    common = _location_after_action(common)
 
     mnist = actions.add_parser("mnist", parents=[common], help="verify (or download) MNIST "
                                "and print the split sizes")
