@@ -28,6 +28,7 @@ CHOICES = {
     "network": ("lenet", "dann"),
     "device": ("auto", "cpu", "cuda"),
     "patch_split": ("train", "val", "test", "all"),
+    "augment": ("none", "color"),
 }
 
 
@@ -40,6 +41,7 @@ class Config:
     preset: str | None = None  # name of the preset applied before the flags (informational)
     network: str = "dann"  # lenet (original code) | dann (DANN paper's MNIST network)
     dropout: float = 0.0  # dropout probability before each fully connected layer
+    augment: str = "none"  # batch augmentation of labelled images: none | color (jitter)
     # -- data --------------------------------------------------------------------------
     theta: float = 1.0  # MNIST-M blend strength in [0, 1]; 1 = the paper's MNIST-M
     mode: str = "color"  # MNIST-M colour (3 channels) or gray (1 channel)
