@@ -21,6 +21,7 @@ from torch import Tensor
 from dalab.evaluation import count_correct
 from dalab.methods import METHODS
 from dalab.models import build_model, channel_stats
+from dalab.training.augment import augment
 from dalab.training.config import PROTOCOLS, Config
 from dalab.training.domains import Sets, load_sets
 from dalab.training.optim import lr_at, make_optimizer, set_lr
@@ -125,9 +126,13 @@ def _build(cfg: Config, sets: Sets, device: torch.device, log):
     return model
 
 
-def train(cfg: Config, out: Path | None = None,
-          log: Callable[[str], None] = print) -> Result:
-    """Train one run of ``cfg``; write the run folder to ``out`` when given."""
+def train(cfg: Config, out: Path | None = None, log: Callable[[str], None] = print,
+          on_step: Callable[[int, torch.nn.Module], None] | None = None) -> Result:
+    """Train one run of ``cfg``; write the run folder to ``out`` when given.
+
+    ``on_step(step, model)``, when given, is called after every optimisation step
+    (``dalab bench`` times the loop and evaluates periodically through it).
+    """
     from dalab.training import runfolder  # matplotlib etc. only when writing
 
     start = time.perf_counter()
@@ -148,6 +153,7 @@ def train(cfg: Config, out: Path | None = None,
     total = cfg.epochs * steps_per_epoch
     gen_s = torch.Generator().manual_seed(cfg.seed)
     gen_t = torch.Generator().manual_seed(cfg.seed + 1_000_003)
+    gen_aug = torch.Generator(device).manual_seed(cfg.seed + 2_000_003)
     stopper = EarlyStopping(cfg.patience, cfg.patience_increase, cfg.improvement_threshold)
     best_state, rows, step_no, val_acc = None, [], 0, None
     eval_kw = dict(batch_size=cfg.eval_batch_size, device=device, amp=amp)
@@ -167,12 +173,15 @@ def train(cfg: Config, out: Path | None = None,
             lr = lr_at(cfg, progress, epoch)
             xs, ys = xs_all[idx_s[i]], ys_all[idx_s[i]]
             xt = xt_all[idx_t[i]] if idx_t is not None else None
+            xs = augment(cfg.augment, xs, gen_aug, sets.channels)
             if cfg.channels_last:
                 xs = xs.contiguous(memory_format=torch.channels_last)
                 xt = xt.contiguous(memory_format=torch.channels_last) if xt is not None else None
             for key, value in step(xs, ys, xt, progress, lr).items():
                 sums[key] = sums[key] + value.float() if key in sums else value.float()
             step_no += 1
+            if on_step is not None:
+                on_step(step_no, model)
         row = {"epoch": epoch + 1, "step": step_no}
         row.update({k: v.item() / steps_per_epoch for k, v in sums.items()})  # one sync
         row.update({f"{name}_acc": count_correct(model, d.images, d.labels, **eval_kw).item()
