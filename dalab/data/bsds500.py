@@ -33,7 +33,8 @@ ARCHIVE_URLS = (
 )
 
 
-def _splits(split: str) -> tuple[str, ...]:
+def photo_splits(split: str) -> tuple[str, ...]:
+    """The BSDS500 folders a patch split reads (``"all"`` = train, val and test)."""
     if split not in PHOTO_SPLITS:
         raise ConfigError(
             f"patch_split: unknown value {split!r}; choose one of {', '.join(PHOTO_SPLITS)}"
@@ -54,7 +55,7 @@ def read_photo_files(data_root: Path, cache_dir: Path, split: str = "train", *,
         When no photos are found (and cannot be downloaded); the message names the
         folders and files looked for.
     """
-    splits = _splits(split)
+    splits = photo_splits(split)
     roots = [data_root, cache_dir]
     for root in roots:
         folders = [root / IMAGES_DIR / s for s in splits]
@@ -88,7 +89,7 @@ def read_photo_files(data_root: Path, cache_dir: Path, split: str = "train", *,
 
 def read_tar_photos(archive: Path, split: str = "train") -> list[tuple[str, bytes]]:
     """Read a split's JPEGs straight from the official tar archive (no extraction)."""
-    splits = _splits(split)
+    splits = photo_splits(split)
     wanted = {f"{IMAGES_DIR}/{s}/": s for s in splits}
     out = []
     try:

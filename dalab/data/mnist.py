@@ -152,6 +152,11 @@ def _read_cached(paths: tuple[Path, ...], stamps: tuple[tuple[int, int], ...]) -
     return MnistArrays(train_images, train_labels, test_images, test_labels, md5, paths)
 
 
+def forget_cached() -> None:
+    """Drop the in-memory copy of MNIST (so the next read goes to disk)."""
+    _read_cached.cache_clear()
+
+
 def read_mnist(data_root: Path, cache_dir: Path, *, download: bool = True) -> MnistArrays:
     """Read and validate all of MNIST (kept in memory for repeated calls)."""
     found = locate_mnist(data_root, cache_dir, download=download)

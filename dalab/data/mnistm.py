@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from dalab.data.bsds500 import _splits, decode_photos, photos_md5, read_photo_files
+from dalab.data.bsds500 import decode_photos, photo_splits, photos_md5, read_photo_files
 from dalab.data.mnist import NUM_TRAIN, NUM_TRAIN_FILE, read_mnist
 from dalab.errors import ConfigError, DataError
-from dalab.paths import atomic_path, write_json_atomic
+from dalab.paths import atomic_path, resolve_cache_dir, resolve_data_root, write_json_atomic
 
 FORMAT_VERSION = 1
 MODES = ("color", "gray")
@@ -45,8 +45,8 @@ def check_params(theta: float, mode: str, seed: int, patch_split: str = "train")
         raise ConfigError(f"mode: unknown value {mode!r}; choose one of {', '.join(MODES)}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed: expected a non-negative integer, got {seed!r}")
-    _splits(patch_split)
-    return float(theta)
+    photo_splits(patch_split)
+    return float(theta) + 0.0  # + 0.0 turns -0.0 into 0.0 (one cache file, not two)
 
 
 # -- generation ---------------------------------------------------------------------------
@@ -175,7 +175,7 @@ def _locked(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def generate_mnistm(data_root: Path, cache_dir: Path, *, theta: float = 1.0,
+def generate_mnistm(data_root=None, cache_dir=None, *, theta: float = 1.0,
                     mode: str = "color", seed: int = 0, patch_split: str = "train",
                     download: bool = True, force: bool = False) -> MnistmSet:
     """Find the cached set or generate all 70,000 images and cache them.
@@ -183,10 +183,13 @@ def generate_mnistm(data_root: Path, cache_dir: Path, *, theta: float = 1.0,
     The ``.npz`` (members ``{train,val,test}_{images,labels}``, uint8) and its JSON
     sidecar (parameters, input checksums, format version) are written atomically under a
     lock file, so concurrent callers generate the set once and all see a complete one.
-    ``force=True`` regenerates even when a valid cache exists.
+    ``force=True`` regenerates even when a valid cache exists. ``data_root`` and
+    ``cache_dir`` of ``None`` are resolved with :mod:`dalab.paths`.
     """
     start = time.perf_counter()
-    theta = check_params(theta, mode, seed, patch_split)
+    data_root = resolve_data_root(data_root)
+    cache_dir = resolve_cache_dir(data_root, cache_dir)
+    theta, seed = check_params(theta, mode, seed, patch_split), int(seed)
     npz = mnistm_path(cache_dir, theta, mode, seed, patch_split)
     params = _expected_params(theta, mode, seed, patch_split)
     if not force and (meta := read_sidecar(npz, params)):

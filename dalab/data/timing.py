@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from dalab.data.bsds500 import decode_photos, read_photo_files
-from dalab.data.mnist import _read_cached
+from dalab.data.mnist import forget_cached
 from dalab.data.mnistm import generate_mnistm
 
 NUM_IMAGES = 70_000
@@ -46,7 +46,7 @@ def time_generation(data_root: str | os.PathLike | None = None, *, repeats: int 
             start = time.perf_counter()
             decode_photos(read_photo_files(root, cache, "train"), mode)
             decode.append(time.perf_counter() - start)
-            _read_cached.cache_clear()
+            forget_cached()
             start = time.perf_counter()
             made = generate_mnistm(root, cache, theta=theta, mode=mode, seed=seed, force=True)
             cold.append(time.perf_counter() - start)
