@@ -1,0 +1,161 @@
+"""Sweep plots (matplotlib, Agg backend, PNG written atomically).
+
+- ``sweep_theta.png``: target accuracy against θ, one line per protocol (DANN: one
+  per λ), the source-only → DANN gain shaded;
+- ``sweep_lambda.png``: DANN's target accuracy against λ, one line per θ, with the
+  source-only accuracy at the same θ dashed;
+- ``sweep_heatmap.png``: DANN's mean target accuracy over the θ × λ grid.
+
+One panel per preset. Inputs are :func:`dalab.sweep.results.summarize` rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dalab.paths import atomic_path
+
+SOURCE_ONLY, DANN = "ts_tt", "tst_tt"
+LABELS = {"ts_ts": "train S, test S", "ts_tt": "source only (train S, test T)",
+          "tt_tt": "target trained (train T, test T)", "tst_tt": "DANN"}
+
+
+def plot_sweep(summary: list[dict], out: Path) -> list[Path]:
+    """Write the sweep plots that the summary has data for; return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    written = [_theta_plot(summary, out / "sweep_theta.png")]
+    dann = [r for r in summary if r["protocol"] == DANN]
+    if len({r["grl_lambda"] for r in dann}) > 1:
+        written.append(_lambda_plot(summary, out / "sweep_lambda.png"))
+        if len({r["theta"] for r in dann}) > 1:
+            written.append(_heatmap(dann, out / "sweep_heatmap.png"))
+    return written
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Save ``fig`` as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _panels(summary: list[dict], width: float = 5.2):
+    import matplotlib.pyplot as plt
+
+    presets = sorted({r["preset"] for r in summary})
+    fig, axes = plt.subplots(1, len(presets), figsize=(width * len(presets), 3.8),
+                             squeeze=False)
+    return fig, list(zip(presets, axes[0]))
+
+
+def _curve(rows: list[dict], x: str):
+    rows = sorted(rows, key=lambda r: r[x])
+    std = [r["std_accuracy"] if r["std_accuracy"] != "" else 0.0 for r in rows]
+    return ([r[x] for r in rows], [r["mean_accuracy"] for r in rows], std)
+
+
+def _theta_plot(summary: list[dict], path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, panels = _panels(summary)
+    for preset, ax in panels:
+        rows = [r for r in summary if r["preset"] == preset]
+        lams = sorted({r["grl_lambda"] for r in rows if r["protocol"] == DANN})
+        colors = plt.cm.viridis([i / max(1, len(lams) - 1) * 0.85 for i in range(len(lams))])
+        for protocol in ("ts_ts", "ts_tt", "tt_tt"):
+            xs, ys, sd = _curve([r for r in rows if r["protocol"] == protocol], "theta")
+            if xs:
+                ax.errorbar(xs, ys, yerr=sd, marker="o", capsize=3, label=LABELS[protocol],
+                            color={"ts_ts": "0.6", "ts_tt": "tab:red", "tt_tt": "0.2"}[protocol],
+                            linestyle="--" if protocol != SOURCE_ONLY else "-")
+        best = _best_lambda(rows)
+        for lam, color in zip(lams, colors):
+            xs, ys, sd = _curve([r for r in rows if r["protocol"] == DANN
+                                 and r["grl_lambda"] == lam], "theta")
+            ax.errorbar(xs, ys, yerr=sd, marker="s", capsize=3, color=color,
+                        label=f"DANN λ={lam:g}", linewidth=2.2 if lam == best else 1.2)
+        _shade_gain(ax, rows, best)
+        ax.set(xlabel="θ (MNIST-M blend strength)", ylabel="target test accuracy",
+               title=f"accuracy vs θ ({preset})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def _best_lambda(rows: list[dict]):
+    """λ whose DANN curve has the highest mean accuracy over θ (read on target labels)."""
+    by_lam: dict = {}
+    for r in rows:
+        if r["protocol"] == DANN:
+            by_lam.setdefault(r["grl_lambda"], []).append(r["mean_accuracy"])
+    return max(by_lam, key=lambda k: sum(by_lam[k]) / len(by_lam[k])) if by_lam else None
+
+
+def _shade_gain(ax, rows: list[dict], lam) -> None:
+    src = {r["theta"]: r["mean_accuracy"] for r in rows if r["protocol"] == SOURCE_ONLY}
+    dann = {r["theta"]: r["mean_accuracy"] for r in rows
+            if r["protocol"] == DANN and r["grl_lambda"] == lam}
+    thetas = sorted(set(src) & set(dann))
+    if not thetas:
+        return
+    low, high = [src[t] for t in thetas], [dann[t] for t in thetas]
+    n_lams = len({r["grl_lambda"] for r in rows if r["protocol"] == DANN})
+    note = f" (λ={lam:g}" + (", best on target test)" if n_lams > 1 else ")")
+    ax.fill_between(thetas, low, high, where=[h >= lo for h, lo in zip(high, low)],
+                    color="tab:green", alpha=0.18, interpolate=True,
+                    label="gain source only → DANN" + note)
+    ax.fill_between(thetas, low, high, where=[h < lo for h, lo in zip(high, low)],
+                    color="tab:red", alpha=0.18, interpolate=True, label="loss")
+
+
+def _lambda_plot(summary: list[dict], path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, panels = _panels(summary)
+    for preset, ax in panels:
+        rows = [r for r in summary if r["preset"] == preset]
+        thetas = sorted({r["theta"] for r in rows if r["protocol"] == DANN})
+        colors = plt.cm.plasma([i / max(1, len(thetas) - 1) * 0.85 for i in range(len(thetas))])
+        for theta, color in zip(thetas, colors):
+            xs, ys, sd = _curve([r for r in rows if r["protocol"] == DANN
+                                 and r["theta"] == theta], "grl_lambda")
+            ax.errorbar(xs, ys, yerr=sd, marker="s", capsize=3, color=color, label=f"θ={theta:g}")
+            src = [r["mean_accuracy"] for r in rows
+                   if r["protocol"] == SOURCE_ONLY and r["theta"] == theta]
+            if src:
+                ax.axhline(src[0], color=color, linestyle=":", linewidth=1)
+        positive = [x for x in {r["grl_lambda"] for r in rows if r["protocol"] == DANN} if x]
+        if positive:
+            ax.set_xscale("symlog", linthresh=min(positive))
+        ax.set(xlabel="λ (GRL weight; 0 = no domain loss)", ylabel="target test accuracy",
+               title=f"DANN accuracy vs λ ({preset}); dotted: source only")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def _heatmap(dann: list[dict], path: Path) -> Path:
+    fig, panels = _panels(dann, width=4.8)
+    for preset, ax in panels:
+        rows = [r for r in dann if r["preset"] == preset]
+        thetas = sorted({r["theta"] for r in rows})
+        lams = sorted({r["grl_lambda"] for r in rows})
+        acc = {(r["theta"], r["grl_lambda"]): r["mean_accuracy"] for r in rows}
+        grid = [[acc.get((t, lam), float("nan")) for lam in lams] for t in thetas]
+        im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
+        for i, row in enumerate(grid):
+            for j, v in enumerate(row):
+                if v == v:  # not NaN
+                    ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=7,
+                            color="white" if v < (min(map(min, grid)) + max(map(max, grid))) / 2
+                            else "black")
+        ax.set_xticks(range(len(lams)), [f"{x:g}" for x in lams])
+        ax.set_yticks(range(len(thetas)), [f"{x:g}" for x in thetas])
+        ax.set(xlabel="λ", ylabel="θ", title=f"DANN target accuracy ({preset})")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    return save_figure(fig, path)

@@ -1,0 +1,158 @@
+"""A sweep's grid: its spec (axes + shared overrides), its points and their names.
+
+A point is one ordinary training run. λ (the GRL coefficient) only matters to
+protocols that train with a domain loss (``tst_tt``, DANN); the others (``ts_ts``,
+``ts_tt``, ``tt_tt``) are run once per (θ, preset, seed) whatever the λ list says.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dalab.errors import ConfigError
+
+PROTOCOLS = ("ts_ts", "ts_tt", "tt_tt", "tst_tt")
+DOMAIN_LOSS_PROTOCOLS = frozenset({"tst_tt"})  # the only ones λ changes
+AXES = ("protocols", "thetas", "lambdas", "presets", "seeds")
+# Config fields that say where/how a run executes, not what it computes: they may
+# differ between a sweep and its resumption (another machine, other --jobs).
+RUNTIME_FIELDS = frozenset({"device", "threads", "data_root", "cache_dir"})
+SPEC_FILE = "sweep.json"
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run of a sweep; ``grl_lambda`` is None for protocols without a domain loss."""
+
+    protocol: str
+    theta: float
+    grl_lambda: float | None
+    preset: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """Folder name, e.g. ``tst_tt-theta0.6-lambda0.1-quick-seed1``."""
+        lam = "" if self.grl_lambda is None else f"-lambda{_num(self.grl_lambda)}"
+        return f"{self.protocol}-theta{_num(self.theta)}{lam}-{self.preset}-seed{self.seed}"
+
+    def overrides(self) -> dict:
+        """The Config fields this point sets (λ only where it matters)."""
+        out = {"protocol": self.protocol, "theta": self.theta, "seed": self.seed}
+        if self.grl_lambda is not None:
+            out["grl_lambda"] = self.grl_lambda
+        return out
+
+
+@dataclass
+class SweepSpec:
+    """What a sweep computes: the grid axes and the options shared by every point.
+
+    ``overrides`` holds every other Config field given on the command line
+    (e.g. ``{"epochs": 3}``), minus the runtime fields (:data:`RUNTIME_FIELDS`).
+    """
+
+    protocols: list[str]
+    thetas: list[float]
+    lambdas: list[float]
+    presets: list[str]
+    seeds: list[int]
+    overrides: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for axis in AXES:
+            values = getattr(self, axis)
+            if not values:
+                raise ConfigError(f"sweep: the {axis} list is empty")
+            if len(set(values)) != len(values):
+                raise ConfigError(f"sweep: {axis} has repeated values: {values}")
+        bad = [p for p in self.protocols if p not in PROTOCOLS]
+        if bad:
+            raise ConfigError(f"sweep: unknown protocol {bad[0]!r}; choices: {', '.join(PROTOCOLS)}")
+        for t in self.thetas:
+            if not (0.0 <= t <= 1.0) or math.isnan(t):
+                raise ConfigError(f"sweep: theta {t} is outside [0, 1]")
+        for lam in self.lambdas:
+            if not (lam >= 0.0) or math.isinf(lam):
+                raise ConfigError(f"sweep: lambda {lam} must be a finite number >= 0")
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict, where: str = SPEC_FILE) -> "SweepSpec":
+        try:
+            return cls(**{k: data[k] for k in (*AXES, "overrides")})
+        except (KeyError, TypeError) as err:
+            raise ConfigError(f"{where}: not a sweep spec ({err})") from None
+
+
+def parse_list(text: str, kind: type, flag: str) -> list:
+    """``"0.2,0.4"`` → ``[0.2, 0.4]``; a clear error naming the flag on bad items."""
+    items = [s.strip() for s in str(text).split(",") if s.strip()]
+    try:
+        return [kind(s) for s in items]
+    except ValueError:
+        raise ConfigError(f"{flag}: expected a comma-separated list of {kind.__name__}, "
+                          f"got {text!r}") from None
+
+
+def expand_grid(spec: SweepSpec) -> list[Point]:
+    """Every point of the grid, in a stable order, without needless λ copies.
+
+    Points are ordered preset → seed → θ → protocol → λ, so an interrupted sweep
+    has complete seeds and θ rows rather than one protocol only.
+    """
+    points = []
+    for preset in spec.presets:
+        for seed in spec.seeds:
+            for theta in spec.thetas:
+                for protocol in spec.protocols:
+                    lams = spec.lambdas if protocol in DOMAIN_LOSS_PROTOCOLS else [None]
+                    points += [Point(protocol, float(theta), None if lam is None else float(lam),
+                                     preset, int(seed)) for lam in lams]
+    return points
+
+
+def merge_specs(old: SweepSpec, new: SweepSpec) -> SweepSpec:
+    """The union of two specs' axes (``--extend``); their overrides must be equal."""
+    if old.overrides != new.overrides:
+        raise ConfigError("sweep --extend: the shared options differ "
+                          f"(stored {old.overrides}, given {new.overrides}); "
+                          "use another --out folder")
+    merged = {axis: list(dict.fromkeys([*getattr(old, axis), *getattr(new, axis)]))
+              for axis in AXES}
+    return SweepSpec(**merged, overrides=dict(old.overrides))
+
+
+def check_spec(out: Path, spec: SweepSpec, extend: bool = False) -> SweepSpec:
+    """Compare ``spec`` with ``out/sweep.json``; return the spec to run.
+
+    A new folder takes ``spec``. The same spec resumes. A different spec is an
+    error unless ``extend`` is set, which runs the union of both grids.
+    """
+    path = out / SPEC_FILE
+    if not path.exists():
+        return spec
+    try:
+        stored = SweepSpec.from_json(json.loads(path.read_text()), str(path))
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: unreadable ({err})") from None
+    if stored == spec:
+        return spec
+    if extend:
+        return merge_specs(stored, spec)
+    diffs = [f"{k}: stored {getattr(stored, k)} vs given {getattr(spec, k)}"
+             for k in (*AXES, "overrides") if getattr(stored, k) != getattr(spec, k)]
+    raise ConfigError(f"{path} holds a different sweep ({'; '.join(diffs)}). Rerun with "
+                      "the same arguments to resume, add --extend to grow the grid, "
+                      "or choose another --out")
+
+
+def _num(x: float) -> str:
+    """0.6 → '0.6', 1.0 → '1', 0.03 → '0.03' (short and unique for grid values)."""
+    return f"{x:g}"

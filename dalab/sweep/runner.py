@@ -1,0 +1,295 @@
+"""Run a sweep's points: skip finished ones, redo half-written ones, run the rest.
+
+Layout of a sweep folder ``DIR``::
+
+    DIR/sweep.json            the spec (axes + shared options): what the sweep computes
+    DIR/runs/<point name>/    one ordinary run folder per point (result.json = finished)
+    DIR/logs/<point name>.log what each point printed
+    DIR/sweep.csv, DIR/sweep_summary.csv, DIR/*.png   results, rewritten as points finish
+
+Points run in this process (``jobs=1``), in a pool of ``jobs`` processes, or as Ray
+tasks (:mod:`dalab.sweep.ray_backend`). Every file is written atomically and a
+point counts as finished only once its ``result.json`` exists, so a sweep killed at
+any moment resumes when run again with the same arguments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+from dalab.errors import ConfigError, DalabError
+from dalab.paths import write_json_atomic
+from dalab.sweep.grid import RUNTIME_FIELDS, SPEC_FILE, Point, SweepSpec, check_spec, expand_grid
+
+# train_fn(cfg, out, log) writes a run folder under `out` (result.json last).
+TrainFn = Callable[..., object]
+
+
+@dataclass
+class Task:
+    """A point to run: its name, full config (JSON-able dict) and folders."""
+
+    point: Point
+    config: dict
+    run_dir: Path
+    log_path: Path
+
+
+@dataclass
+class Outcome:
+    """What a call to :func:`run_sweep` did."""
+
+    total: int
+    skipped: list[str] = field(default_factory=list)   # finished before this call
+    trained: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # name -> error message
+
+
+def engine_train(cfg, out: Path, log=print):
+    """The real trainer (:func:`dalab.training.train`), imported only when used."""
+    from dalab.training import train
+
+    return train(cfg, out=out, log=log)
+
+
+def build_config(point: Point, spec: SweepSpec, runtime: dict) -> dict:
+    """The point's full Config as a JSON-able dict: preset, shared options, point, runtime."""
+    from dalab.training.config import make_config
+
+    cfg = make_config(point.preset, **spec.overrides, **point.overrides(), **runtime)
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+def config_from_dict(data: dict):
+    """Rebuild a Config from :func:`build_config`'s dict."""
+    from dalab.training.config import config_from_dict as rebuild
+
+    return rebuild(data)
+
+
+def finished(task: Task) -> bool:
+    """True when the point's result.json exists and its config.json matches the point.
+
+    A finished run made with another config is never overwritten: that is an error.
+    """
+    if not (task.run_dir / "result.json").exists():
+        return False
+    try:
+        stored = json.loads((task.run_dir / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{task.run_dir}: has result.json but no readable config.json "
+                          f"({err}); move the folder away to rerun the point") from None
+    for key, want in task.config.items():
+        if key in RUNTIME_FIELDS or key not in stored or stored[key] == want:
+            continue
+        raise ConfigError(f"{task.run_dir}: finished with {key}={stored[key]!r} but the sweep "
+                          f"asks for {key}={want!r}; move the folder away to rerun it")
+    return True
+
+
+def run_point(config: dict, run_dir: str, log_path: str, train_fn: TrainFn) -> dict:
+    """Train one point from scratch into ``run_dir``; return its result.json.
+
+    Runs in a worker process: sets torch's thread count from the config, removes a
+    half-written folder left by an interrupted run, sends the trainer's log to a file.
+    """
+    import torch
+
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))
+    run_dir, log_path = Path(run_dir), Path(log_path)
+    if run_dir.exists():  # no result.json (else it would be finished): half-written
+        shutil.rmtree(run_dir)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", buffering=1) as log_file:
+        train_fn(config_from_dict(config), out=run_dir,
+                 log=lambda *a: print(*a, file=log_file))
+    result_path = run_dir / "result.json"
+    if not result_path.exists():
+        raise DalabError(f"{run_dir}: training returned without writing result.json")
+    return json.loads(result_path.read_text())
+
+
+class Progress:
+    """Prints ``[done/total] name  acc  time  ETA`` as points finish."""
+
+    def __init__(self, total: int, already: int, jobs: int, log=print) -> None:
+        self.total, self.done, self.jobs, self.log = total, already, jobs, log
+        self.start, self.new = time.monotonic(), 0
+
+    def update(self, name: str, result: dict | None, error: str | None = None) -> None:
+        self.done += 1
+        self.new += 1
+        elapsed = time.monotonic() - self.start
+        left = self.total - self.done
+        eta = elapsed / self.new * left
+        what = (f"FAILED: {error}" if error else
+                f"acc {result.get('test_accuracy', float('nan')):.4f}  "
+                f"({result.get('seconds', 0.0):.0f} s)")
+        self.log(f"[{self.done}/{self.total}] {name}  {what}  "
+                 f"elapsed {_hms(elapsed)}  ETA {_hms(eta) if left else '0s'}")
+
+
+def run_sweep(spec: SweepSpec, out: Path, *, jobs: int = 1, backend: str = "local",
+              runtime: dict | None = None, extend: bool = False, address: str | None = None,
+              cpus_per_point: float | None = None, gpus_per_point: float = 0.0,
+              train_fn: TrainFn = engine_train, log=print) -> Outcome:
+    """Run (or resume) the sweep ``spec`` into ``out``; write its CSVs and plots.
+
+    Parameters
+    ----------
+    spec
+        The grid and the options shared by every point.
+    out
+        The sweep folder; ``out/sweep.json`` must hold the same spec (or ``extend``).
+    jobs
+        Points run at once on this machine (``backend="local"``); each gets
+        ``cores // jobs`` torch threads unless ``runtime`` sets ``threads``.
+    backend
+        ``"local"`` or ``"ray"`` (``address``, ``cpus_per_point``, ``gpus_per_point``).
+    runtime
+        Config fields that do not change results (device, threads, data_root, cache_dir).
+    train_fn
+        ``train_fn(cfg, out=run_dir, log=...)``; the real engine by default.
+    """
+    from dalab.sweep.results import write_results
+
+    if jobs < 1:
+        raise ConfigError(f"sweep: --jobs must be >= 1, got {jobs}")
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"sweep: unknown backend {backend!r}; choices: local, ray")
+    out = Path(out)
+    spec = check_spec(out, spec, extend)
+    runtime = dict(runtime or {})
+    bad = set(runtime) - RUNTIME_FIELDS
+    if bad:
+        raise ConfigError(f"sweep: {sorted(bad)} are not runtime fields ({sorted(RUNTIME_FIELDS)})")
+    if backend == "local" and not runtime.get("threads"):
+        runtime["threads"] = max(1, _cores() // jobs)
+    if backend == "ray" and cpus_per_point and not runtime.get("threads"):
+        runtime["threads"] = max(1, int(cpus_per_point))
+    points = expand_grid(spec)
+    tasks = [Task(p, build_config(p, spec, runtime), out / "runs" / p.name,
+                  out / "logs" / f"{p.name}.log") for p in points]
+    with _lock(out):
+        write_json_atomic(out / SPEC_FILE, spec.to_json())
+        outcome = Outcome(total=len(tasks))
+        todo = []
+        for task in tasks:
+            (outcome.skipped if finished(task) else todo).append(task)
+        if outcome.skipped:
+            outcome.skipped = [t.point.name for t in outcome.skipped]
+            log(f"sweep: {len(outcome.skipped)} of {len(tasks)} points already finished")
+        _report_grid(spec, len(tasks), log)
+        progress = Progress(len(tasks), len(outcome.skipped), jobs, log)
+
+        def done(task: Task, result: dict | None, error: str | None) -> None:
+            if error:
+                outcome.failed[task.point.name] = error
+            else:
+                outcome.trained.append(task.point.name)
+                write_results(out, points, plots=False)
+            progress.update(task.point.name, result, error)
+
+        if backend == "ray":
+            from dalab.sweep.ray_backend import run_ray
+
+            run_ray(todo, done, train_fn, address=address, cpus=cpus_per_point or 1,
+                    gpus=gpus_per_point)
+        elif jobs == 1:
+            for task in todo:
+                _run_here(task, train_fn, done)
+        else:
+            _run_pool(todo, jobs, train_fn, done)
+        write_results(out, points, plots=True)
+    if outcome.failed:
+        log(f"sweep: {len(outcome.failed)} point(s) failed (see {out / 'logs'}); "
+            "run the same command again to retry them")
+    return outcome
+
+
+def _run_here(task: Task, train_fn: TrainFn, done) -> None:
+    try:
+        result = run_point(task.config, str(task.run_dir), str(task.log_path), train_fn)
+    except Exception as err:  # one bad point must not stop the others
+        done(task, None, f"{type(err).__name__}: {err}")
+    else:
+        done(task, result, None)
+
+
+def _run_pool(todo: list[Task], jobs: int, train_fn: TrainFn, done) -> None:
+    # spawn, not fork: forking a process that has started torch's thread pools can hang.
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(run_point, t.config, str(t.run_dir), str(t.log_path),
+                               train_fn): t for t in todo}
+        try:
+            for fut in as_completed(futures):
+                err = fut.exception()
+                done(futures[fut], None if err else fut.result(),
+                     f"{type(err).__name__}: {err}" if err else None)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def _report_grid(spec: SweepSpec, n: int, log) -> None:
+    from dalab.sweep.grid import DOMAIN_LOSS_PROTOCOLS
+
+    once = [p for p in spec.protocols if p not in DOMAIN_LOSS_PROTOCOLS]
+    note = (f"; {', '.join(once)} ha{'s' if len(once) == 1 else 've'} no domain loss, "
+            "so λ does not change them: run once per θ/preset/seed") if once and len(spec.lambdas) > 1 else ""
+    log(f"sweep: {n} points{note}")
+
+
+@contextlib.contextmanager
+def _lock(out: Path):
+    """Refuse to run two sweeps into one folder at once (a stale lock is taken over)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / ".sweep.lock"
+    me = f"{socket.gethostname()} {os.getpid()}"
+    try:
+        host, pid = path.read_text().split()
+        if host == socket.gethostname() and _alive(int(pid)) and int(pid) != os.getpid():
+            raise ConfigError(f"{out}: another sweep (pid {pid}) is running into this "
+                              f"folder; wait for it or remove {path} if it is gone")
+    except (FileNotFoundError, ValueError):
+        pass
+    path.write_text(me)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else (
+        f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s")
