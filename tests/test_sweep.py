@@ -33,7 +33,7 @@ def fake_train(cfg, out, log=print):
     with open(Path(cfg.cache_dir) / "calls.log", "a") as f:
         f.write(f"start {out.name} {os.getpid()}\n")
     log(f"fake training {cfg.protocol} theta={cfg.theta}")
-    write_json_atomic(out / "config.json", cfg.to_dict())
+    write_json_atomic(out / "config.json", {"config": cfg.to_dict(), "environment": {}})
     write_text_atomic(out / "metrics.csv", "epoch,loss\n1,0.5\n")
     acc = fake_accuracy(cfg)
     write_json_atomic(out / "result.json", {
@@ -116,7 +116,7 @@ def test_sweep_writes_runs_tables_and_plots(tmp_path):
     for png in ("sweep_theta.png", "sweep_lambda.png", "sweep_heatmap.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     cfg = json.loads((out / "runs" / "tst_tt-theta1-lambda0.1-quick-seed1" / "config.json")
-                     .read_text())
+                     .read_text())["config"]
     assert (cfg["epochs"], cfg["preset"], cfg["grl_lambda"]) == (1, "quick", 0.1)
     assert "fake training" in (out / "logs" / "ts_tt-theta1-quick-seed0.log").read_text()
 
@@ -186,7 +186,7 @@ def test_finished_run_with_other_config_is_not_overwritten(tmp_path):
     sweep(spec, tmp_path)
     cfg_path = tmp_path / "sweep" / "runs" / "ts_tt-theta0.5-quick-seed0" / "config.json"
     cfg = json.loads(cfg_path.read_text())
-    cfg_path.write_text(json.dumps({**cfg, "lr": 123.0}))
+    cfg_path.write_text(json.dumps({"config": {**cfg["config"], "lr": 123.0}}))
     with pytest.raises(ConfigError, match="lr=123.0"):
         sweep(spec, tmp_path)
 
@@ -199,7 +199,7 @@ def test_process_pool_runs_points_in_parallel_workers(tmp_path):
             if line.startswith("start")}
     assert str(os.getpid()) not in pids and 1 <= len(pids) <= 2
     cfg = json.loads((tmp_path / "sweep" / "runs" / "ts_tt-theta0.5-quick-seed2" /
-                      "config.json").read_text())
+                      "config.json").read_text())["config"]
     assert cfg["threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
 
 

@@ -159,3 +159,62 @@ def _heatmap(dann: list[dict], path: Path) -> Path:
         ax.set(xlabel="λ", ylabel="θ", title=f"DANN target accuracy ({preset})")
         fig.colorbar(im, ax=ax, fraction=0.046)
     return save_figure(fig, path)
+
+
+# -- feature-space analysis (dalab.analysis) ------------------------------------------------
+
+def plot_embeddings(panels: list[tuple], path: Path) -> Path:
+    """One row per ``(title, points (N, 2), domain (N,), labels (N,))``: coloured by
+    domain (blue source, red target, as in DANN's Figure 2) and by class (digits)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(panels), 2, figsize=(10, 4.6 * len(panels)), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for (title, pts, domain, labels), (ax_d, ax_c) in zip(panels, axes):
+        pts, domain, labels = pts.numpy(), domain.numpy(), labels.numpy()
+        for d, (name, color) in enumerate((("source (MNIST)", "tab:blue"),
+                                           ("target (MNIST-M)", "tab:red"))):
+            sel = domain == d
+            ax_d.scatter(pts[sel, 0], pts[sel, 1], s=4, c=color, alpha=0.5, label=name)
+        ax_d.legend(markerscale=3, fontsize=8)
+        ax_d.set_title(f"{title}\nby domain", fontsize=9)
+        for d, marker in ((0, "o"), (1, "^")):
+            sel = domain == d
+            ax_c.scatter(pts[sel, 0], pts[sel, 1], s=5, c=cmap(labels[sel] % 10), alpha=0.6,
+                         marker=marker)
+        handles = [plt.Line2D([], [], marker="o", linestyle="", color=cmap(k), label=str(k))
+                   for k in range(10)]
+        ax_c.legend(handles=handles, fontsize=7, ncol=2, title="class (o src, ^ tgt)",
+                    title_fontsize=7)
+        ax_c.set_title(f"{title}\nby class", fontsize=9)
+        for ax in (ax_d, ax_c):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    return save_figure(fig, path)
+
+
+def plot_confusion(counts: list[list[int]], path: Path, title: str) -> Path:
+    """Row-normalised confusion matrix (true class × predicted class) with counts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = np.asarray(counts)
+    rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5.4, 4.6))
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(counts.shape[0]):
+        for j in range(counts.shape[1]):
+            if counts[i, j]:
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=6,
+                        color="white" if rates[i, j] > 0.5 else "black")
+    ax.set(xlabel="predicted class", ylabel="true class", title=title,
+           xticks=range(counts.shape[1]), yticks=range(counts.shape[0]))
+    ax.title.set_fontsize(9)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
+    return save_figure(fig, path)

@@ -87,6 +87,7 @@ def finished(task: Task) -> bool:
         return False
     try:
         stored = json.loads((task.run_dir / "config.json").read_text())
+        stored = stored.get("config", stored)  # {"config": ..., "environment": ...}
     except (OSError, json.JSONDecodeError) as err:
         raise ConfigError(f"{task.run_dir}: has result.json but no readable config.json "
                           f"({err}); move the folder away to rerun the point") from None
