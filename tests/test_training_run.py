@@ -126,3 +126,17 @@ def test_experiment_runs_four_protocols_and_flags_oracle(data_root, cache_dir, t
     assert saved["results"]["tst_tt"]["oracle_selection"] is True
     for protocol in results:
         assert (tmp_path / protocol / "result.json").is_file()
+
+
+def test_train_command_writes_a_run_folder(data_root, cache_dir, tmp_path, capsys):
+    argv = ["train", "--preset", "quick", "--protocol", "ts_tt", "--max-train", "300",
+            "--max-eval", "300", "--epochs", "1", "--threads", "1", "--lambda", "0.3",
+            "--data-root", str(data_root), "--cache-dir", str(cache_dir),
+            "--out", str(tmp_path / "run"), "--json"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert json.loads(printed[printed.index("{\n"):]) == saved
+    assert (saved["protocol"], saved["grl_lambda"], saved["preset"]) == ("ts_tt", 0.3, "quick")
+    assert main(["train", "--preset", "quick", "--theta", "3"]) == 2  # ConfigError, no traceback
+    assert "theta: 3.0 is outside" in capsys.readouterr().err
