@@ -109,8 +109,10 @@ def _shade_gain(ax, rows: list[dict], lam) -> None:
     ax.fill_between(thetas, low, high, where=[h >= lo for h, lo in zip(high, low)],
                     color="tab:green", alpha=0.18, interpolate=True,
                     label="gain source only → DANN" + note)
-    ax.fill_between(thetas, low, high, where=[h < lo for h, lo in zip(high, low)],
-                    color="tab:red", alpha=0.18, interpolate=True, label="loss")
+    if any(h < lo for h, lo in zip(high, low)):
+        ax.fill_between(thetas, low, high, where=[h < lo for h, lo in zip(high, low)],
+                        color="tab:red", alpha=0.18, interpolate=True,
+                        label="loss source only → DANN")
 
 
 def _lambda_plot(summary: list[dict], path: Path) -> Path:

@@ -92,3 +92,31 @@ def _number(text: str):
         except ValueError:
             pass
     return {"True": True, "False": False}.get(text, text)
+
+
+def theta_table(summary: list[dict], preset: str | None = None) -> list[dict]:
+    """One row per θ: mean ± std of each protocol (DANN per λ) and DANN's gain over
+    source only (for the λ with the best mean, read on target labels when λ varies)."""
+    rows = [r for r in summary if preset is None or r["preset"] == preset]
+    cols: dict[str, dict] = {}
+    for r in sorted(rows, key=lambda r: (r["protocol"], str(r["grl_lambda"]))):
+        name = r["protocol"] + (f" λ={r['grl_lambda']:g}" if r["grl_lambda"] != "" else "")
+        cols.setdefault(name, {})[r["theta"]] = r
+    table = []
+    for theta in sorted({r["theta"] for r in rows}):
+        line: dict = {"θ": f"{theta:g}"}
+        for name, by_theta in cols.items():
+            r = by_theta.get(theta)
+            line[name] = "" if r is None else _pm(r)
+        src = cols.get("ts_tt", {}).get(theta)
+        dann = [c[theta]["mean_accuracy"] for n, c in cols.items()
+                if n.startswith("tst_tt") and theta in c]
+        if src and dann:
+            line["best DANN − source only"] = f"{max(dann) - src['mean_accuracy']:+.4f}"
+        table.append(line)
+    return table
+
+
+def _pm(row: dict) -> str:
+    std = row["std_accuracy"]
+    return f"{row['mean_accuracy']:.4f}" + (f" ± {std:.4f}" if std != "" else "")

@@ -1,0 +1,59 @@
+"""Sample image strips: MNIST test digits above their MNIST-M versions (PNG bytes)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+SCALE = 3  # each 28x28 digit is drawn 84x84 (nearest neighbour)
+LABEL_W = 90  # pixels left of each row for its label
+
+
+def load_test_samples(n: int, theta: float, mode: str, data_seed: int, patch_split: str,
+                      data_root, cache_dir):
+    """The first ``n`` MNIST and MNIST-M (θ, mode) test images, uint8 ``(n, C, 28, 28)``."""
+    from dalab.data import load_mnist, load_mnistm
+
+    src = load_mnist("test", data_root, cache_dir).images[:n]
+    tgt = load_mnistm("test", data_root, cache_dir, theta=theta, mode=mode, seed=data_seed,
+                      patch_split=patch_split).images[:n]
+    return src, tgt
+
+
+def _row(images) -> np.ndarray:
+    """uint8 ``(n, C, 28, 28)`` → an RGB row ``(28*SCALE, n*(28*SCALE+2), 3)``."""
+    x = np.asarray(images, dtype=np.uint8)
+    if x.shape[1] == 1:
+        x = np.repeat(x, 3, axis=1)
+    x = x.transpose(0, 2, 3, 1).repeat(SCALE, 1).repeat(SCALE, 2)
+    pad = np.full((x.shape[0], x.shape[1], 2, 3), 255, np.uint8)
+    return np.concatenate(list(np.concatenate([x, pad], axis=2)), axis=1)
+
+
+def sample_strip(thetas: list[float], mode: str = "color", data_seed: int = 0,
+                 patch_split: str = "train", data_root=None, cache_dir=None, n: int = 12,
+                 load_samples=None) -> bytes:
+    """PNG: one row of MNIST digits, then one row of MNIST-M versions per θ."""
+    from PIL import Image, ImageDraw
+
+    load = load_samples or load_test_samples
+    rows, labels = [], []
+    for theta in thetas or [1.0]:
+        src, tgt = load(n, theta, mode, data_seed, patch_split, data_root, cache_dir)
+        if not rows:
+            rows.append(_row(src))
+            labels.append("MNIST")
+        rows.append(_row(tgt))
+        labels.append(f"MNIST-M\ntheta={theta:g}")  # PIL's default font has no θ
+    height = sum(r.shape[0] + 4 for r in rows)
+    canvas = Image.new("RGB", (LABEL_W + max(r.shape[1] for r in rows), height), "white")
+    draw = ImageDraw.Draw(canvas)
+    y = 0
+    for row, label in zip(rows, labels):
+        canvas.paste(Image.fromarray(row), (LABEL_W, y))
+        draw.multiline_text((6, y + row.shape[0] // 2 - 10), label, fill=(30, 35, 48))
+        y += row.shape[0] + 4
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    return buf.getvalue()
