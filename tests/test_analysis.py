@@ -41,11 +41,11 @@ def test_pca_exact_on_a_line():
 
 def test_proxy_a_distance_identical_vs_separable():
     gen = torch.Generator().manual_seed(1)
-    a, b = torch.randn(600, 16, generator=gen), torch.randn(600, 16, generator=gen)
+    a, b = torch.randn(400, 8, generator=gen), torch.randn(400, 8, generator=gen)
     same = proxy_a_distance(a, b)
     assert 0.0 <= same["proxy_a_distance"] < 0.3
     assert same["domain_classifier_error"] > 0.42
-    shifted = b + torch.cat([torch.full((1,), 8.0), torch.zeros(15)])
+    shifted = b + torch.cat([torch.full((1,), 8.0), torch.zeros(7)])
     apart = proxy_a_distance(a, shifted)
     assert apart["proxy_a_distance"] > 1.95 and apart["domain_classifier_error"] < 0.0125
     partial = proxy_a_distance(a, b + 1.0)  # overlapping: strictly between

@@ -27,14 +27,20 @@ def add_parser(sub, common) -> None:
                    help="test images per domain to embed and to measure d_A on "
                    "(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the image sample and t-SNE")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="CPU threads for feature extraction and t-SNE (default: %(default)s; "
+                   "more only pays on an idle machine)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from dalab.analysis import analyze_pair, analyze_run, find_runs
 
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
     kw = dict(method=args.method, n=args.n, seed=args.seed, data_root=args.data_root,
-              cache_dir=args.cache_dir)
+              cache_dir=args.cache_dir, threads=args.threads)
     runs, pair = find_runs(args.runs)
     if pair:
         before, after, out = pair

@@ -53,6 +53,13 @@ def _panels(summary: list[dict], width: float = 5.2):
     return fig, list(zip(presets, axes[0]))
 
 
+def _colors(cmap: str, n: int):
+    """``n`` colours spread over the first 85% of a colormap (its end is too pale)."""
+    import matplotlib.pyplot as plt
+
+    return plt.get_cmap(cmap)([i / max(1, n - 1) * 0.85 for i in range(n)])
+
+
 def _curve(rows: list[dict], x: str):
     rows = sorted(rows, key=lambda r: r[x])
     std = [r["std_accuracy"] if r["std_accuracy"] != "" else 0.0 for r in rows]
@@ -60,13 +67,11 @@ def _curve(rows: list[dict], x: str):
 
 
 def _theta_plot(summary: list[dict], path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
     fig, panels = _panels(summary)
     for preset, ax in panels:
         rows = [r for r in summary if r["preset"] == preset]
         lams = sorted({r["grl_lambda"] for r in rows if r["protocol"] == DANN})
-        colors = plt.cm.viridis([i / max(1, len(lams) - 1) * 0.85 for i in range(len(lams))])
+        colors = _colors("viridis", len(lams))
         for protocol in ("ts_ts", "ts_tt", "tt_tt"):
             xs, ys, sd = _curve([r for r in rows if r["protocol"] == protocol], "theta")
             if xs:
@@ -116,13 +121,11 @@ def _shade_gain(ax, rows: list[dict], lam) -> None:
 
 
 def _lambda_plot(summary: list[dict], path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
     fig, panels = _panels(summary)
     for preset, ax in panels:
         rows = [r for r in summary if r["preset"] == preset]
         thetas = sorted({r["theta"] for r in rows if r["protocol"] == DANN})
-        colors = plt.cm.plasma([i / max(1, len(thetas) - 1) * 0.85 for i in range(len(thetas))])
+        colors = _colors("plasma", len(thetas))
         for theta, color in zip(thetas, colors):
             xs, ys, sd = _curve([r for r in rows if r["protocol"] == DANN
                                  and r["theta"] == theta], "grl_lambda")
