@@ -44,6 +44,8 @@ document.body.setAttribute('data-images-loaded',ok+'/'+im.length);
 if(ok<im.length){var p=document.createElement('p');p.className='banner';
 p.textContent=(im.length-ok)+' image(s) failed to load';document.querySelector('main').prepend(p);}});
 """
+ANALYSIS_COLUMNS = ("protocol", "theta", "method", "n_per_domain", "proxy_a_distance",
+                    "domain_classifier_error", "source_test_accuracy", "target_test_accuracy")
 RESULT_COLUMNS = ("protocol", "train_on", "test_on", "test_accuracy", "source_test_accuracy",
                   "target_test_accuracy", "selection", "best_epoch", "epochs", "seconds")
 
@@ -147,9 +149,7 @@ def analysis_section(run_dirs: list[Path], extra: Path | None = None) -> str:
         info = folder / "analysis.json"
         if info.exists() and folder != extra:
             a = read_json(info)
-            rows.append({k: a.get(k) for k in ("protocol", "theta", "method", "n_per_domain",
-                                                "proxy_a_distance", "domain_classifier_error",
-                                                "source_test_accuracy", "target_test_accuracy")})
+            rows.append({"run": folder.parent.name, **{k: a.get(k) for k in ANALYSIS_COLUMNS}})
     if not parts:
         return ""
     return ("<h2>Feature-space analysis</h2><p class='muted'>Proxy A-distance d_A = 2(1 − 2ε), "
