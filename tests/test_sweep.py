@@ -236,3 +236,22 @@ def test_ray_missing_gives_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(ConfigError, match=r"pip install 'dalab\[ray\]'"):
         sweep(small_spec(thetas=[0.5], seeds=[0]), tmp_path, backend="ray")
+
+
+def test_cli_flags_become_spec_and_runtime(tmp_path):
+    from dalab.cli import build_parser
+    from dalab.cli.sweep import spec_from_args
+
+    args = build_parser().parse_args([
+        "sweep", "--theta", "0.2,1", "--lambda", "0,0.3", "--protocol", "ts_ts,tst_tt",
+        "--seeds", "0,1,2", "--preset", "quick,paper", "--epochs", "3", "--lr", "0.02",
+        "--threads", "2", "--device", "cpu", "--data-root", str(tmp_path),
+        "--out", str(tmp_path / "sw")])
+    spec, runtime = spec_from_args(args)
+    assert (spec.thetas, spec.lambdas, spec.seeds) == ([0.2, 1.0], [0.0, 0.3], [0, 1, 2])
+    assert spec.protocols == ["ts_ts", "tst_tt"] and spec.presets == ["quick", "paper"]
+    assert spec.overrides == {"epochs": 3, "lr": 0.02}
+    assert runtime == {"threads": 2, "device": "cpu", "data_root": str(tmp_path)}
+    assert len(expand_grid(spec)) == 2 * 3 * 2 * (1 + 2)
+    defaults, _ = spec_from_args(build_parser().parse_args(["sweep", "--out", "x"]))
+    assert (defaults.thetas, defaults.lambdas, defaults.presets) == ([1.0], [1.0], ["quick"])
