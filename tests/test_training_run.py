@@ -140,3 +140,13 @@ def test_train_command_writes_a_run_folder(data_root, cache_dir, tmp_path, capsy
     assert (saved["protocol"], saved["grl_lambda"], saved["preset"]) == ("ts_tt", 0.3, "quick")
     assert main(["train", "--preset", "quick", "--theta", "3"]) == 2  # ConfigError, no traceback
     assert "theta: 3.0 is outside" in capsys.readouterr().err
+
+
+def test_amp_and_compile_fall_back_with_a_warning_on_cpu(data_root, cache_dir):
+    cfg = _cfg(data_root, cache_dir, protocol="ts_ts", max_train=256, max_eval=256, epochs=1,
+               amp=True, compile=True, channels_last=True)
+    with pytest.warns(UserWarning) as caught:
+        result = train(cfg, None, log=lambda s: None)
+    text = " ".join(str(w.message) for w in caught)
+    assert "amp" in text and "compile" in text
+    assert result.test_accuracy > 0.1

@@ -117,10 +117,19 @@ def _build(cfg: Config, sets: Sets, device: torch.device, log):
             warnings.warn("compile: torch.compile is skipped on CPU (no gain for these "
                           "small networks)", stacklevel=3)
         else:
+            parts = (model.feature_extractor, model.label_head, model.domain_head)
             try:
-                for part in (model.feature_extractor, model.label_head, model.domain_head):
+                for part in parts:
                     part.compile()
+                # compilation is lazy: a trial forward/backward surfaces backend failures
+                probe = torch.zeros(2, sets.channels, 28, 28, device=device)
+                f = model.features(probe)
+                (model.classify(f).sum() + model.discriminate(f).sum()).backward()
+                model.zero_grad(set_to_none=True)
             except Exception as err:  # noqa: BLE001 - any backend failure: run eagerly
+                for part in parts:
+                    part._compiled_call_impl = None  # undo nn.Module.compile
+                model.zero_grad(set_to_none=True)
                 warnings.warn(f"compile: torch.compile unavailable ({err}); running eagerly",
                               stacklevel=3)
     return model
