@@ -59,7 +59,7 @@ def run_ray(todo: list, done, train_fn, *, address: str | None = None, cpus: flo
     if cpus <= 0 or gpus < 0:
         raise ConfigError(f"sweep: --cpus-per-point must be > 0 and --gpus-per-point >= 0, "
                           f"got {cpus} and {gpus}")
-    started = False
+    started, pending = False, {}
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
         started = True
@@ -82,7 +82,7 @@ def run_ray(todo: list, done, train_fn, *, address: str | None = None, cpus: flo
                 raise DalabError(f"{t.run_dir}: the Ray task sent no result.json")
             done(t, json.loads((t.run_dir / "result.json").read_text()), None)
     except BaseException:
-        for ref in list(locals().get("pending", {})):
+        for ref in pending:  # Ctrl-C or a driver error: stop the tasks still queued
             ray.cancel(ref, force=True)
         raise
     finally:
