@@ -127,6 +127,7 @@ def run_suite(data_root=None, cache_dir=None, *, device: str = "auto", threads: 
             out["bare_step"][f"{method}_b{batch}"] = bare_step_throughput(
                 method, batch, dev, steps=max(2, sizes["bare_images"] // batch), repeats=repeats,
                 **fast)
+            log(f"  {out['bare_step'][f'{method}_b{batch}']['median']:,.0f} images/s")
     out["bare_step_img_s"] = out["bare_step"][f"dann_b{sizes['batch']}"]["median"]
 
     log("train loop: dalab train, DANN, one epoch MNIST -> MNIST-M ...")
@@ -135,6 +136,7 @@ def run_suite(data_root=None, cache_dir=None, *, device: str = "auto", threads: 
     out["train_loop"], out["train_call_s"] = loop, calls
     out["train_loop_img_s"] = loop["median"]
     out["ratio_to_bare_step"] = loop["median"] / out["bare_step_img_s"]
+    log(f"  {loop['median']:,.0f} images/s, {out['ratio_to_bare_step']:.2f} of the bare step")
 
     log(f"conventional pipeline: PIL + DataLoader(num_workers={workers}) ...")
     n = min(60_000, sizes["batch"] * sizes["conv_steps"] * (repeats + 1))
@@ -146,6 +148,7 @@ def run_suite(data_root=None, cache_dir=None, *, device: str = "auto", threads: 
     out["conventional"] = conv
     out["conventional_img_s"] = conv["median"]
     out["speedup_vs_conventional"] = out["train_loop_img_s"] / conv["median"]
+    log(f"  {conv['median']:,.0f} images/s; dalab {out['speedup_vs_conventional']:.2f}x")
 
     log("evaluation: target test set ...")
     test = load_mnistm("test", root, cache)
