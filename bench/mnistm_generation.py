@@ -14,16 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown CPU"
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    return fields.get("Model name", "unknown CPU").strip()
 
 
 def main() -> None:
@@ -38,6 +28,7 @@ def main() -> None:
     import numpy as np
     import torch
 
+    from dalab.bench.timing import cpu_model
     from dalab.data.timing import time_generation
 
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores; python {platform.python_version()}, "

@@ -93,8 +93,9 @@ def run_suite(data_root=None, cache_dir=None, *, device: str = "auto", threads: 
               log: Callable[[str], None] = print) -> dict:
     """Run every benchmark once on this machine; return all figures (see module doc).
 
-    ``amp`` and ``channels_last`` default to on with CUDA and off on the CPU, where bf16
-    autocast is refused by the engine (it warns and runs float32).
+    ``amp`` defaults to on with CUDA and off on the CPU, where bf16 autocast is refused
+    by the engine (it warns and runs float32); ``channels_last`` defaults to the engine's
+    default (on).
     """
     from dalab.data import load_mnist, load_mnistm, resolve_dirs, time_generation
     from dalab.training.loop import resolve_device
@@ -104,7 +105,7 @@ def run_suite(data_root=None, cache_dir=None, *, device: str = "auto", threads: 
         torch.set_num_threads(threads)
     on_gpu = dev.type == "cuda"
     opts = dict(amp=on_gpu if amp is None else amp,
-                channels_last=on_gpu if channels_last is None else channels_last,
+                channels_last=True if channels_last is None else channels_last,
                 compile=compile, threads=threads)
     fast = dict(amp=opts["amp"] and on_gpu, channels_last=opts["channels_last"],
                 compile=compile)

@@ -35,7 +35,7 @@ def add_bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: on with CUDA; the CPU runs float32)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="channels-last convolutions (default: on with CUDA)")
+                   help="channels-last convolutions (default: on)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the network (CUDA; falls back to eager)")
     p.add_argument("--time-to-accuracy", action="store_true",
