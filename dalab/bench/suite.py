@@ -98,9 +98,11 @@ def run_suite(data_root=None, cache_dir=None, *, device: str = "auto", threads: 
     default (on).
     """
     from dalab.data import load_mnist, load_mnistm, resolve_dirs, time_generation
+    from dalab.training.allocator import keep_freed_memory
     from dalab.training.loop import resolve_device
 
     dev = resolve_device(device)
+    allocator_tuned = keep_freed_memory()  # as train() does; applies to every figure
     if threads:
         torch.set_num_threads(threads)
     on_gpu = dev.type == "cuda"
@@ -113,7 +115,8 @@ def run_suite(data_root=None, cache_dir=None, *, device: str = "auto", threads: 
     root, cache = resolve_dirs(data_root, cache_dir)
     dirs = dict(data_root=str(root), cache_dir=str(cache))
     out: dict = {"device": str(dev), "tiny": tiny, "repeats": repeats, "workers": workers,
-                 "batch_size": sizes["batch"], "flags": opts, "machine": machine(dev)}
+                 "batch_size": sizes["batch"], "flags": opts, "machine": machine(dev),
+                 "allocator_tuned": allocator_tuned}
 
     log("MNIST-M generation (70,000 colour images, cold and cached) ...")
     gen = time_generation(root, repeats=1 if tiny else repeats, scratch=scratch)

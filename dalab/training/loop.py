@@ -21,6 +21,7 @@ from torch import Tensor
 from dalab.evaluation import count_correct
 from dalab.methods import METHODS
 from dalab.models import build_model, channel_stats
+from dalab.training.allocator import keep_freed_memory
 from dalab.training.augment import augment
 from dalab.training.config import PROTOCOLS, Config
 from dalab.training.domains import Sets, load_sets
@@ -94,6 +95,7 @@ def batch_indices(n: int, batch: int, steps: int, gen: torch.Generator) -> Tenso
 
 
 def _prepare(cfg: Config, device: torch.device, log):
+    keep_freed_memory()  # CPU steps reuse their buffers instead of mmap/munmap
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
