@@ -134,9 +134,12 @@ def _lambda_plot(summary: list[dict], path: Path) -> Path:
                    if r["protocol"] == SOURCE_ONLY and r["theta"] == theta]
             if src:
                 ax.axhline(src[0], color=color, linestyle=":", linewidth=1)
-        positive = [x for x in {r["grl_lambda"] for r in rows if r["protocol"] == DANN} if x]
+        lams = sorted({r["grl_lambda"] for r in rows if r["protocol"] == DANN})
+        positive = [x for x in lams if x]
         if positive:
             ax.set_xscale("symlog", linthresh=min(positive))
+            ax.set_xlim(-0.3 * min(positive), 1.3 * max(positive))
+        ax.set_xticks(lams, [f"{x:g}" for x in lams])  # the grid's values, no stray ticks
         ax.set(xlabel="λ (GRL weight; 0 = no domain loss)", ylabel="target test accuracy",
                title=f"DANN accuracy vs λ ({preset}); dotted: source only")
         ax.grid(alpha=0.3)
