@@ -98,6 +98,7 @@ def run_suite(data_root=None, cache_dir=None, *, device: str = "auto", threads: 
     default (on).
     """
     from dalab.data import load_mnist, load_mnistm, resolve_dirs, time_generation
+    from dalab.training import make_config
     from dalab.training.allocator import keep_freed_memory
     from dalab.training.loop import resolve_device
 
@@ -107,7 +108,8 @@ def run_suite(data_root=None, cache_dir=None, *, device: str = "auto", threads: 
         torch.set_num_threads(threads)
     on_gpu = dev.type == "cuda"
     opts = dict(amp=on_gpu if amp is None else amp,
-                channels_last=True if channels_last is None else channels_last,
+                channels_last=(make_config().channels_last if channels_last is None
+                               else channels_last),
                 compile=compile, threads=threads)
     fast = dict(amp=opts["amp"] and on_gpu, channels_last=opts["channels_last"],
                 compile=compile)
@@ -164,7 +166,6 @@ def run_suite(data_root=None, cache_dir=None, *, device: str = "auto", threads: 
 
     if time_to_accuracy:
         from dalab.bench.time_to_accuracy import time_to_accuracy as tta
-        from dalab.training import make_config
 
         extra = dict(max_train=sizes["max_train"], max_eval=sizes["max_eval"])
         if tiny:

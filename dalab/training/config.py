@@ -76,7 +76,7 @@ class Config:
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
     threads: int = 0  # torch CPU threads (0 = torch's default)
     amp: bool = False  # bf16 autocast on CUDA
-    channels_last: bool = True  # channels-last memory format for the convolutions (faster on CPU and GPU)
+    channels_last: bool = True  # channels-last convolutions (faster on CPU and GPU)
     compile: bool = False  # torch.compile the model (CUDA only; warns and skips otherwise)
     eval_batch_size: int = 2048  # images per batch in evaluation
 
