@@ -6,7 +6,8 @@ with a fresh ``mmap`` and returns it to the kernel on ``free``; a training step
 allocates and frees the same activation buffers every step, so the kernel zeroes new
 pages every step. On the 2-core benchmark machine that was 10-40 % of the CPU time as
 system time. Raising the mmap and trim thresholds makes the heap reuse those buffers;
-the process's peak memory is unchanged, it is just not handed back between steps.
+the price is that freed memory stays with the process instead of going back to the
+kernel between steps.
 """
 
 from __future__ import annotations
