@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """The real datasets: $DALAB_DATA, else ../shared/datasets beside the checkout."""
-    root = Path(os.environ.get("DALAB_DATA") or REPO.parent / "shared" / "datasets")
+    root = Path(os.environ.get("DALAB_DATA") or REPO.parent / "shared" / "datasets").resolve()
     if not (root / "mnist").is_dir():
         pytest.skip(f"no MNIST under {root}; set DALAB_DATA")
     return root
