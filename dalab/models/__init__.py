@@ -1,0 +1,62 @@
+"""Networks: a feature extractor, a label head and a domain head, behind one interface.
+
+:class:`Classifier` (``classifier.py``) is the interface every network fills; each
+family of networks is one module returning its three parts, registered in ``NETWORKS``.
+
+>>> model = build_model("dann", in_channels=3, mean=[0.45] * 3, std=[0.25] * 3)
+>>> logits = model(x)              # x: uint8 (N, 3, 28, 28) -> (N, 10)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from dalab.errors import ConfigError
+from dalab.models import digits
+from dalab.models.classifier import Classifier
+
+NUM_CLASSES = 10  # the digit domains' class count, the default everywhere
+Parts = tuple[nn.Module, nn.Module, nn.Module]
+NETWORKS: dict[str, Callable[[int, int, int, float], Parts]] = {
+    "lenet": digits.lenet,
+    "dann": digits.dann,
+}
+
+__all__ = ["Classifier", "NETWORKS", "NUM_CLASSES", "build_model", "channel_stats"]
+
+
+def build_model(network: str, in_channels: int, mean: Sequence[float], std: Sequence[float],
+                dropout: float = 0.0, num_classes: int = NUM_CLASSES, size: int = 28
+                ) -> Classifier:
+    """Build a :class:`Classifier` by name (a key of :data:`NETWORKS`) for
+    ``size`` x ``size`` images and ``num_classes`` classes."""
+    if network not in NETWORKS:
+        raise ConfigError(f"network: unknown value {network!r}; choose one of "
+                          f"{', '.join(NETWORKS)}")
+    try:
+        parts = NETWORKS[network](in_channels, num_classes, size, dropout)
+    except ValueError as err:
+        raise ConfigError(f"network {network}: {err}") from err
+    return Classifier(*parts, in_channels=in_channels, mean=mean, std=std)
+
+
+def channel_stats(*image_sets: Tensor, channels: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std (in [0, 1] units) of uint8 image sets, after the same
+    grey->colour replication the network does. Computed in float64 chunks."""
+    total = torch.zeros(channels, dtype=torch.float64)
+    total_sq = torch.zeros(channels, dtype=torch.float64)
+    count = 0
+    for images in image_sets:
+        for chunk in images.split(8192):
+            x = chunk.to(torch.float64) / 255.0
+            if x.shape[1] != channels:
+                x = x.expand(-1, channels, -1, -1)
+            total += x.sum((0, 2, 3))
+            total_sq += (x * x).sum((0, 2, 3))
+            count += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean * mean).clamp_min(1e-12).sqrt()
+    return mean.tolist(), std.clamp_min(1e-3).tolist()
