@@ -129,13 +129,13 @@ def extract_features(model, images: Tensor, batch_size: int = 1024) -> Tensor:
 
 
 def load_test_domains(cfg, data_root=None, cache_dir=None):
-    """MNIST and MNIST-M (the run's θ, mode, patches) test sets."""
-    from dalab.data import load_mnist, load_mnistm
+    """MNIST and MNIST-M (the run's θ, mode, mask, patches) test sets."""
+    from dalab.data import load_domain
+    from dalab.training.domains import target_spec
 
     dirs = dict(data_root=data_root or cfg.data_root, cache_dir=cache_dir or cfg.cache_dir)
-    return load_mnist("test", **dirs), load_mnistm(
-        "test", **dirs, theta=cfg.theta, mode=cfg.mode, seed=cfg.data_seed,
-        patch_split=cfg.patch_split)
+    return (load_domain("mnist", **dirs).split("test"),
+            load_domain(target_spec(cfg), **dirs).split("test"))
 
 
 def sample_indices(n_total: int, n: int, seed: int = 0) -> Tensor:

@@ -9,7 +9,7 @@ import torch
 
 from dalab import analysis
 from dalab.analysis import analyze_pair, find_runs, pca_2d, proxy_a_distance
-from dalab.data import Domain
+from dalab.data import Split
 from dalab.errors import ConfigError, DataError
 
 
@@ -80,7 +80,7 @@ def fake_domains(cfg, data_root=None, cache_dir=None):
     labels = torch.arange(60) % 10
     src = torch.randint(0, 120, (60, 1, 28, 28), generator=gen, dtype=torch.uint8)
     tgt = torch.randint(100, 256, (60, 3, 28, 28), generator=gen, dtype=torch.uint8)
-    return Domain("mnist/test", src, labels), Domain("mnistm/test", tgt, labels)
+    return Split("mnist/test", src, labels), Split("mnistm/test", tgt, labels)
 
 
 def test_analyze_experiment_folder(tmp_path, monkeypatch):

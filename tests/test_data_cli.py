@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from dalab.cli import main
-from dalab.data import load_mnist, load_mnistm
+from dalab.data import load_domain
 
 
 def _run(capsys, *argv) -> tuple[int, str, str]:
@@ -21,9 +21,11 @@ def test_mnistm_prints_where_sizes_time_and_hit(data_root, cache_dir, capsys):
     code, out, _ = _run(capsys, "mnistm", "--theta", "1", "--mode", "color", "--seed", "0",
                         *common)
     assert code == 0
-    assert "mnistm(theta=1.0,color,seed=0): cache hit in" in out
+    assert ("mnistm:theta=1.0,mode=color,mask=binary,seed=0,patches=train: cache hit in"
+            in out)
     assert "train 50000, val 10000, test 10000 images of (3, 28, 28) uint8" in out
-    assert str(cache_dir / "mnistm" / "mnistm_theta1.0_color_seed0_patches-train.npz") in out
+    assert str(cache_dir / "mnistm" / "mnistm_theta1.0_color_mask-binary_seed0_patches-train.npz"
+               ) in out
 
 
 def test_mnist_prints_split_sizes(data_root, tmp_path, capsys):
@@ -33,22 +35,23 @@ def test_mnist_prints_split_sizes(data_root, tmp_path, capsys):
     assert "mnist/train   50000 images (1, 28, 28)" in out and "mnist/test    10000" in out
 
 
-def test_samples_are_paired_pngs_and_a_contact_sheet(data_root, cache_dir, tmp_path, capsys):
+def test_samples_are_pngs_and_a_contact_sheet(data_root, cache_dir, tmp_path, capsys):
     out_dir = tmp_path / "samples"
-    code, out, _ = _run(capsys, "samples", "--theta", "1.0", "--out", str(out_dir),
-                        "--data-root", str(data_root), "--cache-dir", str(cache_dir))
+    code, out, _ = _run(capsys, "samples", "--out", str(out_dir), "--data-root",
+                        str(data_root), "--cache-dir", str(cache_dir))
     assert code == 0, out
-    source = sorted(p.name for p in (out_dir / "source").iterdir())
-    target = sorted(p.name for p in (out_dir / "target").iterdir())
+    source = sorted(p.name for p in (out_dir / "01-mnist").iterdir())
+    target = sorted(p.name for p in (out_dir / "02-mnistm").iterdir())
     assert source == target and len(source) == 30
     assert {"train_00.png", "val_09.png", "test_05.png"} <= set(source)
-    got = np.asarray(Image.open(out_dir / "target" / "val_03.png"))
-    want = load_mnistm("val", data_root, cache_dir).images[3].permute(1, 2, 0).numpy()
-    assert got.shape == (28, 28, 3) and np.array_equal(got, want)
-    digit = np.asarray(Image.open(out_dir / "source" / "test_00.png"))
-    assert np.array_equal(digit, load_mnist("test", data_root, cache_dir).images[0, 0].numpy())
+    got = np.asarray(Image.open(out_dir / "02-mnistm" / "val_03.png"))
+    want = load_domain("mnistm", data_root, cache_dir).split("val").images[3]
+    assert got.shape == (28, 28, 3) and np.array_equal(got, want.permute(1, 2, 0).numpy())
+    digit = np.asarray(Image.open(out_dir / "01-mnist" / "test_00.png"))
+    mnist = load_domain("mnist", data_root, cache_dir).split("test")
+    assert np.array_equal(digit, mnist.images[0, 0].numpy())
     sheet = Image.open(out_dir / "contact_sheet.png")
-    assert sheet.width >= 10 * 28 * 4 and sheet.height >= 6 * 28 * 4
+    assert sheet.width >= 10 * 112 and sheet.height >= 6 * 112
 
 
 def test_bad_theta_is_a_clean_error(data_root, tmp_path, capsys):

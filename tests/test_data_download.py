@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from dalab.data import load_mnist
+from dalab.data import load_domain
 from dalab.data import mnist as mnist_module
 from dalab.data.download import DownloadError, download_verified
 from dalab.data.mnist import PAYLOAD_MD5, download_mnist_file
@@ -115,7 +115,7 @@ def test_load_mnist_downloads_missing_files(server, data_root, tmp_path, monkeyp
     for name in PAYLOAD_MD5:
         server.files[f"/mnist/{name}.gz"] = (data_root / "mnist" / f"{name}.gz").read_bytes()
     monkeypatch.setattr(mnist_module, "MIRRORS", (server.url + "/mnist/",))
-    test = load_mnist("test", tmp_path / "empty-root", tmp_path / "cache")
+    test = load_domain("mnist", tmp_path / "empty-root", tmp_path / "cache").split("test")
     assert test.labels[:5].tolist() == [7, 2, 1, 0, 4]
     assert _leftovers(tmp_path / "cache" / "mnist") == sorted(f"{n}.gz" for n in PAYLOAD_MD5)
     assert len(server.requests) == 4

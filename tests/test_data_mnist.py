@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dalab.data import load_mnist
+from dalab.data import load_domain
 from dalab.data.idx import parse_images, parse_labels, payload_md5, read_idx_pair, read_payload
 from dalab.data.mnist import PAYLOAD_MD5, read_mnist
 from dalab.errors import ConfigError, DataError
@@ -34,16 +34,15 @@ def test_real_payloads_match_the_published_md5(data_root):
 
 
 def test_real_splits_shapes_and_first_labels(data_root, tmp_path):
-    train = load_mnist("train", data_root, tmp_path, download=False)
-    val = load_mnist("val", data_root, tmp_path, download=False)
-    test = load_mnist("test", data_root, tmp_path, download=False)
+    mnist = load_domain("mnist", data_root, tmp_path, download=False)
+    train, val, test = (mnist.split(s) for s in ("train", "val", "test"))
     assert train.images.shape == (50_000, 1, 28, 28) and train.images.dtype == torch.uint8
     assert val.images.shape == (10_000, 1, 28, 28) and test.images.shape == (10_000, 1, 28, 28)
     assert train.labels.dtype == torch.int64 and len(train) == 50_000
     assert train.labels[:5].tolist() == [5, 0, 4, 1, 9]
     assert test.labels[:5].tolist() == [7, 2, 1, 0, 4]
     assert (train.name, val.name, test.name) == ("mnist/train", "mnist/val", "mnist/test")
-    full = load_mnist("train", data_root, tmp_path, full_train=True, download=False)
+    full = mnist.split("train+val")
     assert len(full) == 60_000
     assert torch.equal(full.images[50_000:], val.images)  # val = last 10,000 of the file
     assert full.labels.bincount(minlength=10).tolist() == TRAIN_COUNTS
@@ -52,14 +51,15 @@ def test_real_splits_shapes_and_first_labels(data_root, tmp_path):
 
 
 def test_unknown_split_is_a_config_error(data_root, tmp_path):
-    with pytest.raises(ConfigError, match="split: unknown value 'dev'.*train, val, test"):
-        load_mnist("dev", data_root, tmp_path)
+    with pytest.raises(ConfigError, match="split: mnist has no 'dev' split; it has train, "
+                       "val, test"):
+        load_domain("mnist", data_root, tmp_path).split("dev")
 
 
 def test_missing_files_offline_say_what_to_put_where(tmp_path):
     with pytest.raises(DataError, match=r"MNIST files missing: train-images-idx3-ubyte.gz.*"
                        r"t10k-labels-idx1-ubyte.gz\. Put them .* in .*mnist"):
-        load_mnist("test", tmp_path / "root", tmp_path / "cache", download=False)
+        load_domain("mnist", tmp_path / "root", tmp_path / "cache", download=False).split("test")
 
 
 # -- corrupt files ------------------------------------------------------------------------

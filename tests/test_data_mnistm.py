@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dalab.data import generate_mnistm, load_mnist, load_mnistm, mnistm_path
+from dalab.data import generate_mnistm, load_domain, mnistm_path
 from dalab.data.bsds500 import decode_photos, read_photo_files
 from dalab.data.mnistm import blend, check_params, read_sidecar
 from dalab.errors import ConfigError, DataError
@@ -35,10 +35,13 @@ def test_same_seed_same_bytes_other_seed_differs(small):
     assert a.images.tobytes() != c.images.tobytes()
 
 
+@pytest.mark.parametrize("mask", ["grey", "binary"])
 @pytest.mark.parametrize("theta", [1.0, 0.37, 0.5])
-def test_every_pixel_matches_the_formula(small, theta):
+def test_every_pixel_matches_the_formula(small, theta, mask):
+    """grey: ``|d - theta p|``; binary: ``|[d > 0] - theta p|`` (on [0, 1])."""
     digits, photos = small
-    out = blend(digits, photos, theta, np.random.default_rng(0))
+    out = blend(digits, photos, theta, np.random.default_rng(0), mask)
+    digits = digits if mask == "grey" else np.where(digits > 0, 255, 0)
     assert out.images.shape == (40, 3, 28, 28) and out.images.dtype == np.uint8
     assert set(out.photo.tolist()) == {0, 1, 2}  # every photo used, crops of all sizes
     for i in range(len(digits)):
@@ -54,16 +57,19 @@ def test_every_pixel_matches_the_formula(small, theta):
 
 def test_theta_zero_returns_the_digit_in_both_modes(small):
     digits, photos = small
-    colour = blend(digits, photos, 0.0, np.random.default_rng(0)).images
+    colour = blend(digits, photos, 0.0, np.random.default_rng(0), "grey").images
     assert np.array_equal(colour, np.repeat(digits[:, None], 3, axis=1))
-    grey = blend(digits, [p[..., 0] for p in photos], 0.0, np.random.default_rng(0)).images
+    grey = blend(digits, [p[..., 0] for p in photos], 0.0, np.random.default_rng(0),
+                 "grey").images
     assert grey.shape == (40, 1, 28, 28) and np.array_equal(grey[:, 0], digits)
+    binary = blend(digits, photos, 0.0, np.random.default_rng(0), "binary").images
+    assert np.array_equal(binary[:, 0], np.where(digits > 0, 255, 0))
 
 
 def test_grey_mode_uses_the_grey_photo(small):
     digits, photos = small
     greys = [p.mean(axis=2).astype(np.uint8) for p in photos]
-    out = blend(digits, greys, 1.0, np.random.default_rng(3))
+    out = blend(digits, greys, 1.0, np.random.default_rng(3), "grey")
     i = 11
     patch = greys[out.photo[i]][out.top[i]:out.top[i] + 28, out.left[i]:out.left[i] + 28]
     assert np.array_equal(out.images[i, 0], np.abs(digits[i].astype(int) - patch))
@@ -77,13 +83,14 @@ def test_grey_mode_uses_the_grey_photo(small):
     ({"mode": "rgb"}, "mode: unknown value 'rgb'; choose one of color, gray"),
     ({"seed": -1}, "seed: expected a non-negative integer"),
     ({"patch_split": "dev"}, "patch_split: unknown value 'dev'; choose one of train, val, test, all"),
+    ({"mask": "soft"}, "mask: unknown value 'soft'; choose one of binary, grey"),
 ])
 def test_bad_settings_are_clear_errors(kwargs, message):
     settings = {"theta": 1.0, "mode": "color", "seed": 0, "patch_split": "train", **kwargs}
     with pytest.raises(ConfigError, match=message):
         check_params(**settings)
     with pytest.raises(ConfigError, match=message):
-        load_mnistm("test", "/nonexistent", "/nonexistent", **kwargs)
+        generate_mnistm("/nonexistent", "/nonexistent", **kwargs)
 
 
 def test_missing_bsds500_folder(data_root, tmp_path):
@@ -98,7 +105,7 @@ def test_missing_bsds500_folder(data_root, tmp_path):
 def test_sidecar_must_match(tmp_path):
     npz = tmp_path / "set.npz"
     npz.write_bytes(b"1234")
-    params = {"format_version": 1, "theta": 1.0, "mode": "color", "seed": 0,
+    params = {"format_version": 1, "theta": 1.0, "mode": "color", "mask": "binary", "seed": 0,
               "patch_split": "train"}
     npz.with_suffix(".json").write_text(json.dumps({**params, "npz_bytes": 4}))
     assert read_sidecar(npz, params)["npz_bytes"] == 4
@@ -119,19 +126,22 @@ def test_full_colour_set(data_root, cache_dir):
     assert meta["photo_count"] == 200 and meta["format_version"] == 1
     assert len(meta["mnist_md5"]) == 32 and len(meta["photos_md5"]) == 32
     for split, n in (("train", 50_000), ("val", 10_000), ("test", 10_000)):
-        target = load_mnistm(split, data_root, cache_dir)
-        source = load_mnist(split, data_root, cache_dir, download=False)
+        target = load_domain("mnistm", data_root, cache_dir).split(split)
+        source = load_domain("mnist", data_root, cache_dir, download=False).split(split)
         assert target.images.shape == (n, 3, 28, 28) and target.images.dtype == torch.uint8
-        assert target.name == f"mnistm(theta=1.0,color,seed=0)/{split}"
+        assert target.name == ("mnistm:theta=1.0,mode=color,mask=binary,seed=0,"
+                               f"patches=train/{split}")
         assert torch.equal(target.labels, source.labels)
-    full = load_mnistm("train", data_root, cache_dir, full_train=True)
+    full = load_domain("mnistm", data_root, cache_dir).split("train+val")
     assert len(full) == 60_000
 
 
 def test_full_set_pixels_follow_the_documented_draws(data_root, cache_dir):
-    """Replays the documented draws: photo, then top row, then left column, per image."""
-    test = load_mnistm("test", data_root, cache_dir).images.numpy()
-    digits = load_mnist("test", data_root, cache_dir, download=False).images.numpy()[:, 0]
+    """Replays the documented draws: photo, then top row, then left column, per image;
+    grey mask ``|D - P|``, binary mask ``|255 [D > 0] - P|``."""
+    grey = load_domain("mnistm:mask=grey", data_root, cache_dir).split("test").images.numpy()
+    binary = load_domain("mnistm:mask=binary", data_root, cache_dir).split("test").images.numpy()
+    digits = load_domain("mnist", data_root, cache_dir).split("test").images.numpy()[:, 0]
     photos = decode_photos(read_photo_files(data_root, cache_dir, "train", download=False))
     rng = np.random.default_rng(0)
     heights = np.array([p.shape[0] for p in photos])
@@ -142,13 +152,28 @@ def test_full_set_pixels_follow_the_documented_draws(data_root, cache_dir):
     for i in (0, 1, 4321, 9999):
         k = 60_000 + i
         patch = photos[which[k]][top[k]:top[k] + 28, left[k]:left[k] + 28].transpose(2, 0, 1)
-        assert np.array_equal(test[i], np.abs(digits[i].astype(int) - patch))
+        assert np.array_equal(grey[i], np.abs(digits[i].astype(int) - patch))
+        assert np.array_equal(binary[i], np.abs(255 * (digits[i] > 0) - patch.astype(int)))
+
+
+def test_binary_colour_set_matches_the_published_statistics(data_root, cache_dir):
+    """The published MNIST-M test set (9,001 images, centre 28x28): per-channel mean
+    0.4661/0.4688/0.4219, std 0.2521/0.2374/0.2616, mean over digit pixels 0.577."""
+    x = load_domain("mnistm", data_root, cache_dir).split("test").images.double() / 255
+    digit = load_domain("mnist", data_root, cache_dir).split("test").images[:, 0] > 0
+    channels = x.permute(1, 0, 2, 3).reshape(3, -1)
+    assert channels.mean(1).tolist() == pytest.approx([0.4661, 0.4688, 0.4219], abs=0.01)
+    assert channels.std(1).tolist() == pytest.approx([0.2521, 0.2374, 0.2616], abs=0.01)
+    assert x.permute(0, 2, 3, 1)[digit].mean().item() == pytest.approx(0.577, abs=0.03)
+    grey = load_domain("mnistm:mask=grey", data_root, cache_dir).split("test").images
+    grey_digit = (grey.double() / 255).permute(0, 2, 3, 1)[digit].mean().item()
+    assert grey_digit < 0.577 - 0.1  # the grey mask is measurably unlike the published set
 
 
 def test_grey_set_shapes(data_root, cache_dir):
-    grey = load_mnistm("val", data_root, cache_dir, theta=0.5, mode="gray", seed=1)
+    grey = load_domain("mnistm:theta=0.5,mode=gray,seed=1", data_root, cache_dir).split("val")
     assert grey.images.shape == (10_000, 1, 28, 28) and grey.labels.dtype == torch.int64
-    assert grey.name == "mnistm(theta=0.5,gray,seed=1)/val"
+    assert grey.name == "mnistm:theta=0.5,mode=gray,mask=binary,seed=1,patches=train/val"
 
 
 def _generate(args) -> bool:
@@ -165,7 +190,7 @@ def test_concurrent_generations_leave_one_valid_cache(data_root, tmp_path):
     names = sorted(p.name for p in npz.parent.iterdir())
     assert names == [npz.with_suffix(s).name for s in (".json", ".lock", ".npz")]
     assert generate_mnistm(data_root, cache).cache_hit
-    assert len(load_mnistm("test", data_root, cache)) == 10_000
+    assert len(load_domain("mnistm", data_root, cache).split("test")) == 10_000
 
 
 def test_unwritable_cache_is_a_clear_error(data_root, tmp_path):

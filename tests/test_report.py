@@ -20,7 +20,7 @@ from dalab.sweep import SweepSpec, run_sweep
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
-def fake_samples(n, theta, mode, data_seed, patch_split, data_root, cache_dir):
+def fake_samples(n, theta, mode, mask, data_seed, patch_split, data_root, cache_dir):
     gen = torch.Generator().manual_seed(0)
     src = (torch.rand(n, 1, 28, 28, generator=gen) > 0.7).to(torch.uint8) * 255
     tgt = (torch.rand(n, 3, 28, 28, generator=gen) * 255 * theta).to(torch.uint8)

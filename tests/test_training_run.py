@@ -13,7 +13,6 @@ import torch
 from PIL import Image
 
 from dalab.cli import main
-from dalab.data import Domain
 from dalab.evaluation import predict
 from dalab.training import load_run, make_config, train
 from dalab.training import domains as domains_module
@@ -63,16 +62,16 @@ def test_checkpoint_round_trip_gives_identical_predictions(mnist_run, data_root)
     cfg, out, _ = mnist_run
     model, loaded_cfg, result = load_run(out)
     assert loaded_cfg == cfg and result["protocol"] == "ts_ts"
-    from dalab.data import load_mnist
-    test = load_mnist("test", data_root)
+    from dalab.data import load_domain
+    test = load_domain("mnist", data_root).split("test")
     acc = (predict(model, test.images[:1000]) == test.labels[:1000]).float().mean().item()
     assert acc == pytest.approx(result["source_test_accuracy"])
 
 
 def test_eval_command_on_an_image_folder(mnist_run, data_root, tmp_path, capsys):
     _, out, result = mnist_run
-    from dalab.data import load_mnist
-    test = load_mnist("test", data_root)
+    from dalab.data import load_domain
+    test = load_domain("mnist", data_root).split("test")
     for i in range(200):
         path = tmp_path / str(int(test.labels[i])) / f"{i}.png"
         path.parent.mkdir(exist_ok=True)
@@ -94,16 +93,18 @@ def test_target_labels_never_reach_training(data_root, cache_dir, monkeypatch, t
     """Scrambling the MNIST-M training labels changes no training figure of tst_tt."""
     cfg = _cfg(data_root, cache_dir, protocol="tst_tt", max_train=512, epochs=1)
     train(cfg, tmp_path / "a", log=lambda s: None)
-    real = domains_module.load_mnistm
+    real = domains_module.load_domain
 
-    def scrambled(split, *args, **kw):
-        domain = real(split, *args, **kw)
-        if split != "train":
-            return domain
-        labels = torch.from_numpy(np.random.default_rng(1).permutation(domain.labels.numpy()))
-        return Domain(domain.name, domain.images, labels)
+    def scrambled(spec, *args, **kw):
+        domain = real(spec, *args, **kw)
+        if spec.startswith("mnistm"):
+            train = domain.split("train")
+            rng = np.random.default_rng(1)
+            labels = torch.from_numpy(rng.permutation(train.labels.numpy()))
+            domain._cache["train"] = dataclasses.replace(train, labels=labels)
+        return domain
 
-    monkeypatch.setattr(domains_module, "load_mnistm", scrambled)
+    monkeypatch.setattr(domains_module, "load_domain", scrambled)
     train(cfg, tmp_path / "b", log=lambda s: None)
     rows = [list(csv.DictReader(open(tmp_path / d / "metrics.csv"))) for d in "ab"]
     for key in ("loss", "class_loss", "domain_loss", "train_acc", "domain_acc",

@@ -44,11 +44,11 @@ class _StatsOnly:
     random images for the normalisation statistics."""
 
     def __init__(self, channels: int):
-        from dalab.data import Domain
+        from dalab.data import Split
 
         gen = torch.Generator().manual_seed(0)
         images = torch.randint(0, 256, (64, channels, 28, 28), dtype=torch.uint8, generator=gen)
-        self.labelled = Domain("random", images, torch.zeros(64, dtype=torch.int64))
+        self.labelled = Split("random", images, torch.zeros(64, dtype=torch.int64))
         self.unlabelled = None
         self.channels = channels
 

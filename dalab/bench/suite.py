@@ -97,7 +97,7 @@ def run_suite(data_root=None, cache_dir=None, *, device: str = "auto", threads: 
     by the engine (it warns and runs float32); ``channels_last`` defaults to the engine's
     default (on).
     """
-    from dalab.data import load_mnist, load_mnistm, resolve_dirs, time_generation
+    from dalab.data import load_domain, resolve_dirs, time_generation
     from dalab.training import make_config
     from dalab.training.allocator import keep_freed_memory
     from dalab.training.loop import resolve_device
@@ -146,8 +146,8 @@ def run_suite(data_root=None, cache_dir=None, *, device: str = "auto", threads: 
 
     log(f"conventional pipeline: PIL + DataLoader(num_workers={workers}) ...")
     n = min(60_000, sizes["batch"] * sizes["conv_steps"] * (repeats + 1))
-    src = load_mnist("train", root, cache, full_train=True)
-    tgt = load_mnistm("train", root, cache, full_train=True)
+    src = load_domain("mnist", root, cache).split("train+val")
+    tgt = load_domain("mnistm", root, cache).split("train+val")
     conv = conventional_throughput((src.images[:n], src.labels[:n]), tgt.images[:n],
                                    sizes["batch"], dev, steps=sizes["conv_steps"],
                                    repeats=repeats, workers=workers)
@@ -157,7 +157,7 @@ def run_suite(data_root=None, cache_dir=None, *, device: str = "auto", threads: 
     log(f"  {conv['median']:,.0f} images/s; dalab {out['speedup_vs_conventional']:.2f}x")
 
     log("evaluation: target test set ...")
-    test = load_mnistm("test", root, cache)
+    test = load_domain("mnistm", root, cache).split("test")
     m = sizes["max_eval"] or len(test)
     out["eval"] = eval_throughput(test.images[:m], test.labels[:m], dev,
                                   cfg.eval_batch_size, repeats, fast["amp"])

@@ -18,12 +18,11 @@ THRESHOLDS = (0.70, 0.75, 0.80)
 
 
 def _target_test(cfg, device):
-    from dalab.data import load_mnistm
-    from dalab.training.domains import _head
+    from dalab.data import load_domain
+    from dalab.training.domains import target_spec
 
-    test = load_mnistm("test", cfg.data_root, cfg.cache_dir, theta=cfg.theta, mode=cfg.mode,
-                       seed=cfg.data_seed, patch_split=cfg.patch_split)
-    test = _head(test, cfg.max_eval)
+    target = load_domain(target_spec(cfg), cfg.data_root, cfg.cache_dir)
+    test = target.split("test").head(cfg.max_eval)
     return test.images.to(device), test.labels.to(device)
 
 

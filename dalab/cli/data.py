@@ -1,10 +1,11 @@
-"""`dalab data`: check/download MNIST, generate MNIST-M, write sample images.
+"""`dalab data`: check/download MNIST, generate MNIST-M, look at and export any domain.
 
 Examples::
 
     dalab data mnist                          # verify (or download) MNIST, print split sizes
     dalab data mnistm --theta 1 --mode color  # generate or find the cached set
-    dalab data samples --theta 0.5 --out samples/
+    dalab data samples --domain mnist --domain digits --domain syndigits --out samples/
+    dalab data export --domain mnistm --split test --out exported/
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ def _generator_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=("color", "gray"), default="color",
                         help="colour patches (3 channels) or grey patches from the "
                         "photo's luminance (1 channel) (default color)")
+    parser.add_argument("--mask", choices=("binary", "grey"), default="binary",
+                        help="digit mask: binary = every digit pixel inverts the patch "
+                        "fully (the published MNIST-M), grey = the digit's grey levels "
+                        "(the original code's) (default binary)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the patch draws (default 0)")
     parser.add_argument("--patch-split", choices=("train", "val", "test", "all"),
                         default="train", help="BSDS500 photos the patches come from "
@@ -61,24 +66,44 @@ def add_parser(sub, common) -> None:
     mnistm.add_argument("--force", action="store_true", help="regenerate even when cached")
     mnistm.set_defaults(func=run_mnistm)
 
-    samples = actions.add_parser("samples", parents=[common], help="write paired "
-                                 "source/target PNGs and a contact sheet")
-    _generator_options(samples)
+    samples = actions.add_parser("samples", parents=[common], help="write sample PNGs of "
+                                 "domains and a contact sheet")
+    samples.add_argument("--domain", action="append", metavar="SPEC",
+                         help="a domain spec (repeat for several; default: mnist and mnistm)")
+    samples.add_argument("--size", type=int, default=28, help="image size (default 28)")
+    samples.add_argument("--per-split", type=int, default=10, metavar="N",
+                         help="images from each split (default 10)")
     samples.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
+    samples.add_argument("--no-download", dest="download", action="store_false",
+                         help="never download missing files")
     samples.set_defaults(func=run_samples)
+
+    export = actions.add_parser("export", parents=[common], help="write a domain's split "
+                                "as PNG files and a labels file (the published MNIST-M "
+                                "layout)")
+    export.add_argument("--domain", required=True, metavar="SPEC", help="a domain spec")
+    export.add_argument("--split", choices=("train", "val", "test"), default="test",
+                        help="split to export (default test)")
+    export.add_argument("--size", type=int, default=28, help="image size (default 28)")
+    export.add_argument("--out", required=True, metavar="DIR",
+                        help="writes DIR/<split>/*.png and DIR/<split>_labels.txt")
+    export.add_argument("--no-download", dest="download", action="store_false",
+                        help="never download missing files")
+    export.set_defaults(func=run_export)
 
 
 def run_mnist(args) -> int:
-    from dalab.data import load_mnist, resolve_dirs
+    from dalab.data import load_domain, resolve_dirs
     from dalab.data.mnist import locate_mnist
 
     root, cache = resolve_dirs(args.data_root, args.cache_dir)
     for name, path in locate_mnist(root, cache, download=args.download).items():
         print(f"{name:26s} {path}")
-    for split in ("train", "val", "test"):
-        domain = load_mnist(split, root, cache, download=args.download)
-        counts = " ".join(str(int(c)) for c in domain.labels.bincount(minlength=10))
-        print(f"{domain.name:12s} {len(domain):6d} images {tuple(domain.images.shape[1:])}"
+    mnist = load_domain("mnist", root, cache, download=args.download)
+    for split in mnist.splits:
+        part = mnist.split(split)
+        counts = " ".join(str(int(c)) for c in part.labels.bincount(minlength=10))
+        print(f"{part.name:12s} {len(part):6d} images {tuple(part.images.shape[1:])}"
               f"  per class: {counts}")
     return 0
 
@@ -87,9 +112,9 @@ def run_mnistm(args) -> int:
     from dalab.data import generate_mnistm, resolve_dirs
 
     root, cache = resolve_dirs(args.data_root, args.cache_dir)
-    found = generate_mnistm(root, cache, theta=args.theta, mode=args.mode, seed=args.seed,
-                            patch_split=args.patch_split, download=args.download,
-                            force=args.force)
+    found = generate_mnistm(root, cache, theta=args.theta, mode=args.mode, mask=args.mask,
+                            seed=args.seed, patch_split=args.patch_split,
+                            download=args.download, force=args.force)
     meta = found.meta
     how = "cache hit" if found.cache_hit else "generated"
     sizes = ", ".join(f"{k} {v}" for k, v in meta["sizes"].items())
@@ -104,18 +129,31 @@ def run_mnistm(args) -> int:
 def run_samples(args) -> int:
     from pathlib import Path
 
-    from dalab.data import load_mnist, load_mnistm, resolve_dirs
-    from dalab.data.samples import PER_SPLIT, write_samples
+    from dalab.data import load_domain
+    from dalab.data.samples import write_samples
 
-    root, cache = resolve_dirs(args.data_root, args.cache_dir)
-    pairs = {}
-    for split in ("train", "val", "test"):
-        source = load_mnist(split, root, cache, download=args.download)
-        target = load_mnistm(split, root, cache, theta=args.theta, mode=args.mode,
-                             seed=args.seed, patch_split=args.patch_split,
-                             download=args.download)
-        pairs[split] = (source.images[:PER_SPLIT].numpy(), target.images[:PER_SPLIT].numpy())
-    written = write_samples(pairs, Path(args.out), title=f"MNIST (top) vs {target.name[:-5]}")
-    print(f"wrote {len(written['source'])} source and {len(written['target'])} target PNGs "
-          f"under {args.out}/{{source,target}}/ and the contact sheet {written['sheet']}")
+    domains = []
+    for spec in args.domain or ["mnist", "mnistm"]:
+        dom = load_domain(spec, args.data_root, args.cache_dir, size=args.size,
+                          download=args.download)
+        domains.append((dom.spec, {s: dom.split(s).images[:args.per_split].numpy()
+                                   for s in dom.splits}))
+    written = write_samples(domains, Path(args.out),
+                            title=" | ".join(spec for spec, _ in domains))
+    print(f"wrote {written['files']} PNGs under "
+          f"{', '.join(str(f) for f in written['folders'])} and the contact sheet "
+          f"{written['sheet']}")
+    return 0
+
+
+def run_export(args) -> int:
+    from dalab.data import load_domain
+    from dalab.data.export import export_split
+
+    dom = load_domain(args.domain, args.data_root, args.cache_dir, size=args.size,
+                      download=args.download)
+    split = dom.split(args.split)
+    folder = export_split(split, args.out, args.split)
+    labels = f" and {folder}_labels.txt" if split.labels is not None else " (no labels)"
+    print(f"{split.name}: wrote {len(split)} PNGs to {folder}/{labels}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 DESCRIPTION = """Score a trained model (a run folder or its model.safetensors) on
 labelled images: --images DIR with one sub-folder per class (0/ ... 9/), or a flat
 folder plus --labels FILE of 'filename label' lines (the published MNIST-M layout);
-or a built-in split: --dataset mnist|mnistm [--theta T] --split test."""
+or a split of any domain: --domain SPEC --split test (see docs/data.md)."""
 
 
 def add_parser(sub, common) -> None:
@@ -15,16 +15,11 @@ def add_parser(sub, common) -> None:
                    help="run folder or model.safetensors file")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", metavar="DIR", help="folder of labelled images")
-    src.add_argument("--dataset", choices=("mnist", "mnistm"), help="a built-in set")
+    src.add_argument("--domain", metavar="SPEC",
+                     help="a domain spec, e.g. mnist or mnistm:theta=0.5")
     p.add_argument("--labels", metavar="FILE", help="'filename label' lines (flat layout)")
-    p.add_argument("--fit", choices=("resize", "crop"), default="resize",
-                   help="fit other sizes to 28x28 by resizing or a centre crop "
-                   "(default: resize)")
     p.add_argument("--split", choices=("train", "val", "test"), default="test",
-                   help="split of --dataset (default: test)")
-    p.add_argument("--theta", type=float, default=1.0, help="MNIST-M blend strength")
-    p.add_argument("--mode", choices=("color", "gray"), default="color", help="MNIST-M mode")
-    p.add_argument("--data-seed", type=int, default=0, help="MNIST-M patch seed")
+                   help="split of --domain (default: test)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--batch-size", type=int, default=2048, help="images per batch")
     p.add_argument("--json", action="store_true", help='print {"accuracy": ..., "n": ...}')
@@ -48,26 +43,35 @@ def _load_model(checkpoint: str, device):
 def run(args) -> int:
     import json
 
+    from pathlib import Path
+
+    import torch
+
+    from dalab.data.folders import label_indices, read_images, scan_folder, to_channels
     from dalab.errors import DataError
     from dalab.evaluation import evaluate
-    from dalab.evaluation.folders import load_image_set
+    from dalab.models import NUM_CLASSES
     from dalab.training.loop import resolve_device
 
     device = resolve_device(args.device)
     model, cfg = _load_model(args.checkpoint, device)
+    classes = tuple(str(k) for k in range(NUM_CLASSES))
     if args.images:
-        images, labels = load_image_set(args.images, args.labels, model.in_channels, args.fit)
+        found = scan_folder(Path(args.images), Path(args.labels) if args.labels else None)
+        if found.labels is None:
+            raise DataError(f"{args.images}: no labels (class sub-folders or a labels file)")
+        images = torch.from_numpy(to_channels(read_images(found.files, 28),
+                                              model.in_channels))
+        labels = torch.from_numpy(label_indices(found.labels, classes, found.root))
         name = args.images
     else:
         if args.labels:
-            raise DataError("--labels goes with --images, not --dataset")
-        from dalab.data import load_mnist, load_mnistm
-        if args.dataset == "mnist":
-            domain = load_mnist(args.split, args.data_root, args.cache_dir)
-        else:
-            domain = load_mnistm(args.split, args.data_root, args.cache_dir, theta=args.theta,
-                                 mode=args.mode, seed=args.data_seed)
-        images, labels, name = domain.images, domain.labels, domain.name
+            raise DataError("--labels goes with --images, not --domain")
+        from dalab.data import load_domain
+        split = load_domain(args.domain, args.data_root, args.cache_dir).split(args.split)
+        if split.labels is None:
+            raise DataError(f"{split.name}: the domain has no labels to score against")
+        images, labels, name = split.images, split.labels, split.name
     scores = evaluate(model, images, labels, batch_size=args.batch_size, device=device)
     if args.json:
         print(json.dumps({"accuracy": scores["accuracy"], "n": scores["n"]}))

@@ -4,7 +4,7 @@ Files are looked for in ``<data root>/mnist/`` and then ``<cache dir>/mnist/`` (
 or not); missing ones are downloaded into ``<cache dir>/mnist/`` and checked against the
 md5 of their decompressed payload. Splits follow the original DANN code: train = the
 first 50,000 images of the training file, val = its last 10,000, test = the 10,000 test
-images; ``full_train=True`` trains on all 60,000.
+images (``"train+val"`` of a domain is all 60,000).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class MnistArrays:
     paths: tuple[Path, ...]
 
 
-def split_slice(split: str, full_train: bool = False) -> tuple[str, slice]:
+def split_slice(split: str) -> tuple[str, slice]:
     """Which file (``"train"``/``"test"``) and which rows make up ``split``."""
     if split not in SPLITS:
         raise ConfigError(f"split: unknown value {split!r}; choose one of {', '.join(SPLITS)}")
@@ -70,7 +70,7 @@ def split_slice(split: str, full_train: bool = False) -> tuple[str, slice]:
         return "test", slice(None)
     if split == "val":
         return "train", slice(NUM_TRAIN, NUM_TRAIN_FILE)
-    return "train", slice(0, NUM_TRAIN_FILE if full_train else NUM_TRAIN)
+    return "train", slice(0, NUM_TRAIN)
 
 
 def find_file(name: str, folders: list[Path]) -> Path | None:

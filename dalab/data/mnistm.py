@@ -1,8 +1,15 @@
 """MNIST-M: MNIST digits blended with random BSDS500 patches, generated once and cached.
 
 For every MNIST image ``d`` and a random 28x28 crop ``p`` of a random BSDS500 photo (both
-scaled to [0, 1]), ``out = |d - theta * p|`` per pixel and channel, stored as uint8
-(rounded). ``theta = 1`` is the DANN paper's MNIST-M; ``theta = 0`` gives back the digit.
+scaled to [0, 1]), per pixel and channel, stored as uint8 (rounded):
+
+* ``mask="binary"``: ``out = |[d > 0] - theta * p|``: every digit pixel inverts the patch
+  fully, as in the published MNIST-M (Ganin et al., JMLR 2016: "MNIST digits used as a
+  binary mask to invert the colours of a background image");
+* ``mask="grey"``: ``out = |d - theta * p|``, the original research code's blend with
+  grey, anti-aliased strokes.
+
+``theta = 1`` is the papers' strength; ``theta = 0`` gives back the digit (its mask).
 All 70,000 images (60,000 of the MNIST training file, then the 10,000 test images) are
 generated at once and sliced into train/val/test exactly like MNIST.
 
@@ -32,10 +39,12 @@ from dalab.paths import atomic_path, resolve_cache_dir, resolve_data_root, write
 
 FORMAT_VERSION = 1
 MODES = ("color", "gray")
+MASKS = ("binary", "grey")
 SIZE = 28
 
 
-def check_params(theta: float, mode: str, seed: int, patch_split: str = "train") -> float:
+def check_params(theta: float, mode: str, seed: int, patch_split: str = "train",
+                 mask: str = "binary") -> float:
     """Validate the generator's settings; return ``theta`` as a float."""
     if isinstance(theta, bool) or not isinstance(theta, (int, float, np.floating)):
         raise ConfigError(f"theta: expected a number in [0, 1], got {theta!r}")
@@ -43,6 +52,8 @@ def check_params(theta: float, mode: str, seed: int, patch_split: str = "train")
         raise ConfigError(f"theta: {theta!r} is outside [0, 1] (1 = the DANN paper's MNIST-M)")
     if mode not in MODES:
         raise ConfigError(f"mode: unknown value {mode!r}; choose one of {', '.join(MODES)}")
+    if mask not in MASKS:
+        raise ConfigError(f"mask: unknown value {mask!r}; choose one of {', '.join(MASKS)}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed: expected a non-negative integer, got {seed!r}")
     photo_splits(patch_split)
@@ -62,7 +73,7 @@ class Blend:
 
 
 def blend(digits: np.ndarray, photos: list[np.ndarray], theta: float,
-          rng: np.random.Generator) -> Blend:
+          rng: np.random.Generator, mask: str = "binary") -> Blend:
     """Blend ``digits`` with random patches of ``photos``: ``round(|D - theta * P|)``.
 
     Parameters
@@ -75,6 +86,8 @@ def blend(digits: np.ndarray, photos: list[np.ndarray], theta: float,
         Blend strength in [0, 1].
     rng
         Source of the random photo choice and crop corners (drawn in that order).
+    mask
+        ``"binary"``: ``D = 255 * [digit > 0]``; ``"grey"``: ``D`` = the digit's pixels.
 
     Returns
     -------
@@ -92,6 +105,8 @@ def blend(digits: np.ndarray, photos: list[np.ndarray], theta: float,
     top = rng.integers(0, heights[photo] - SIZE + 1)
     left = rng.integers(0, widths[photo] - SIZE + 1)
     channels = 3 if photos[0].ndim == 3 else 1
+    if mask == "binary":
+        digits = np.where(digits > 0, np.uint8(255), np.uint8(0))
     out = np.empty((n, channels, SIZE, SIZE), dtype=np.uint8)
     order = np.argsort(photo, kind="stable")
     bounds = np.searchsorted(photo[order], np.arange(len(photos) + 1))
@@ -122,23 +137,23 @@ def blend(digits: np.ndarray, photos: list[np.ndarray], theta: float,
 # -- cache --------------------------------------------------------------------------------
 
 def mnistm_name(theta: float, mode: str = "color", seed: int = 0,
-                patch_split: str = "train") -> str:
-    """Human-readable name of a set, e.g. ``"mnistm(theta=1.0,color,seed=0)"``."""
-    extra = "" if patch_split == "train" else f",patches={patch_split}"
-    return f"mnistm(theta={float(theta)!r},{mode},seed={seed}{extra})"
+                patch_split: str = "train", mask: str = "binary") -> str:
+    """The set's domain spec, e.g. ``"mnistm:theta=1.0,mode=color,mask=binary,..."``."""
+    return (f"mnistm:theta={float(theta)!r},mode={mode},mask={mask},seed={seed},"
+            f"patches={patch_split}")
 
 
 def mnistm_path(cache_dir: Path, theta: float = 1.0, mode: str = "color", seed: int = 0,
-                patch_split: str = "train") -> Path:
+                patch_split: str = "train", mask: str = "binary") -> Path:
     """Where the ``.npz`` of a set lives (its JSON sidecar has the same stem)."""
-    theta = check_params(theta, mode, seed, patch_split)
-    stem = f"mnistm_theta{theta!r}_{mode}_seed{seed}_patches-{patch_split}"
+    theta = check_params(theta, mode, seed, patch_split, mask)
+    stem = f"mnistm_theta{theta!r}_{mode}_mask-{mask}_seed{seed}_patches-{patch_split}"
     return Path(cache_dir) / "mnistm" / f"{stem}.npz"
 
 
-def _expected_params(theta, mode, seed, patch_split) -> dict:
-    return {"format_version": FORMAT_VERSION, "theta": theta, "mode": mode, "seed": seed,
-            "patch_split": patch_split}
+def _expected_params(theta, mode, mask, seed, patch_split) -> dict:
+    return {"format_version": FORMAT_VERSION, "theta": theta, "mode": mode, "mask": mask,
+            "seed": seed, "patch_split": patch_split}
 
 
 def read_sidecar(npz: Path, params: dict) -> dict | None:
@@ -176,8 +191,9 @@ def _locked(path: Path):
 
 
 def generate_mnistm(data_root=None, cache_dir=None, *, theta: float = 1.0,
-                    mode: str = "color", seed: int = 0, patch_split: str = "train",
-                    download: bool = True, force: bool = False) -> MnistmSet:
+                    mode: str = "color", mask: str = "binary", seed: int = 0,
+                    patch_split: str = "train", download: bool = True,
+                    force: bool = False) -> MnistmSet:
     """Find the cached set or generate all 70,000 images and cache them.
 
     The ``.npz`` (members ``{train,val,test}_{images,labels}``, uint8) and its JSON
@@ -189,9 +205,9 @@ def generate_mnistm(data_root=None, cache_dir=None, *, theta: float = 1.0,
     start = time.perf_counter()
     data_root = resolve_data_root(data_root)
     cache_dir = resolve_cache_dir(data_root, cache_dir)
-    theta, seed = check_params(theta, mode, seed, patch_split), int(seed)
-    npz = mnistm_path(cache_dir, theta, mode, seed, patch_split)
-    params = _expected_params(theta, mode, seed, patch_split)
+    theta, seed = check_params(theta, mode, seed, patch_split, mask), int(seed)
+    npz = mnistm_path(cache_dir, theta, mode, seed, patch_split, mask)
+    params = _expected_params(theta, mode, mask, seed, patch_split)
     if not force and (meta := read_sidecar(npz, params)):
         return MnistmSet(npz, meta, True, time.perf_counter() - start)
     try:
@@ -204,8 +220,8 @@ def generate_mnistm(data_root=None, cache_dir=None, *, theta: float = 1.0,
 
 def _generate_locked(data_root: Path, cache_dir: Path, npz: Path, params: dict, force: bool,
                      download: bool, start: float) -> MnistmSet:
-    theta, mode, seed, patch_split = (params[k] for k in ("theta", "mode", "seed",
-                                                          "patch_split"))
+    theta, mode, mask, seed, patch_split = (params[k] for k in ("theta", "mode", "mask",
+                                                                "seed", "patch_split"))
     with _locked(npz.with_suffix(".lock")):
         if not force and (meta := read_sidecar(npz, params)):  # made while we waited
             return MnistmSet(npz, meta, True, time.perf_counter() - start)
@@ -214,7 +230,7 @@ def _generate_locked(data_root: Path, cache_dir: Path, npz: Path, params: dict, 
         photos = decode_photos(files, mode)
         digits = np.concatenate([mnist.train_images, mnist.test_images])
         labels = np.concatenate([mnist.train_labels, mnist.test_labels])
-        images = blend(digits, photos, theta, np.random.default_rng(seed)).images
+        images = blend(digits, photos, theta, np.random.default_rng(seed), mask).images
         cuts = {"train": slice(0, NUM_TRAIN), "val": slice(NUM_TRAIN, NUM_TRAIN_FILE),
                 "test": slice(NUM_TRAIN_FILE, None)}
         arrays = {}
@@ -223,7 +239,7 @@ def _generate_locked(data_root: Path, cache_dir: Path, npz: Path, params: dict, 
             arrays[f"{split}_labels"] = labels[rows]
         with atomic_path(npz) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
-        meta = {**params, "name": mnistm_name(theta, mode, seed, patch_split),
+        meta = {**params, "name": mnistm_name(theta, mode, seed, patch_split, mask),
                 "sizes": {s: int(len(arrays[f"{s}_labels"])) for s in cuts},
                 "image_shape": list(images.shape[1:]), "dtype": "uint8",
                 "mnist_md5": mnist.md5, "photos_md5": photos_md5(files),
@@ -233,17 +249,11 @@ def _generate_locked(data_root: Path, cache_dir: Path, npz: Path, params: dict, 
     return MnistmSet(npz, meta, False, time.perf_counter() - start)
 
 
-def read_mnistm_arrays(npz: Path, split: str, full_train: bool = False
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def read_mnistm_arrays(npz: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Read one split (uint8 images, uint8 labels) from a cached set."""
-    parts = ["train", "val"] if split == "train" and full_train else [split]
     try:
         with np.load(npz, allow_pickle=False) as data:
-            images = [data[f"{p}_images"] for p in parts]
-            labels = [data[f"{p}_labels"] for p in parts]
+            return data[f"{split}_images"], data[f"{split}_labels"]
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise DataError(f"{npz}: unreadable MNIST-M cache ({err}); delete it to "
                         "regenerate") from None
-    if len(parts) == 1:
-        return images[0], labels[0]
-    return np.concatenate(images), np.concatenate(labels)

@@ -1,4 +1,4 @@
-"""Paired source/target sample PNGs and a contact sheet, for looking at a generated set."""
+"""Sample PNGs of one or more domains and a contact sheet, for looking at a domain."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from dalab.data.mnist import SPLITS
 from dalab.paths import write_bytes_atomic
 
-PER_SPLIT = 10  # as the original code: 10 pairs from each of train, val and test
-SCALE = 4  # contact-sheet upscaling (nearest neighbour) so digits are visible
+PER_SPLIT = 10  # as the original code: 10 images from each of train, val and test
+CELL = 112  # contact-sheet cell: every image is scaled (nearest neighbour) to this width
 
 
 def to_pil(image: np.ndarray) -> Image.Image:
@@ -22,64 +21,65 @@ def to_pil(image: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0)), mode="RGB")
 
 
-def _save_png(img: Image.Image, path: Path) -> None:
+def png_bytes(img: Image.Image) -> bytes:
+    """``img`` encoded as PNG."""
     buffer = io.BytesIO()
     img.save(buffer, format="PNG")
-    write_bytes_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
-def write_samples(pairs: dict[str, tuple[np.ndarray, np.ndarray]], out_dir: Path,
-                  title: str = "") -> dict[str, object]:
-    """Write ``source/<split>_NN.png`` and ``target/<split>_NN.png`` plus ``contact_sheet.png``.
+def write_samples(domains: list[tuple[str, dict[str, np.ndarray]]], out_dir: Path,
+                  title: str = "", cell: int = CELL) -> dict[str, object]:
+    """Write ``<NN>-<kind>/<split>_NN.png`` per domain plus ``contact_sheet.png``.
 
     Parameters
     ----------
-    pairs
-        split -> (source images, target images), each ``(n, C, 28, 28)`` uint8, the same n.
+    domains
+        ``(label, {split: images})`` per domain, images ``(n, C, H, W)`` uint8; the
+        first image of every domain is the same index of its split, so for MNIST and
+        MNIST-M the same digits line up.
     out_dir
         Folder to write into (created).
     title
         Text written at the top of the contact sheet.
+    cell
+        Width in pixels of one image on the contact sheet.
 
     Returns
     -------
     dict
-        ``{"source": [...paths], "target": [...paths], "sheet": path}``.
+        ``{"folders": [...], "files": n, "sheet": path}``.
     """
-    written: dict[str, list[Path]] = {"source": [], "target": []}
-    rows = []
-    for split in SPLITS:
-        if split not in pairs:
-            continue
-        source, target = pairs[split]
-        for i, (s_img, t_img) in enumerate(zip(source, target)):
-            for side, img in (("source", s_img), ("target", t_img)):
-                path = out_dir / side / f"{split}_{i:02d}.png"
-                _save_png(to_pil(img), path)
-                written[side].append(path)
-        rows.append((split, source, target))
-    sheet = contact_sheet(rows, title)
-    _save_png(sheet, out_dir / "contact_sheet.png")
-    return {**written, "sheet": out_dir / "contact_sheet.png"}
+    folders, files = [], 0
+    for number, (label, splits) in enumerate(domains, 1):
+        folder = out_dir / f"{number:02d}-{label.split(':')[0]}"
+        folders.append(folder)
+        for split, images in splits.items():
+            for i, img in enumerate(images):
+                write_bytes_atomic(folder / f"{split}_{i:02d}.png", png_bytes(to_pil(img)))
+                files += 1
+    rows = [(f"{split}\n{label.split(':')[0]}", images)
+            for split in dict.fromkeys(s for _, splits in domains for s in splits)
+            for label, splits in domains if split in splits]
+    write_bytes_atomic(out_dir / "contact_sheet.png",
+                       png_bytes(contact_sheet(rows, title, cell)))
+    return {"folders": folders, "files": files, "sheet": out_dir / "contact_sheet.png"}
 
 
-def contact_sheet(rows: list[tuple[str, np.ndarray, np.ndarray]], title: str = "",
-                  scale: int = SCALE) -> Image.Image:
-    """Each split's source digits above their target versions, upscaled ``scale`` times."""
-    cell, gap, margin, header = 28 * scale, 4, 60, 24
-    cols = max(len(source) for _, source, _ in rows)
-    width = margin + cols * (cell + gap)
-    height = header + len(rows) * (2 * (cell + gap) + 3 * gap)
-    sheet = Image.new("RGB", (width, height), "white")
+def contact_sheet(rows: list[tuple[str, np.ndarray]], title: str = "",
+                  cell: int = CELL) -> Image.Image:
+    """One labelled row of images per entry, each scaled to ``cell`` pixels."""
+    gap, margin, header = 4, 70, 24 if title else 4
+    cols = max(len(images) for _, images in rows)
+    sheet = Image.new("RGB", (margin + cols * (cell + gap), header + len(rows) * (cell + gap)),
+                      "white")
     draw = ImageDraw.Draw(sheet)
     draw.text((4, 4), title, fill="black")
     y = header
-    for split, source, target in rows:
-        for label, images in (("source", source), ("target", target)):
-            draw.text((4, y + cell // 2 - 12), f"{split}\n{label}", fill="black")
-            for i, img in enumerate(images):
-                tile = to_pil(img).convert("RGB").resize((cell, cell), Image.NEAREST)
-                sheet.paste(tile, (margin + i * (cell + gap), y))
-            y += cell + gap
-        y += 3 * gap
+    for label, images in rows:
+        draw.multiline_text((4, y + cell // 2 - 12), label, fill="black")
+        for i, img in enumerate(images):
+            tile = to_pil(img).convert("RGB").resize((cell, cell), Image.NEAREST)
+            sheet.paste(tile, (margin + i * (cell + gap), y))
+        y += cell + gap
     return sheet

@@ -162,7 +162,8 @@ def samples_section(configs: list[dict], data_root, cache_dir, load_samples) -> 
     thetas = sorted({float(c.get("theta", 1.0)) for c in configs})
     c0 = configs[0] if configs else {}
     try:
-        png = sample_strip(thetas, c0.get("mode", "color"), c0.get("data_seed", 0),
+        png = sample_strip(thetas, c0.get("mode", "color"), c0.get("mask", "binary"),
+                           c0.get("data_seed", 0),
                            c0.get("patch_split", "train"), data_root or c0.get("data_root"),
                            cache_dir or c0.get("cache_dir"), load_samples=load_samples)
     except (DataError, OSError) as err:
@@ -238,7 +239,7 @@ def write_report(folder: str | Path, data_root=None, cache_dir=None, load_sample
                  out: Path | None = None) -> Path:
     """Write ``folder/report.html`` (or ``out``) for a run, experiment or sweep folder.
 
-    ``load_samples(n, theta, mode, data_seed, patch_split, data_root, cache_dir)`` may
+    ``load_samples(n, theta, mode, mask, data_seed, patch_split, data_root, cache_dir)`` may
     replace the real data loading (see :func:`dalab.reporting.samples.sample_strip`).
     """
     import dalab

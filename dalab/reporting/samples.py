@@ -10,14 +10,15 @@ SCALE = 3  # each 28x28 digit is drawn 84x84 (nearest neighbour)
 LABEL_W = 90  # pixels left of each row for its label
 
 
-def load_test_samples(n: int, theta: float, mode: str, data_seed: int, patch_split: str,
-                      data_root, cache_dir):
-    """The first ``n`` MNIST and MNIST-M (θ, mode) test images, uint8 ``(n, C, 28, 28)``."""
-    from dalab.data import load_mnist, load_mnistm
+def load_test_samples(n: int, theta: float, mode: str, mask: str, data_seed: int,
+                      patch_split: str, data_root, cache_dir):
+    """The first ``n`` MNIST and MNIST-M (θ, mode, mask) test images, uint8
+    ``(n, C, 28, 28)``."""
+    from dalab.data import load_domain, mnistm_name
 
-    src = load_mnist("test", data_root, cache_dir).images[:n]
-    tgt = load_mnistm("test", data_root, cache_dir, theta=theta, mode=mode, seed=data_seed,
-                      patch_split=patch_split).images[:n]
+    spec = mnistm_name(theta, mode, data_seed, patch_split, mask)
+    src = load_domain("mnist", data_root, cache_dir).split("test").images[:n]
+    tgt = load_domain(spec, data_root, cache_dir).split("test").images[:n]
     return src, tgt
 
 
@@ -31,16 +32,16 @@ def _row(images) -> np.ndarray:
     return np.concatenate(list(np.concatenate([x, pad], axis=2)), axis=1)
 
 
-def sample_strip(thetas: list[float], mode: str = "color", data_seed: int = 0,
-                 patch_split: str = "train", data_root=None, cache_dir=None, n: int = 12,
-                 load_samples=None) -> bytes:
+def sample_strip(thetas: list[float], mode: str = "color", mask: str = "binary",
+                 data_seed: int = 0, patch_split: str = "train", data_root=None,
+                 cache_dir=None, n: int = 12, load_samples=None) -> bytes:
     """PNG: one row of MNIST digits, then one row of MNIST-M versions per θ."""
     from PIL import Image, ImageDraw
 
     load = load_samples or load_test_samples
     rows, labels = [], []
     for theta in thetas or [1.0]:
-        src, tgt = load(n, theta, mode, data_seed, patch_split, data_root, cache_dir)
+        src, tgt = load(n, theta, mode, mask, data_seed, patch_split, data_root, cache_dir)
         if not rows:
             rows.append(_row(src))
             labels.append("MNIST")

@@ -21,6 +21,7 @@ PROTOCOLS = {  # protocol: (method, trains on, tests on)
 CHOICES = {
     "protocol": tuple(PROTOCOLS),
     "mode": ("color", "gray"),
+    "mask": ("binary", "grey"),
     "lambda_schedule": ("fixed", "ramp"),
     "optimizer": ("sgd", "rmsprop", "adam"),
     "lr_schedule": ("constant", "epoch", "anneal"),
@@ -45,6 +46,7 @@ class Config:
     # -- data --------------------------------------------------------------------------
     theta: float = 1.0  # MNIST-M blend strength in [0, 1]; 1 = the paper's MNIST-M
     mode: str = "color"  # MNIST-M colour (3 channels) or gray (1 channel)
+    mask: str = "binary"  # MNIST-M digit mask: binary (published MNIST-M) | grey (seed code)
     data_seed: int = 0  # seed of the MNIST-M patch draws (which photo crops)
     patch_split: str = "train"  # BSDS500 split the MNIST-M patches come from
     max_train: int = 0  # use only the first N training images per domain (0 = all)
@@ -131,8 +133,9 @@ def _check_range(cfg: Config, name: str, low: float, high: float) -> None:
 PRESETS: dict[str, dict] = {
     # The original research code: LeNet, plain SGD lr 0.1 on batches of 500, fixed
     # lambda, patience-based early stopping with the best model chosen on *labelled
-    # target* validation data (oracle selection), theta applied to grey images.
-    "seed": dict(network="lenet", mode="gray", optimizer="sgd", lr=0.1, momentum=0.0,
+    # target* validation data (oracle selection), theta applied to grey images with
+    # grey digit strokes.
+    "seed": dict(network="lenet", mode="gray", mask="grey", optimizer="sgd", lr=0.1, momentum=0.0,
                  batch_size=500, lr_schedule="constant", lambda_schedule="fixed",
                  select="target-val", early_stopping=True, epochs=200),
     # The DANN paper (MNIST -> MNIST-M): its network, SGD momentum 0.9, annealed lr

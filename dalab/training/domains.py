@@ -12,27 +12,28 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from dalab.data import Domain, load_mnist, load_mnistm
+from dalab.data import Split, load_domain
+from dalab.data.domains import FULL_TRAIN
+from dalab.data.mnistm import mnistm_name
 from dalab.training.config import PROTOCOLS, Config
 
 
 @dataclass
 class Sets:
     """Tensors of one run; ``labelled`` trains the classifier, ``unlabelled`` the
-    adaptation (images only); ``evals`` maps names (``source_val``, ...) to domains."""
+    adaptation (images only); ``evals`` maps names (``source_val``, ...) to splits."""
 
-    labelled: Domain
+    labelled: Split
     unlabelled: Tensor | None
-    evals: dict[str, Domain]
+    evals: dict[str, Split]
     val: str | None  # key in ``evals`` used for selection, or None
     test: str  # key in ``evals`` giving the test score
     channels: int  # input channels of the network
 
 
-def _head(domain: Domain, n: int) -> Domain:
-    if n <= 0 or n >= len(domain):
-        return domain
-    return Domain(domain.name, domain.images[:n], domain.labels[:n])
+def target_spec(cfg: Config) -> str:
+    """The domain spec of the run's MNIST-M (its θ, mode, mask, seed and patches)."""
+    return mnistm_name(cfg.theta, cfg.mode, cfg.data_seed, cfg.patch_split, cfg.mask)
 
 
 def load_sets(cfg: Config, monitor: int = 5000) -> Sets:
@@ -41,20 +42,20 @@ def load_sets(cfg: Config, monitor: int = 5000) -> Sets:
     ``monitor`` caps the training images scored each epoch for the train accuracies.
     """
     dirs = dict(data_root=cfg.data_root, cache_dir=cfg.cache_dir)
-    mnistm = dict(theta=cfg.theta, mode=cfg.mode, seed=cfg.data_seed,
-                  patch_split=cfg.patch_split)
+    source, target = load_domain("mnist", **dirs), load_domain(target_spec(cfg), **dirs)
     full_train = cfg.select == "none"  # no validation needed: train on all 60,000
-    src = _head(load_mnist("train", **dirs, full_train=full_train), cfg.max_train)
-    tgt = _head(load_mnistm("train", **dirs, **mnistm, full_train=full_train), cfg.max_train)
+    train_split = FULL_TRAIN if full_train else "train"
+    src = source.split(train_split).head(cfg.max_train)
+    tgt = target.split(train_split).head(cfg.max_train)
     evals = {
-        "source_train": _head(src, monitor),
-        "target_train": _head(tgt, monitor),
-        "source_test": _head(load_mnist("test", **dirs), cfg.max_eval),
-        "target_test": _head(load_mnistm("test", **dirs, **mnistm), cfg.max_eval),
+        "source_train": src.head(monitor),
+        "target_train": tgt.head(monitor),
+        "source_test": source.split("test").head(cfg.max_eval),
+        "target_test": target.split("test").head(cfg.max_eval),
     }
     if not full_train:
-        evals["source_val"] = _head(load_mnist("val", **dirs), cfg.max_eval)
-        evals["target_val"] = _head(load_mnistm("val", **dirs, **mnistm), cfg.max_eval)
+        evals["source_val"] = source.split("val").head(cfg.max_eval)
+        evals["target_val"] = target.split("val").head(cfg.max_eval)
     _, train_on, test_on = PROTOCOLS[cfg.protocol]
     labelled = tgt if train_on == "target" else src
     unlabelled = tgt.images if train_on == "source+target" else None
@@ -64,5 +65,5 @@ def load_sets(cfg: Config, monitor: int = 5000) -> Sets:
         val = "target_val"
     else:
         val = None
-    channels = max(src.images.shape[1], tgt.images.shape[1])
+    channels = max(source.channels, target.channels)
     return Sets(labelled, unlabelled, evals, val, f"{test_on}_test", channels)

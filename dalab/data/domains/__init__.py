@@ -1,0 +1,81 @@
+"""Domains: a spec string names where images come from; ``load_domain`` reads it.
+
+>>> from dalab.data import load_domain
+>>> dom = load_domain("mnistm:theta=0.5,mask=binary")
+>>> dom.split("test").images.shape          # (10000, 3, 28, 28) uint8
+
+A spec is ``kind`` or ``kind:rest``. For most kinds ``rest`` is ``key=value`` options
+separated by commas (``mnistm:theta=0.5,mode=gray``); for the path kinds (``folder``,
+``mnistm-official``) ``rest`` is one path, taken verbatim up to the end of the spec, so
+it may hold ``:`` and ``,``. ``KINDS`` is the registry of kinds.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dalab.data.domains.base import (
+    FULL_TRAIN, SPLITS, Domain, Option, Split, Where, canonical, parse_options,
+)
+from dalab.data.domains.folder import Folder
+from dalab.data.domains.mnist import Mnist
+from dalab.data.domains.mnistm import Mnistm
+from dalab.errors import ConfigError
+from dalab.paths import resolve_cache_dir, resolve_data_root
+
+KINDS: dict[str, type[Domain]] = {kind.kind: kind for kind in (Mnist, Mnistm, Folder)}
+
+__all__ = ["KINDS", "FULL_TRAIN", "SPLITS", "Domain", "Option", "Split", "Where",
+           "load_domain", "parse_spec"]
+
+
+def parse_spec(spec: str) -> tuple[type[Domain], str, object]:
+    """``(kind, canonical spec, options dict or path)`` of a spec string.
+
+    Raises
+    ------
+    ConfigError
+        Naming the part of the spec that is wrong and the valid choices.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"domain spec: expected a string such as 'mnist' or "
+                          f"'folder:PATH', got {spec!r}; kinds: {', '.join(KINDS)}")
+    name, colon, rest = spec.strip().partition(":")
+    if name not in KINDS:
+        raise ConfigError(f"domain spec {spec!r}: unknown kind {name!r}; choose one of "
+                          f"{', '.join(KINDS)}")
+    kind = KINDS[name]
+    if kind.takes_path:
+        if colon and not rest:
+            raise ConfigError(f"domain spec {spec!r}: empty path after '{name}:'")
+        return kind, (f"{name}:{rest}" if rest else name), (rest or None)
+    values = parse_options(kind, rest, spec)
+    return kind, canonical(name, values), values
+
+
+def load_domain(spec: str, data_root: str | os.PathLike | None = None,
+                cache_dir: str | os.PathLike | None = None, *, size: int = 28,
+                download: bool = True) -> Domain:
+    """The domain ``spec`` names; its splits are read (or generated) on first use.
+
+    Parameters
+    ----------
+    spec
+        e.g. ``"mnist"``, ``"mnistm:theta=0.5,mode=gray,mask=grey,seed=3"``,
+        ``"digits"``, ``"syndigits"``, ``"mnistm-official:/data/mnist_m"``,
+        ``"folder:/data/my-images"``.
+    data_root, cache_dir
+        Where datasets are read and generated sets cached (``None``: see
+        :mod:`dalab.paths`).
+    size
+        Height and width of the images every split returns (each kind's docs say how it
+        gets there).
+    download
+        Allow downloading missing files.
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 1024:
+        raise ConfigError(f"size: expected an integer in [8, 1024], got {size!r}")
+    kind, canon, args = parse_spec(spec)
+    root = resolve_data_root(data_root)
+    where = Where(root, resolve_cache_dir(root, cache_dir), size, download)
+    return kind(canon, args, where)

@@ -1,0 +1,231 @@
+"""The domain interface: a spec string -> a :class:`Domain` with named :class:`Split`\\ s.
+
+A domain kind is a :class:`Domain` subclass in its own module with a ``kind`` name, its
+typed ``options`` (or ``takes_path``) and a ``_read(split)`` method; the registry in
+:mod:`dalab.data.domains` maps names to kinds. The data root, cache folder, image size
+and download permission are fixed once, when a domain is loaded (:class:`Where`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from dalab.errors import ConfigError
+
+SPLITS = ("train", "val", "test")
+FULL_TRAIN = "train+val"  # the training split and the validation split together
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of one domain, as CPU tensors.
+
+    Attributes
+    ----------
+    name
+        ``"<domain spec>/<split>"``, e.g. ``"mnist/train"``.
+    images
+        uint8 ``(N, C, size, size)``, ``C`` = 1 (grey) or 3 (colour).
+    labels
+        int64 ``(N,)``, or ``None`` when the domain has no labels.
+    class_names
+        The domain's class names; label ``k`` is ``class_names[k]``.
+    """
+
+    name: str
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    class_names: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def head(self, n: int) -> Split:
+        """The first ``n`` images (all of them for ``n <= 0``)."""
+        if n <= 0 or n >= len(self):
+            return self
+        labels = None if self.labels is None else self.labels[:n]
+        return Split(self.name, self.images[:n], labels, self.class_names)
+
+    def __repr__(self) -> str:
+        shape = tuple(self.images.shape)
+        labelled = "" if self.labels is not None else ", unlabelled"
+        return f"Split({self.name!r}, images={shape} {self.images.dtype}{labelled})"
+
+
+@dataclass(frozen=True)
+class Where:
+    """What every kind needs besides its spec: folders, image size, download permission."""
+
+    data_root: Path
+    cache_dir: Path
+    size: int = 28
+    download: bool = True
+
+
+@dataclass(frozen=True)
+class Option:
+    """A typed ``key=value`` option of a domain spec.
+
+    ``kind`` is ``float``, ``int`` or ``str``; ``choices`` limits a ``str``, ``low`` and
+    ``high`` bound a number (inclusive).
+    """
+
+    kind: type
+    default: object
+    choices: tuple[str, ...] = ()
+    low: float = -math.inf
+    high: float = math.inf
+    help: str = ""
+
+    def parse(self, text: str, where: str) -> object:
+        """The value of ``text``; :class:`ConfigError` naming ``where`` when it is bad."""
+        if self.kind is str:
+            if self.choices and text not in self.choices:
+                raise ConfigError(f"{where}: unknown value {text!r}; choose one of "
+                                  f"{', '.join(self.choices)}")
+            return text
+        try:
+            value = self.kind(text)
+        except ValueError:
+            noun = "an integer" if self.kind is int else "a number"
+            raise ConfigError(f"{where}: expected {noun}, got {text!r}") from None
+        if not (math.isfinite(value) and self.low <= value <= self.high):
+            raise ConfigError(f"{where}: {text} is outside [{self.low:g}, {self.high:g}]")
+        return value + 0.0 if self.kind is float else value  # -0.0 -> 0.0
+
+
+class Domain:
+    """A source of images with named splits (``"train"``, ``"val"``, ``"test"``).
+
+    Subclasses set ``kind`` and ``options`` (or ``takes_path``), fill ``class_names``,
+    ``channels``, ``splits`` and ``has_labels`` in ``__init__`` and implement
+    :meth:`_read`. :meth:`split` caches what ``_read`` returns.
+
+    Attributes
+    ----------
+    spec
+        The canonical spec: every option written out, e.g.
+        ``"mnistm:theta=1.0,mode=color,mask=binary,seed=0,patches=train"``.
+    class_names
+        ``tuple[str, ...]``; empty for a domain without labels.
+    channels
+        1 (grey) or 3 (colour).
+    splits
+        The split names it has, in ``("train", "val", "test")`` order.
+    size
+        Height and width of every image.
+    """
+
+    kind: ClassVar[str] = ""
+    options: ClassVar[dict[str, Option]] = {}
+    takes_path: ClassVar[bool] = False  # the spec's rest is one path, not options
+    summary: ClassVar[str] = ""  # one line for help texts
+
+    def __init__(self, spec: str, where: Where):
+        self.spec = spec
+        self.where = where
+        self.size = where.size
+        self.class_names: tuple[str, ...] = tuple(str(k) for k in range(10))
+        self.channels = 1
+        self.splits: tuple[str, ...] = SPLITS
+        self.has_labels = True
+        self._cache: dict[str, Split] = {}
+
+    def split(self, name: str) -> Split:
+        """The images (and labels) of split ``name``, read once per domain object.
+
+        ``"train+val"`` is the training and validation splits together (the whole
+        training file for MNIST and MNIST-M).
+        """
+        if name not in self._cache:
+            wanted = name.split("+") if name == FULL_TRAIN else [name]
+            missing = [s for s in wanted if s not in self.splits]
+            if missing:
+                raise ConfigError(f"split: {self.spec} has no {missing[0]!r} split; it has "
+                                  f"{', '.join(self.splits)}")
+            if name == FULL_TRAIN:
+                parts = [self.split(s) for s in wanted]
+                labels = None if not self.has_labels else torch.cat([p.labels for p in parts])
+                self._cache[name] = Split(f"{self.spec}/{name}",
+                                          torch.cat([p.images for p in parts]), labels,
+                                          self.class_names)
+            else:
+                images, labels = self._read(name)
+                self._cache[name] = make_split(f"{self.spec}/{name}", images, labels,
+                                               self.class_names, self.size)
+        return self._cache[name]
+
+    def _read(self, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """uint8 images ``(N, C, H, W)`` (any ``H``, ``W``: fitted by :func:`make_split`
+        with :func:`resize` unless the kind fitted them) and labels or ``None``."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return (f"Domain({self.spec!r}, size={self.size}, channels={self.channels}, "
+                f"splits={self.splits}, classes={len(self.class_names)})")
+
+
+def make_split(name: str, images: np.ndarray, labels: np.ndarray | None,
+               class_names: tuple[str, ...], size: int) -> Split:
+    """A :class:`Split` of uint8 ``images`` ``(N, C, H, W)`` or ``(N, H, W)`` resized to
+    ``size`` (see :func:`resize`) and ``labels`` as int64."""
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.shape[-2:] != (size, size):
+        images = resize(images, size)
+    if not (images.flags.writeable and images.flags.c_contiguous):
+        images = np.array(images, order="C")  # own, writable memory for torch
+    tensor = None if labels is None else torch.from_numpy(np.asarray(labels, np.int64))
+    return Split(name, torch.from_numpy(images), tensor, class_names)
+
+
+def resize(images: np.ndarray, size: int, chunk: int = 4096) -> np.ndarray:
+    """uint8 ``(N, C, H, W)`` -> ``(N, C, size, size)``: bilinear, antialiased when
+    shrinking (torch's ``interpolate``), rounded to uint8. The aspect ratio is not kept."""
+    out = np.empty(images.shape[:2] + (size, size), dtype=np.uint8)
+    for start in range(0, len(images), chunk):
+        part = torch.from_numpy(np.ascontiguousarray(images[start:start + chunk])).float()
+        part = torch.nn.functional.interpolate(part, size=(size, size), mode="bilinear",
+                                               align_corners=False, antialias=True)
+        out[start:start + chunk] = part.round_().clamp_(0, 255).to(torch.uint8).numpy()
+    return out
+
+
+def centre_crop(images: np.ndarray, size: int) -> np.ndarray:
+    """The centre ``size x size`` of ``(..., H, W)`` images (``H``, ``W`` >= ``size``)."""
+    h, w = images.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[..., top:top + size, left:left + size]
+
+
+def parse_options(kind: type[Domain], text: str, spec: str) -> dict[str, object]:
+    """``key=value,...`` -> typed values (defaults filled in) for ``kind``'s options."""
+    values = {name: opt.default for name, opt in kind.options.items()}
+    for part in filter(None, text.split(",")):
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if key not in kind.options:
+            known = ", ".join(kind.options) or "none"
+            raise ConfigError(f"domain spec {spec!r}: unknown option {key!r} for "
+                              f"{kind.kind}; its options: {known}")
+        if not eq:
+            raise ConfigError(f"domain spec {spec!r}: option {key!r} needs a value "
+                              f"({key}=...)")
+        values[key] = kind.options[key].parse(value.strip(), f"domain spec {spec!r}: {key}")
+    return values
+
+
+def canonical(kind: str, values: dict[str, object]) -> str:
+    """``kind:key=value,...`` with every option written out, in the kind's order."""
+    if not values:
+        return kind
+    return kind + ":" + ",".join(f"{k}={v!r}" if isinstance(v, float) else f"{k}={v}"
+                                 for k, v in values.items())
+

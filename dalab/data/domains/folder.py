@@ -1,0 +1,109 @@
+"""``folder:PATH``: your own images, labelled or not.
+
+``PATH`` holds ``train/``, ``val/`` and ``test/`` sub-folders (those present are the
+splits), or is itself the only folder (then split by a seeded draw: 70% train, 10% val,
+20% test). Each of those folders is in one of the layouts of :mod:`dalab.data.folders`:
+class sub-folders, a flat folder with a labels file, or a flat folder of unlabelled
+images. With ``train/`` but no ``val/``, val is a seeded 10% of ``train/``. Images are
+resized (bilinear) to the domain's size; the domain is grey when every image is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dalab.data.domains.base import SPLITS, Domain, Where
+from dalab.data.export import CLASSES_FILE
+from dalab.data.folders import (
+    ImageList, class_names_of, is_grey, label_indices, read_images, scan_folder, to_channels,
+)
+from dalab.errors import ConfigError, DataError
+
+VAL_FRACTION, TEST_FRACTION = 0.1, 0.2
+SPLIT_SEED = 0
+WHOLE = "whole"  # the folder itself, when it has no split sub-folders
+
+
+def carve(n: int, fractions: tuple[float, ...], seed: int = SPLIT_SEED) -> list[np.ndarray]:
+    """Sorted index sets: the first ``len(fractions)`` take those shares of a seeded
+    permutation of ``range(n)`` (at least one each when ``n`` allows), the last the rest."""
+    order = np.random.default_rng(seed).permutation(n)
+    sizes = [max(1, round(f * n)) if n > len(fractions) else 0 for f in fractions]
+    bounds = np.cumsum([0, *sizes])
+    parts = [order[bounds[i]:bounds[i + 1]] for i in range(len(sizes))] + [order[bounds[-1]:]]
+    return [np.sort(p) for p in parts]
+
+
+class Folder(Domain):
+    kind = "folder"
+    takes_path = True
+    summary = "an image folder: class sub-folders or a labels file; labels optional"
+    split_dirs = {s: s for s in SPLITS}  # split -> sub-folder name
+
+    def __init__(self, spec: str, path: str | None, where: Where):
+        super().__init__(spec, where)
+        if path is None:
+            raise ConfigError(f"domain spec {spec!r}: give the folder: {self.kind}:PATH")
+        self.root = self.locate(Path(path).expanduser())
+        lists = {s: scan_folder(self.root / d) for s, d in self.split_dirs.items()
+                 if (self.root / d).is_dir()}
+        if not lists:
+            lists = {WHOLE: scan_folder(self.root)}
+        self._arrays = self._decode(lists)
+
+    def locate(self, path: Path) -> Path:
+        """The folder to read (a kind may fetch or unpack it first)."""
+        if not path.is_dir():
+            raise DataError(f"{path}: no such image folder")
+        return path
+
+    def fit(self, images: np.ndarray) -> np.ndarray:
+        """Bring decoded RGB images to the domain's size (already done on reading here)."""
+        return images
+
+    def read(self, files: tuple[Path, ...]) -> np.ndarray:
+        return read_images(files, self.size)
+
+    def _decode(self, lists: dict[str, ImageList]) -> dict[str, tuple]:
+        labelled = {name: lst.labels is not None for name, lst in lists.items()}
+        if len(set(labelled.values())) > 1:
+            raise DataError(f"{self.root}: some splits have labels "
+                            f"({', '.join(n for n, v in labelled.items() if v)}) and others "
+                            "not; label all of them or none")
+        self.has_labels = all(labelled.values())
+        if self.has_labels:
+            every = [label for lst in lists.values() for label in lst.labels]
+            classes_file = self.root / CLASSES_FILE
+            classes = classes_file.read_text().splitlines() if classes_file.is_file() else None
+            by_folder = all(lst.by_folder for lst in lists.values())
+            self.class_names = class_names_of(every, by_folder, classes)
+        else:
+            self.class_names = ()
+        arrays = {}
+        for name, lst in lists.items():
+            labels = (label_indices(lst.labels, self.class_names, lst.root)
+                      if self.has_labels else None)
+            arrays[name] = (self.fit(self.read(lst.files)), labels)
+        self.channels = 1 if all(is_grey(images) for images, _ in arrays.values()) else 3
+        arrays = {k: (to_channels(im, self.channels), lab) for k, (im, lab) in arrays.items()}
+        if WHOLE in arrays:
+            arrays = self._split(arrays.pop(WHOLE), ("train", "val", "test"),
+                                 (VAL_FRACTION, TEST_FRACTION))
+        elif "train" in arrays and "val" not in arrays:
+            arrays.update(self._split(arrays.pop("train"), ("train", "val"), (VAL_FRACTION,)))
+        self.splits = tuple(s for s in SPLITS if s in arrays)
+        return arrays
+
+    @staticmethod
+    def _split(pair: tuple, names: tuple[str, ...], fractions: tuple[float, ...]) -> dict:
+        """``names[0]`` gets the rest, the others ``fractions`` of a seeded draw."""
+        images, labels = pair
+        *taken, rest = carve(len(images), fractions)
+        parts = [rest, *taken]
+        return {n: (images[p], None if labels is None else labels[p])
+                for n, p in zip(names, parts)}
+
+    def _read(self, name: str):
+        return self._arrays[name]

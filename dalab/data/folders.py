@@ -1,0 +1,199 @@
+"""Image folders: finding the images and labels of a folder, decoding and fitting them.
+
+Two layouts hold labels:
+
+* one sub-folder per class, ``DIR/<class name>/**/*.png`` (class names = folder names);
+* a flat folder plus a ``filename label`` text file, the layout of the published MNIST-M
+  (``mnist_m_test/`` and ``mnist_m_test_labels.txt`` beside it); the file is
+  ``<folder>_labels.txt`` beside the folder or ``labels.txt`` inside it.
+
+A flat folder without a labels file is a set of unlabelled images. Paths in a labels file
+are relative to the folder; absolute paths and paths with ``..`` are refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from dalab.errors import DataError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
+                  ".ppm"}
+LABELS_FILE = "labels.txt"
+
+
+@dataclass(frozen=True)
+class ImageList:
+    """The image files of a folder and their labels as written (``None``: unlabelled)."""
+
+    root: Path
+    files: tuple[Path, ...]
+    labels: tuple[str, ...] | None
+    by_folder: bool = False  # labels are class folder names (not a labels file)
+
+
+def is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES \
+        and not path.name.startswith(".")
+
+
+def labels_file_of(folder: Path) -> Path | None:
+    """``<folder>_labels.txt`` beside ``folder``, else ``folder/labels.txt``, else None."""
+    for candidate in (folder.parent / f"{folder.name}_labels.txt", folder / LABELS_FILE):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def scan_folder(folder: Path, labels: Path | None = None) -> ImageList:
+    """The images of ``folder`` in either layout (``labels``: an explicit labels file)."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such image folder")
+    labels = labels or labels_file_of(folder)
+    if labels is not None:
+        return label_file_items(folder, labels)
+    subs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if subs:
+        return class_folder_items(folder, subs)
+    files = tuple(sorted(p for p in folder.iterdir() if is_image(p)))
+    if not files:
+        raise DataError(f"{folder}: no images found (looked for "
+                        f"{', '.join(sorted(IMAGE_SUFFIXES))} files)")
+    return ImageList(folder, files, None)
+
+
+def class_folder_items(root: Path, subs: list[Path]) -> ImageList:
+    """Images under each class sub-folder (searched recursively), labelled by its name."""
+    files, labels = [], []
+    for sub in subs:
+        found = sorted(p for p in sub.rglob("*") if is_image(p))
+        if not found:
+            raise DataError(f"{sub}: class folder {sub.name!r} holds no images; add images "
+                            "or remove the folder")
+        files += found
+        labels += [sub.name] * len(found)
+    return ImageList(root, tuple(files), tuple(labels), by_folder=True)
+
+
+def label_file_items(root: Path, labels: Path) -> ImageList:
+    """Images and labels from ``filename label`` lines, file names relative to ``root``."""
+    try:
+        text = labels.read_text()
+    except FileNotFoundError:
+        raise DataError(f"{labels}: no such labels file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{labels}: cannot read ({err})") from None
+    files, names = [], []
+    inside = root.resolve()
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{labels}:{number}"
+        name, _, label = line.strip().rpartition(" ")
+        name = name.strip()
+        if not name or not label:
+            raise DataError(f"{where}: expected 'filename label', got {line.strip()!r}")
+        parts = PurePosixPath(name.replace("\\", "/"))
+        if parts.is_absolute() or Path(name).is_absolute() or ".." in parts.parts:
+            raise DataError(f"{where}: {name!r} points outside {root}; paths in a labels "
+                            "file must be relative to its folder, without '..'")
+        path = root / name
+        if not path.resolve().is_relative_to(inside):
+            raise DataError(f"{where}: {name!r} resolves outside {root}")
+        if not path.is_file():
+            raise DataError(f"{where}: image file {path} is missing")
+        files.append(path)
+        names.append(label)
+    if not files:
+        raise DataError(f"{labels}: no 'filename label' lines")
+    return ImageList(root, tuple(files), tuple(names))
+
+
+def class_names_of(labels: list[str], by_folder: bool = False,
+                   classes: list[str] | None = None) -> tuple[str, ...]:
+    """Class names for label strings.
+
+    Class folder names are sorted (numerically when all are integers). Integer labels
+    of a labels file are indices: named by ``classes`` (line ``k`` of ``classes.txt``
+    names label ``k``) or ``"0".."K-1"``; other labels are names, sorted.
+    """
+    digits = all(label.isdigit() for label in labels)
+    if by_folder:
+        return tuple(sorted(set(labels), key=lambda n: (int(n), n) if digits else (0, n)))
+    if digits:
+        top = max((int(label) for label in labels), default=-1)
+        if classes is not None:
+            if top >= len(classes):
+                raise DataError(f"label {top} has no name in classes.txt "
+                                f"({len(classes)} names)")
+            return tuple(classes)
+        return tuple(str(k) for k in range(top + 1))
+    return tuple(sorted(set(labels)))
+
+
+def label_indices(labels: tuple[str, ...], class_names: tuple[str, ...],
+                  where: Path) -> np.ndarray:
+    """int64 indices of ``labels`` in ``class_names`` (integer labels are indices)."""
+    index = {name: k for k, name in enumerate(class_names)}
+    out = np.empty(len(labels), dtype=np.int64)
+    for i, label in enumerate(labels):
+        k = index.get(label)
+        if k is None and label.isdigit() and int(label) < len(class_names):
+            k = int(label)
+        if k is None:
+            raise DataError(f"{where}: label {label!r} is not one of the classes "
+                            f"{', '.join(class_names)}")
+        out[i] = k
+    return out
+
+
+def read_image(path: Path, size: int | None = None) -> np.ndarray:
+    """One image as RGB uint8 ``(3, H, W)``, resized to ``size`` when given.
+
+    Raises
+    ------
+    DataError
+        Naming the file when it cannot be read or decoded.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from dalab.data.domains.base import resize
+
+    try:
+        with Image.open(path) as img:
+            arr = np.asarray(img.convert("RGB"))
+    except FileNotFoundError as err:
+        raise DataError(f"{path}: no such image file") from err
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"{path}: unreadable image ({err})") from err
+    arr = arr.transpose(2, 0, 1)
+    if size is not None and arr.shape[1:] != (size, size):
+        arr = resize(arr[None], size)[0]
+    return arr
+
+
+def read_images(files: tuple[Path, ...], size: int | None) -> np.ndarray:
+    """Images uint8 ``(N, 3, size, size)`` (``size=None``: all must share one size)."""
+    images = [read_image(p, size) for p in files]
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+        raise DataError(f"{files[0].parent}: images of different sizes "
+                        f"({', '.join(str(s[1:]) for s in sorted(shapes))}); give a size")
+    return np.stack(images) if images else np.empty((0, 3, size or 1, size or 1), np.uint8)
+
+
+def to_channels(images: np.ndarray, channels: int) -> np.ndarray:
+    """RGB ``(N, 3, H, W)`` as ``channels`` channels: grey is PIL's luminance
+    ``(19595 R + 38470 G + 7471 B + 2**15) >> 16`` (ITU-R 601-2)."""
+    if channels == 3:
+        return images
+    r, g, b = (images[:, k].astype(np.uint32) for k in range(3))
+    return ((19595 * r + 38470 * g + 7471 * b + (1 << 15)) >> 16).astype(np.uint8)[:, None]
+
+
+def is_grey(images: np.ndarray) -> bool:
+    """True when every pixel of RGB ``images`` has R = G = B."""
+    return bool((images[:, 0] == images[:, 1]).all() and (images[:, 1] == images[:, 2]).all())
