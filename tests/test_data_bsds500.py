@@ -10,9 +10,8 @@ import pytest
 from PIL import Image
 
 from dalab.data import bsds500
-from dalab.data.bsds500 import (
-    ARCHIVE, IMAGES_DIR, decode_photos, read_photo_files, read_tar_photos, safe_extract,
-)
+from dalab.data.archive import safe_extract
+from dalab.data.bsds500 import ARCHIVE, IMAGES_DIR, decode_photos, read_photo_files, read_tar_photos
 from dalab.errors import ConfigError, DataError
 from test_data_download import Server
 

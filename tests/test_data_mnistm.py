@@ -12,7 +12,8 @@ import torch
 
 from dalab.data import generate_mnistm, load_domain, mnistm_path
 from dalab.data.bsds500 import decode_photos, read_photo_files
-from dalab.data.mnistm import blend, check_params, read_sidecar
+from dalab.data.cache import read_sidecar
+from dalab.data.mnistm import blend, check_params
 from dalab.errors import ConfigError, DataError
 
 
@@ -201,8 +202,8 @@ def test_unwritable_cache_is_a_clear_error(data_root, tmp_path):
 
 
 def test_corrupt_cache_file_is_a_clear_error(tmp_path):
-    from dalab.data.mnistm import read_mnistm_arrays
+    from dalab.data.cache import read_split
 
     (tmp_path / "x.npz").write_bytes(b"PK\x03\x04 broken")
     with pytest.raises(DataError, match="x.npz: unreadable MNIST-M cache .*delete it"):
-        read_mnistm_arrays(tmp_path / "x.npz", "test")
+        read_split(tmp_path / "x.npz", "test", "MNIST-M")

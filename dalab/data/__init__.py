@@ -16,13 +16,14 @@ import os
 from pathlib import Path
 
 from dalab.data.domains import KINDS, Domain, Split, load_domain, parse_spec
-from dalab.data.mnistm import MnistmSet, generate_mnistm, mnistm_name, mnistm_path
+from dalab.data.cache import CachedSet
+from dalab.data.mnistm import generate_mnistm, mnistm_name, mnistm_path
 from dalab.data.timing import time_generation
 from dalab.paths import resolve_cache_dir, resolve_data_root
 
 __all__ = [
     "KINDS", "Domain", "Split", "load_domain", "parse_spec", "generate_mnistm",
-    "mnistm_path", "mnistm_name", "MnistmSet", "resolve_dirs", "time_generation",
+    "mnistm_path", "mnistm_name", "CachedSet", "resolve_dirs", "time_generation",
 ]
 
 

@@ -4,24 +4,22 @@ Photos are read from the official archive's layout,
 ``BSR/BSDS500/data/images/{train,val,test}/*.jpg``, under the data root or the cache dir,
 or straight from a ``BSR_bsds500.tgz`` in either folder (members are read from the tar,
 nothing is extracted). When neither exists and downloading is allowed, the archive is
-fetched into the cache dir and its images are extracted there (safely: members that would
-land outside the target folder are refused).
+fetched into the cache dir and its images are extracted there (safely, with
+:mod:`dalab.data.archive`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
-import posixpath
 import tarfile
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from dalab.data.archive import extract_folder
 from dalab.data.download import DownloadError, download_verified
 from dalab.errors import ConfigError, DataError
 
@@ -79,7 +77,7 @@ def read_photo_files(data_root: Path, cache_dir: Path, split: str = "train", *,
         except DownloadError as err:
             raise DataError(f"BSDS500 photos not found (looked for {', '.join(looked)}) "
                             f"and the download failed: {err}") from None
-        _extract_images(archive, cache_dir)
+        extract_folder(archive, cache_dir, IMAGES_DIR)
         return read_photo_files(data_root, cache_dir, split, download=False)
     raise DataError(
         f"BSDS500 photos not found; looked for {', '.join(looked)}. Put the official "
@@ -115,69 +113,6 @@ def _check_archive(path: Path) -> str | None:
     if not any(n.startswith(IMAGES_DIR + "/train/") for n in names):
         return f"no {IMAGES_DIR}/train/ folder in the archive"
     return None
-
-
-def check_member(member: tarfile.TarInfo, dest: Path) -> None:
-    """Raise :class:`DataError` unless ``member`` stays inside ``dest`` once extracted."""
-    name = member.name
-    dest = dest.resolve()
-    where = f"tar member {name!r}"
-    if name.startswith(("/", "\\")) or os.path.isabs(name) or (len(name) > 1 and name[1] == ":"):
-        raise DataError(f"{where}: absolute path refused (it would land outside {dest})")
-    if ".." in name.replace("\\", "/").split("/"):
-        raise DataError(f"{where}: '..' in the path refused (it would land outside {dest})")
-    target = (dest / name).resolve()
-    if not target.is_relative_to(dest):
-        raise DataError(f"{where}: path resolves outside {dest}")
-    if member.issym() or member.islnk():
-        link = member.linkname
-        base = posixpath.dirname(name) if member.issym() else ""
-        if os.path.isabs(link) or not (dest / base / link).resolve().is_relative_to(dest):
-            raise DataError(f"{where}: link to {link!r} points outside {dest}")
-    elif not (member.isfile() or member.isdir()):
-        raise DataError(f"{where}: special file (device or fifo) refused")
-
-
-def safe_extract(archive: Path, dest: Path, prefix: str = "") -> list[Path]:
-    """Extract the members of ``archive`` whose names start with ``prefix`` into ``dest``.
-
-    Every member of the archive is checked first; a member that would land outside
-    ``dest`` (absolute path, ``..``, a link pointing out, a device file) refuses the whole
-    archive with a :class:`DataError` before anything is written.
-    """
-    dest.mkdir(parents=True, exist_ok=True)
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            members = tar.getmembers()
-            for member in members:
-                check_member(member, dest)
-            chosen = [m for m in members if m.name.startswith(prefix)]
-            tar.extractall(dest, members=chosen, **_data_filter())
-    except (tarfile.TarError, EOFError) as err:
-        raise DataError(f"{archive}: corrupt or unsafe tar archive ({err})") from None
-    return [dest / m.name for m in chosen]
-
-
-def _extract_images(archive: Path, cache_dir: Path) -> None:
-    """Extract the archive's images into ``cache_dir`` so that readers never see half.
-
-    Extraction goes to a temporary folder that is then renamed into place; when another
-    process got there first, its complete folder is kept.
-    """
-    final = cache_dir / IMAGES_DIR
-    with tempfile.TemporaryDirectory(prefix=".bsds500-", dir=cache_dir) as tmp:
-        safe_extract(archive, Path(tmp), prefix=IMAGES_DIR + "/")
-        final.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.rename(Path(tmp) / IMAGES_DIR, final)
-        except OSError:
-            if not final.is_dir():
-                raise
-
-
-def _data_filter() -> dict:
-    # Python >= 3.11.4 / 3.12 also applies its own "data" filter (defence in depth).
-    return {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 
 
 def photos_md5(files: list[tuple[str, bytes]]) -> str:

@@ -20,12 +20,7 @@ Ganin & Lempitsky, "Unsupervised Domain Adaptation by Backpropagation", ICML 201
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import math
-import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +30,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from dalab.data.bsds500 import decode_photos, photo_splits, photos_md5, read_photo_files
 from dalab.data.mnist import NUM_TRAIN, NUM_TRAIN_FILE, read_mnist
 from dalab.errors import ConfigError, DataError
-from dalab.paths import atomic_path, resolve_cache_dir, resolve_data_root, write_json_atomic
+from dalab.data.cache import CachedSet, find_or_make
+from dalab.paths import resolve_cache_dir, resolve_data_root
 
 FORMAT_VERSION = 1
 MODES = ("color", "gray")
@@ -156,75 +152,23 @@ def _expected_params(theta, mode, mask, seed, patch_split) -> dict:
             "seed": seed, "patch_split": patch_split}
 
 
-def read_sidecar(npz: Path, params: dict) -> dict | None:
-    """The sidecar of ``npz`` when it matches ``params`` and the npz is intact, else None."""
-    sidecar = npz.with_suffix(".json")
-    try:
-        meta = json.loads(sidecar.read_text())
-        size = npz.stat().st_size
-    except (OSError, ValueError):
-        return None
-    if any(meta.get(k) != v for k, v in params.items()) or meta.get("npz_bytes") != size:
-        return None
-    return meta
-
-
-@dataclass(frozen=True)
-class MnistmSet:
-    """A generated (or found) MNIST-M set on disk."""
-
-    path: Path  # the .npz
-    meta: dict  # the sidecar
-    cache_hit: bool
-    seconds: float  # time to find or generate it
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def generate_mnistm(data_root=None, cache_dir=None, *, theta: float = 1.0,
                     mode: str = "color", mask: str = "binary", seed: int = 0,
                     patch_split: str = "train", download: bool = True,
-                    force: bool = False) -> MnistmSet:
+                    force: bool = False) -> CachedSet:
     """Find the cached set or generate all 70,000 images and cache them.
 
-    The ``.npz`` (members ``{train,val,test}_{images,labels}``, uint8) and its JSON
-    sidecar (parameters, input checksums, format version) are written atomically under a
-    lock file, so concurrent callers generate the set once and all see a complete one.
-    ``force=True`` regenerates even when a valid cache exists. ``data_root`` and
+    The set is cached with :func:`dalab.data.cache.find_or_make` (sidecar: the settings,
+    the MNIST and photo checksums, the format version). ``force=True`` regenerates even when a valid cache exists. ``data_root`` and
     ``cache_dir`` of ``None`` are resolved with :mod:`dalab.paths`.
     """
-    start = time.perf_counter()
     data_root = resolve_data_root(data_root)
     cache_dir = resolve_cache_dir(data_root, cache_dir)
     theta, seed = check_params(theta, mode, seed, patch_split, mask), int(seed)
     npz = mnistm_path(cache_dir, theta, mode, seed, patch_split, mask)
     params = _expected_params(theta, mode, mask, seed, patch_split)
-    if not force and (meta := read_sidecar(npz, params)):
-        return MnistmSet(npz, meta, True, time.perf_counter() - start)
-    try:
-        return _generate_locked(data_root, cache_dir, npz, params, force, download, start)
-    except OSError as err:  # reading errors are DataErrors already; this is writing
-        raise DataError(f"cannot write the MNIST-M cache in {npz.parent}: "
-                        f"{err.strerror or err}; "
-                        "choose a writable cache folder (--cache-dir or $DALAB_CACHE)") from None
 
-
-def _generate_locked(data_root: Path, cache_dir: Path, npz: Path, params: dict, force: bool,
-                     download: bool, start: float) -> MnistmSet:
-    theta, mode, mask, seed, patch_split = (params[k] for k in ("theta", "mode", "mask",
-                                                                "seed", "patch_split"))
-    with _locked(npz.with_suffix(".lock")):
-        if not force and (meta := read_sidecar(npz, params)):  # made while we waited
-            return MnistmSet(npz, meta, True, time.perf_counter() - start)
+    def make() -> tuple[dict, dict]:
         mnist = read_mnist(data_root, cache_dir, download=download)
         files = read_photo_files(data_root, cache_dir, patch_split, download=download)
         photos = decode_photos(files, mode)
@@ -237,23 +181,8 @@ def _generate_locked(data_root: Path, cache_dir: Path, npz: Path, params: dict, 
         for split, rows in cuts.items():
             arrays[f"{split}_images"] = images[rows]
             arrays[f"{split}_labels"] = labels[rows]
-        with atomic_path(npz) as tmp, open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-        meta = {**params, "name": mnistm_name(theta, mode, seed, patch_split, mask),
-                "sizes": {s: int(len(arrays[f"{s}_labels"])) for s in cuts},
-                "image_shape": list(images.shape[1:]), "dtype": "uint8",
-                "mnist_md5": mnist.md5, "photos_md5": photos_md5(files),
-                "photo_count": len(files), "npz_bytes": npz.stat().st_size,
-                "generation_seconds": round(time.perf_counter() - start, 3)}
-        write_json_atomic(npz.with_suffix(".json"), meta)
-    return MnistmSet(npz, meta, False, time.perf_counter() - start)
+        return arrays, {"name": mnistm_name(theta, mode, seed, patch_split, mask),
+                        "mnist_md5": mnist.md5, "photos_md5": photos_md5(files),
+                        "photo_count": len(files)}
 
-
-def read_mnistm_arrays(npz: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read one split (uint8 images, uint8 labels) from a cached set."""
-    try:
-        with np.load(npz, allow_pickle=False) as data:
-            return data[f"{split}_images"], data[f"{split}_labels"]
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"{npz}: unreadable MNIST-M cache ({err}); delete it to "
-                        "regenerate") from None
+    return find_or_make(npz, params, make, what="MNIST-M", force=force)

@@ -7,7 +7,8 @@
 A spec is ``kind`` or ``kind:rest``. For most kinds ``rest`` is ``key=value`` options
 separated by commas (``mnistm:theta=0.5,mode=gray``); for the path kinds (``folder``,
 ``mnistm-official``) ``rest`` is one path, taken verbatim up to the end of the spec, so
-it may hold ``:`` and ``,``. ``KINDS`` is the registry of kinds.
+it may hold ``:`` and ``,``; the canonical spec holds it made absolute. ``KINDS`` is the
+registry of kinds.
 """
 
 from __future__ import annotations
@@ -17,13 +18,18 @@ import os
 from dalab.data.domains.base import (
     FULL_TRAIN, SPLITS, Domain, Option, Split, Where, canonical, parse_options,
 )
+from dalab.data.domains.digits import Digits
 from dalab.data.domains.folder import Folder
 from dalab.data.domains.mnist import Mnist
 from dalab.data.domains.mnistm import Mnistm
+from dalab.data.domains.mnistm_official import MnistmOfficial
+from dalab.data.domains.syndigits import Syndigits
 from dalab.errors import ConfigError
 from dalab.paths import resolve_cache_dir, resolve_data_root
 
-KINDS: dict[str, type[Domain]] = {kind.kind: kind for kind in (Mnist, Mnistm, Folder)}
+KINDS: dict[str, type[Domain]] = {
+    kind.kind: kind for kind in (Mnist, Mnistm, MnistmOfficial, Digits, Syndigits, Folder)
+}
 
 __all__ = ["KINDS", "FULL_TRAIN", "SPLITS", "Domain", "Option", "Split", "Where",
            "load_domain", "parse_spec"]
@@ -48,7 +54,8 @@ def parse_spec(spec: str) -> tuple[type[Domain], str, object]:
     if kind.takes_path:
         if colon and not rest:
             raise ConfigError(f"domain spec {spec!r}: empty path after '{name}:'")
-        return kind, (f"{name}:{rest}" if rest else name), (rest or None)
+        path = os.path.abspath(os.path.expanduser(rest)) if rest else None
+        return kind, (f"{name}:{path}" if path else name), path
     values = parse_options(kind, rest, spec)
     return kind, canonical(name, values), values
 

@@ -20,6 +20,8 @@ from dalab.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
 FULL_TRAIN = "train+val"  # the training split and the validation split together
+VAL_FRACTION, TEST_FRACTION = 0.1, 0.2  # seeded splits of sets that come as one
+SPLIT_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,16 @@ def centre_crop(images: np.ndarray, size: int) -> np.ndarray:
     h, w = images.shape[-2:]
     top, left = (h - size) // 2, (w - size) // 2
     return images[..., top:top + size, left:left + size]
+
+
+def carve(n: int, fractions: tuple[float, ...], seed: int = SPLIT_SEED) -> list[np.ndarray]:
+    """Sorted index sets of a seeded permutation of ``range(n)``: the rest first, then
+    one set per fraction (at least one image each when ``n`` allows)."""
+    order = np.random.default_rng(seed).permutation(n)
+    sizes = [max(1, round(f * n)) if n > len(fractions) else 0 for f in fractions]
+    bounds = np.cumsum([0, *sizes])
+    taken = [order[bounds[i]:bounds[i + 1]] for i in range(len(sizes))]
+    return [np.sort(p) for p in (order[bounds[-1]:], *taken)]
 
 
 def parse_options(kind: type[Domain], text: str, spec: str) -> dict[str, object]:

@@ -14,26 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from dalab.data.domains.base import SPLITS, Domain, Where
+from dalab.data.domains.base import SPLITS, TEST_FRACTION, VAL_FRACTION, Domain, Where, carve
 from dalab.data.export import CLASSES_FILE
 from dalab.data.folders import (
     ImageList, class_names_of, is_grey, label_indices, read_images, scan_folder, to_channels,
 )
 from dalab.errors import ConfigError, DataError
 
-VAL_FRACTION, TEST_FRACTION = 0.1, 0.2
-SPLIT_SEED = 0
 WHOLE = "whole"  # the folder itself, when it has no split sub-folders
-
-
-def carve(n: int, fractions: tuple[float, ...], seed: int = SPLIT_SEED) -> list[np.ndarray]:
-    """Sorted index sets: the first ``len(fractions)`` take those shares of a seeded
-    permutation of ``range(n)`` (at least one each when ``n`` allows), the last the rest."""
-    order = np.random.default_rng(seed).permutation(n)
-    sizes = [max(1, round(f * n)) if n > len(fractions) else 0 for f in fractions]
-    bounds = np.cumsum([0, *sizes])
-    parts = [order[bounds[i]:bounds[i + 1]] for i in range(len(sizes))] + [order[bounds[-1]:]]
-    return [np.sort(p) for p in parts]
 
 
 class Folder(Domain):
@@ -44,26 +32,28 @@ class Folder(Domain):
 
     def __init__(self, spec: str, path: str | None, where: Where):
         super().__init__(spec, where)
-        if path is None:
-            raise ConfigError(f"domain spec {spec!r}: give the folder: {self.kind}:PATH")
-        self.root = self.locate(Path(path).expanduser())
+        self.root = self.locate(Path(path).expanduser() if path else None)
         lists = {s: scan_folder(self.root / d) for s, d in self.split_dirs.items()
                  if (self.root / d).is_dir()}
         if not lists:
             lists = {WHOLE: scan_folder(self.root)}
         self._arrays = self._decode(lists)
 
-    def locate(self, path: Path) -> Path:
+    def locate(self, path: Path | None) -> Path:
         """The folder to read (a kind may fetch or unpack it first)."""
+        if path is None:
+            raise ConfigError(f"domain spec {self.spec!r}: give the folder: folder:PATH")
         if not path.is_dir():
             raise DataError(f"{path}: no such image folder")
         return path
 
-    def fit(self, images: np.ndarray) -> np.ndarray:
-        """Bring decoded RGB images to the domain's size (already done on reading here)."""
-        return images
+    def named_classes(self) -> list[str] | None:
+        """Names of integer labels: the lines of ``classes.txt`` (written by export)."""
+        path = self.root / CLASSES_FILE
+        return path.read_text().splitlines() if path.is_file() else None
 
     def read(self, files: tuple[Path, ...]) -> np.ndarray:
+        """RGB images ``(N, 3, size, size)``: each resized (bilinear) when it differs."""
         return read_images(files, self.size)
 
     def _decode(self, lists: dict[str, ImageList]) -> dict[str, tuple]:
@@ -75,17 +65,15 @@ class Folder(Domain):
         self.has_labels = all(labelled.values())
         if self.has_labels:
             every = [label for lst in lists.values() for label in lst.labels]
-            classes_file = self.root / CLASSES_FILE
-            classes = classes_file.read_text().splitlines() if classes_file.is_file() else None
             by_folder = all(lst.by_folder for lst in lists.values())
-            self.class_names = class_names_of(every, by_folder, classes)
+            self.class_names = class_names_of(every, by_folder, self.named_classes())
         else:
             self.class_names = ()
         arrays = {}
         for name, lst in lists.items():
             labels = (label_indices(lst.labels, self.class_names, lst.root)
                       if self.has_labels else None)
-            arrays[name] = (self.fit(self.read(lst.files)), labels)
+            arrays[name] = (self.read(lst.files), labels)
         self.channels = 1 if all(is_grey(images) for images, _ in arrays.values()) else 3
         arrays = {k: (to_channels(im, self.channels), lab) for k, (im, lab) in arrays.items()}
         if WHOLE in arrays:
@@ -98,12 +86,9 @@ class Folder(Domain):
 
     @staticmethod
     def _split(pair: tuple, names: tuple[str, ...], fractions: tuple[float, ...]) -> dict:
-        """``names[0]`` gets the rest, the others ``fractions`` of a seeded draw."""
         images, labels = pair
-        *taken, rest = carve(len(images), fractions)
-        parts = [rest, *taken]
         return {n: (images[p], None if labels is None else labels[p])
-                for n, p in zip(names, parts)}
+                for n, p in zip(names, carve(len(images), fractions))}
 
     def _read(self, name: str):
         return self._arrays[name]

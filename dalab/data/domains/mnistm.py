@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dalab.data.bsds500 import PHOTO_SPLITS
 from dalab.data.domains.base import Domain, Option, Where
-from dalab.data.mnistm import MASKS, MODES, generate_mnistm, read_mnistm_arrays
+from dalab.data.cache import read_split
+from dalab.data.mnistm import MASKS, MODES, generate_mnistm
 
 
 class Mnistm(Domain):
@@ -35,4 +36,4 @@ class Mnistm(Domain):
         found = generate_mnistm(w.data_root, w.cache_dir, theta=s["theta"], mode=s["mode"],
                                 mask=s["mask"], seed=s["seed"], patch_split=s["patches"],
                                 download=w.download)
-        return read_mnistm_arrays(found.path, name)
+        return read_split(found.path, name, "MNIST-M")
