@@ -246,3 +246,15 @@ def test_export_command_keeps_class_names(tmp_path, capsys):
     back = load_domain(f"folder:{tmp_path / 'out'}")
     assert back.class_names == ("ant", "bee")
     assert back.split("test").labels.tolist() == [0] * 5 + [1] * 5
+
+
+def test_contact_sheet_has_one_row_per_domain_and_split(tmp_path):
+    from dalab.data.samples import write_samples
+    dark = np.full((3, 1, 8, 8), 10, np.uint8)
+    light = np.full((3, 3, 8, 8), 240, np.uint8)
+    written = write_samples([("a", {"test": dark}), ("b:x=1", {"test": light})], tmp_path,
+                            cell=20)
+    assert [f.name for f in written["folders"]] == ["01-a", "02-b"] and written["files"] == 6
+    sheet = np.asarray(Image.open(written["sheet"]))
+    top = 4  # no title: rows start 4 px down, 20 px high, 4 px apart
+    assert (sheet[top + 10, 80] == 10).all() and (sheet[top + 24 + 10, 80] == 240).all()

@@ -73,6 +73,8 @@ def add_parser(sub, common) -> None:
     samples.add_argument("--size", type=int, default=28, help="image size (default 28)")
     samples.add_argument("--per-split", type=int, default=10, metavar="N",
                          help="images from each split (default 10)")
+    samples.add_argument("--split", action="append", choices=("train", "val", "test"),
+                         help="split to show (repeat for several; default: every split)")
     samples.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
     samples.add_argument("--no-download", dest="download", action="store_false",
                          help="never download missing files")
@@ -136,8 +138,9 @@ def run_samples(args) -> int:
     for spec in args.domain or ["mnist", "mnistm"]:
         dom = load_domain(spec, args.data_root, args.cache_dir, size=args.size,
                           download=args.download)
+        splits = [s for s in dom.splits if not args.split or s in args.split]
         domains.append((dom.spec, {s: dom.split(s).images[:args.per_split].numpy()
-                                   for s in dom.splits}))
+                                   for s in splits}))
     written = write_samples(domains, Path(args.out),
                             title=" | ".join(spec for spec, _ in domains))
     print(f"wrote {written['files']} PNGs under "

@@ -58,7 +58,7 @@ def write_samples(domains: list[tuple[str, dict[str, np.ndarray]]], out_dir: Pat
             for i, img in enumerate(images):
                 write_bytes_atomic(folder / f"{split}_{i:02d}.png", png_bytes(to_pil(img)))
                 files += 1
-    rows = [(f"{split}\n{label.split(':')[0]}", images)
+    rows = [(f"{split}\n{label.split(':')[0]}", splits[split])
             for split in dict.fromkeys(s for _, splits in domains for s in splits)
             for label, splits in domains if split in splits]
     write_bytes_atomic(out_dir / "contact_sheet.png",
