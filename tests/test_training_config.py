@@ -76,3 +76,13 @@ def test_early_stopping_on_a_scripted_curve():
     assert not stop.update(0.31, epoch=4, step=2000)
     assert stop.should_stop(2000) and not stop.should_stop(1999)
     assert (stop.best_error, stop.best_step) == (0.2995, 1500)
+
+
+def test_mnistm_mask_defaults_to_binary_and_the_seed_preset_keeps_grey():
+    from dalab.training.domains import target_spec
+    assert make_config().mask == "binary" and make_config("paper").mask == "binary"
+    seed = make_config("seed")
+    assert seed.mask == "grey"
+    assert target_spec(seed) == "mnistm:theta=1.0,mode=gray,mask=grey,seed=0,patches=train"
+    with pytest.raises(ConfigError, match="mask: unknown value 'soft'; choose one of binary"):
+        make_config(mask="soft")
