@@ -48,6 +48,8 @@ def _location_after_action(common: argparse.ArgumentParser) -> argparse.Argument
 
 
 def add_parser(sub, common) -> None:
+    from dalab.data.domains import kinds_help
+
     p = sub.add_parser("data", parents=[common], help="check MNIST, generate MNIST-M, "
                        "write samples", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,7 +69,8 @@ def add_parser(sub, common) -> None:
     mnistm.set_defaults(func=run_mnistm)
 
     samples = actions.add_parser("samples", parents=[common], help="write sample PNGs of "
-                                 "domains and a contact sheet")
+                                 "domains and a contact sheet", epilog=kinds_help(),
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     samples.add_argument("--domain", action="append", metavar="SPEC",
                          help="a domain spec (repeat for several; default: mnist and mnistm)")
     samples.add_argument("--size", type=int, default=28, help="image size (default 28)")
@@ -82,7 +85,8 @@ def add_parser(sub, common) -> None:
 
     export = actions.add_parser("export", parents=[common], help="write a domain's split "
                                 "as PNG files and a labels file (the published MNIST-M "
-                                "layout)")
+                                "layout)", epilog=kinds_help(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     export.add_argument("--domain", required=True, metavar="SPEC", help="a domain spec")
     export.add_argument("--split", choices=("train", "val", "test"), default="test",
                         help="split to export (default test)")

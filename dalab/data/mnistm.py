@@ -159,8 +159,9 @@ def generate_mnistm(data_root=None, cache_dir=None, *, theta: float = 1.0,
     """Find the cached set or generate all 70,000 images and cache them.
 
     The set is cached with :func:`dalab.data.cache.find_or_make` (sidecar: the settings,
-    the MNIST and photo checksums, the format version). ``force=True`` regenerates even when a valid cache exists. ``data_root`` and
-    ``cache_dir`` of ``None`` are resolved with :mod:`dalab.paths`.
+    the MNIST and photo checksums, the format version). ``force=True`` regenerates even
+    when a valid cache exists. ``data_root`` and ``cache_dir`` of ``None`` are resolved
+    with :mod:`dalab.paths`.
     """
     data_root = resolve_data_root(data_root)
     cache_dir = resolve_cache_dir(data_root, cache_dir)

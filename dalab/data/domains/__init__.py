@@ -32,7 +32,7 @@ KINDS: dict[str, type[Domain]] = {
 }
 
 __all__ = ["KINDS", "FULL_TRAIN", "SPLITS", "Domain", "Option", "Split", "Where",
-           "load_domain", "parse_spec"]
+           "kinds_help", "load_domain", "parse_spec"]
 
 
 def parse_spec(spec: str) -> tuple[type[Domain], str, object]:
@@ -86,3 +86,18 @@ def load_domain(spec: str, data_root: str | os.PathLike | None = None,
     root = resolve_data_root(data_root)
     where = Where(root, resolve_cache_dir(root, cache_dir), size, download)
     return kind(canon, args, where)
+
+
+def kinds_help() -> str:
+    """Every kind with its options (or path) and a one-line summary, for help texts."""
+    lines = ["domain specs (kind[:options] or kind:PATH; see docs/data.md):"]
+    for name, kind in KINDS.items():
+        options = ",".join(f"{k}={o.default}" for k, o in kind.options.items())
+        if kind.takes_path:
+            usage = f"{name}:PATH" if kind.path_required else f"{name}[:PATH]"
+        else:
+            usage = f"{name}[:{options}]" if options else name
+        lines.append(f"  {usage}\n      {kind.summary}")
+        lines += [f"      {k}: {o.help}" + (f" ({'|'.join(o.choices)})" if o.choices else "")
+                  for k, o in kind.options.items()]
+    return "\n".join(lines)

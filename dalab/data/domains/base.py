@@ -128,9 +128,11 @@ class Domain:
     kind: ClassVar[str] = ""
     options: ClassVar[dict[str, Option]] = {}
     takes_path: ClassVar[bool] = False  # the spec's rest is one path, not options
+    path_required: ClassVar[bool] = True  # (path kinds) whether the path may be left out
     summary: ClassVar[str] = ""  # one line for help texts
 
-    def __init__(self, spec: str, where: Where):
+    def __init__(self, spec: str, args: dict | str | None, where: Where):
+        """``args``: the parsed options (a dict), or the path of a path kind (or None)."""
         self.spec = spec
         self.where = where
         self.size = where.size

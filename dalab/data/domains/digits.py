@@ -23,7 +23,7 @@ class Digits(Domain):
     summary = "scikit-learn's UCI hand-written digits (1,797 8x8 grey images, no download)"
 
     def __init__(self, spec: str, args: dict, where: Where):
-        super().__init__(spec, where)
+        super().__init__(spec, args, where)
         try:
             from sklearn.datasets import load_digits
         except ImportError:

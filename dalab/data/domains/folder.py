@@ -31,7 +31,7 @@ class Folder(Domain):
     split_dirs = {s: s for s in SPLITS}  # split -> sub-folder name
 
     def __init__(self, spec: str, path: str | None, where: Where):
-        super().__init__(spec, where)
+        super().__init__(spec, path, where)
         self.root = self.locate(Path(path).expanduser() if path else None)
         lists = {s: scan_folder(self.root / d) for s, d in self.split_dirs.items()
                  if (self.root / d).is_dir()}

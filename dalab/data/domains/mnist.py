@@ -5,16 +5,13 @@ Other sizes are resized (bilinear, :func:`~dalab.data.domains.base.resize`).
 
 from __future__ import annotations
 
-from dalab.data.domains.base import Domain, Where
+from dalab.data.domains.base import Domain
 from dalab.data.mnist import read_mnist, split_slice
 
 
 class Mnist(Domain):
     kind = "mnist"
     summary = "the MNIST digits (grey; train 50,000 / val 10,000 / test 10,000)"
-
-    def __init__(self, spec: str, args: dict, where: Where):
-        super().__init__(spec, where)
 
     def _read(self, name: str):
         which, rows = split_slice(name)

@@ -27,7 +27,7 @@ class Mnistm(Domain):
     }
 
     def __init__(self, spec: str, args: dict, where: Where):
-        super().__init__(spec, where)
+        super().__init__(spec, args, where)
         self.settings = args
         self.channels = 3 if args["mode"] == "color" else 1
 

@@ -45,6 +45,7 @@ def file_md5(path: Path) -> str:
 class MnistmOfficial(Folder):
     kind = "mnistm-official"
     summary = "the published MNIST-M (a folder, its archive, or downloaded)"
+    path_required = False
     split_dirs = {"train": "mnist_m_train", "test": "mnist_m_test"}
 
     def locate(self, path: Path | None) -> Path:

@@ -17,7 +17,7 @@ class Syndigits(Domain):
     options = {"seed": Option(int, 0, low=0, high=2**63 - 1, help="seed of every draw")}
 
     def __init__(self, spec: str, args: dict, where: Where):
-        super().__init__(spec, where)
+        super().__init__(spec, args, where)
         self.seed = args["seed"]
         self.channels = 3
 
