@@ -83,6 +83,17 @@ def test_eval_command_on_an_image_folder(mnist_run, data_root, tmp_path, capsys)
     assert scores == {"accuracy": pytest.approx(expected), "n": 200}
 
 
+def test_eval_command_on_a_domain_split(mnist_run, capsys, tmp_path):
+    _, out, _ = mnist_run
+    assert main(["eval", "--checkpoint", str(out), "--domain", "digits", "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["n"] == 359 and 0.0 <= scores["accuracy"] <= 1.0
+    for i in range(3):
+        Image.new("L", (28, 28), 40 * i).save(tmp_path / f"{i}.png")
+    code = main(["eval", "--checkpoint", str(out), "--domain", f"folder:{tmp_path}"])
+    assert code != 0 and "has no labels" in capsys.readouterr().err
+
+
 def test_same_seed_on_cpu_repeats_bit_for_bit(data_root, cache_dir):
     cfg = _cfg(data_root, cache_dir, protocol="tst_tt", max_train=512, epochs=1)
     runs = [train(cfg, None, log=lambda s: None) for _ in range(2)]
