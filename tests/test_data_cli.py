@@ -28,6 +28,13 @@ def test_mnistm_prints_where_sizes_time_and_hit(data_root, cache_dir, capsys):
                ) in out
 
 
+def test_mnistm_mask_option(data_root, cache_dir, capsys):
+    code, out, _ = _run(capsys, "mnistm", "--mask", "grey", "--data-root", str(data_root),
+                        "--cache-dir", str(cache_dir))
+    assert code == 0 and "mnistm:theta=1.0,mode=color,mask=grey,seed=0,patches=train" in out
+    assert "mnistm_theta1.0_color_mask-grey_seed0_patches-train.npz" in out
+
+
 def test_mnist_prints_split_sizes(data_root, tmp_path, capsys):
     code, out, _ = _run(capsys, "mnist", "--data-root", str(data_root), "--cache-dir",
                         str(tmp_path), "--no-download")

@@ -125,6 +125,11 @@ def test_full_colour_set(data_root, cache_dir):
     meta = json.loads(first.path.with_suffix(".json").read_text())
     assert meta["sizes"] == {"train": 50_000, "val": 10_000, "test": 10_000}
     assert meta["photo_count"] == 200 and meta["format_version"] == 1
+    assert meta["mask"] == "binary" and meta["name"] == (
+        "mnistm:theta=1.0,mode=color,mask=binary,seed=0,patches=train")
+    grey = generate_mnistm(data_root, cache_dir, theta=1.0, mask="grey")
+    assert grey.path.name == "mnistm_theta1.0_color_mask-grey_seed0_patches-train.npz"
+    assert json.loads(grey.path.with_suffix(".json").read_text())["mask"] == "grey"
     assert len(meta["mnist_md5"]) == 32 and len(meta["photos_md5"]) == 32
     for split, n in (("train", 50_000), ("val", 10_000), ("test", 10_000)):
         target = load_domain("mnistm", data_root, cache_dir).split(split)
