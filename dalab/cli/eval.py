@@ -42,7 +42,6 @@ def _load_model(checkpoint: str, device):
 
 def run(args) -> int:
     import json
-
     from pathlib import Path
 
     import torch
