@@ -137,7 +137,7 @@ def test_class_folders_with_train_and_test(tmp_path):
         for cls in ("cat", "dog"):
             for i in range(n):
                 _png(tmp_path / split / cls / f"{i}.png", 20 * i + (cls == "dog"), (12, 9))
-    dom = load_domain(f"folder:{tmp_path}", size=16)
+    dom = load_domain(f"folder:{tmp_path}", cache_dir=tmp_path / "cache", size=16)
     assert dom.class_names == ("cat", "dog") and dom.channels == 1
     assert dom.splits == ("train", "val", "test")  # val: 10% of train/
     assert [len(dom.split(s)) for s in dom.splits] == [18, 2, 6]
@@ -150,7 +150,7 @@ def test_numeric_class_folders_sort_as_numbers_and_colour_is_kept(tmp_path):
     for cls in ("2", "10", "1"):
         for i in range(4):
             _png(tmp_path / cls / "sub" / f"{i}.png", 50 + i, mode="RGB")
-    dom = load_domain(f"folder:{tmp_path}")
+    dom = load_domain(f"folder:{tmp_path}", cache_dir=tmp_path / "cache")
     assert dom.class_names == ("1", "2", "10") and dom.channels == 3
     assert sum(len(dom.split(s)) for s in dom.splits) == 12  # seeded 70/10/20 split
 
@@ -161,12 +161,12 @@ def test_flat_folder_with_labels_file_beside_or_inside(tmp_path):
         _png(flat / f"{i:03d}.png", i * 40)
     (tmp_path / "set" / "test_labels.txt").write_text("".join(
         f"{i:03d}.png {i % 3}\n" for i in range(5)))
-    dom = load_domain(f"folder:{tmp_path / 'set'}")
+    dom = load_domain(f"folder:{tmp_path / 'set'}", cache_dir=tmp_path / "cache")
     assert dom.splits == ("test",) and dom.class_names == ("0", "1", "2")
     assert dom.split("test").labels.tolist() == [0, 1, 2, 0, 1]
     (tmp_path / "set" / "test_labels.txt").rename(flat / "labels.txt")
     (flat / "labels.txt").write_text("000.png cat\n001.png ant\n\n002.png cat\n")
-    named = load_domain(f"folder:{tmp_path / 'set'}").split("test")
+    named = load_domain(f"folder:{tmp_path / 'set'}", cache_dir=tmp_path / "c2").split("test")
     assert named.class_names == ("ant", "cat") and named.labels.tolist() == [1, 0, 1]
     assert len(named) == 3  # exactly the listed files
 
@@ -174,7 +174,7 @@ def test_flat_folder_with_labels_file_beside_or_inside(tmp_path):
 def test_unlabelled_folder_is_a_target_without_labels(tmp_path):
     for i in range(10):
         _png(tmp_path / f"{i}.jpg", i * 20, mode="RGB")
-    dom = load_domain(f"folder:{tmp_path}")
+    dom = load_domain(f"folder:{tmp_path}", cache_dir=tmp_path / "cache")
     assert not dom.has_labels and dom.class_names == () and dom.channels == 3
     train = dom.split("train")
     assert train.labels is None and len(train) == 7 and train.images.shape[1:] == (3, 28, 28)
@@ -193,27 +193,39 @@ def test_labels_file_errors_name_the_line(tmp_path, line, message):
     _png(tmp_path / "outside.png", 3)
     (folder / "labels.txt").write_text(f"a.png 0\n{line}\n")
     with pytest.raises(DataError, match=f"labels.txt:2: .*{message}"):
-        load_domain(f"folder:{folder}")
+        load_domain(f"folder:{folder}", cache_dir=tmp_path / "cache")
+
+
+def test_a_link_out_of_the_folder_is_refused(tmp_path):
+    folder = tmp_path / "imgs"
+    _png(folder / "a.png", 3)
+    _png(tmp_path / "outside" / "b.png", 3)
+    (folder / "b.png").symlink_to(tmp_path / "outside" / "b.png")
+    (folder / "sub").symlink_to(tmp_path / "outside")
+    for name in ("b.png", "sub/b.png"):
+        (folder / "labels.txt").write_text(f"a.png 0\n{name} 1\n")
+        with pytest.raises(DataError, match=f"labels.txt:2: '{name}' resolves outside"):
+            load_domain(f"folder:{folder}", cache_dir=tmp_path / "cache")
 
 
 def test_folder_errors(tmp_path):
     _png(tmp_path / "a" / "0" / "x.png", 1)
     (tmp_path / "a" / "1").mkdir()
     with pytest.raises(DataError, match="a/1: class folder '1' holds no images"):
-        load_domain(f"folder:{tmp_path / 'a'}")
+        load_domain(f"folder:{tmp_path / 'a'}", cache_dir=tmp_path / "cache")
     _png(tmp_path / "b" / "0" / "x.png", 1)
     (tmp_path / "b" / "0" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="broken.png: unreadable image"):
-        load_domain(f"folder:{tmp_path / 'b'}")
+        load_domain(f"folder:{tmp_path / 'b'}", cache_dir=tmp_path / "cache")
     (tmp_path / "c").mkdir()
     with pytest.raises(DataError, match="c: no images found"):
-        load_domain(f"folder:{tmp_path / 'c'}")
+        load_domain(f"folder:{tmp_path / 'c'}", cache_dir=tmp_path / "cache")
     with pytest.raises(DataError, match="nowhere: no such image folder"):
-        load_domain(f"folder:{tmp_path / 'nowhere'}")
+        load_domain(f"folder:{tmp_path / 'nowhere'}", cache_dir=tmp_path / "cache")
     _png(tmp_path / "d" / "train" / "0" / "x.png", 1)
     _png(tmp_path / "d" / "test" / "y.png", 1)
     with pytest.raises(DataError, match="some splits have labels .* and others not"):
-        load_domain(f"folder:{tmp_path / 'd'}")
+        load_domain(f"folder:{tmp_path / 'd'}", cache_dir=tmp_path / "cache")
 
 
 # -- export ------------------------------------------------------------------------------------
@@ -226,7 +238,7 @@ def test_export_reads_back_as_identical_tensors(spec, size, tmp_path):
     assert sorted(p.name for p in folder.iterdir())[:2] == ["00000000.png", "00000001.png"]
     first = (tmp_path / "out" / "test_labels.txt").read_text().splitlines()[0]
     assert first == f"00000000.png {int(split.labels[0])}"
-    back = load_domain(f"folder:{tmp_path / 'out'}", size=size)
+    back = load_domain(f"folder:{tmp_path / 'out'}", cache_dir=tmp_path / "cache", size=size)
     assert back.splits == ("test",) and back.channels == dom.channels
     assert back.class_names == dom.class_names
     assert torch.equal(back.split("test").images, split.images)
@@ -243,7 +255,7 @@ def test_export_command_keeps_class_names(tmp_path, capsys):
     code = main(["data", "export", "--domain", f"folder:{tmp_path / 'src'}", "--split",
                  "test", "--out", str(tmp_path / "out")])
     assert code == 0 and "wrote 10 PNGs" in capsys.readouterr().out
-    back = load_domain(f"folder:{tmp_path / 'out'}")
+    back = load_domain(f"folder:{tmp_path / 'out'}", cache_dir=tmp_path / "cache")
     assert back.class_names == ("ant", "bee")
     assert back.split("test").labels.tolist() == [0] * 5 + [1] * 5
 
@@ -258,3 +270,20 @@ def test_contact_sheet_has_one_row_per_domain_and_split(tmp_path):
     sheet = np.asarray(Image.open(written["sheet"]))
     top = 4  # no title: rows start 4 px down, 20 px high, 4 px apart
     assert (sheet[top + 10, 80] == 10).all() and (sheet[top + 24 + 10, 80] == 240).all()
+
+
+def test_folder_images_are_cached_until_a_file_changes(tmp_path):
+    for i in range(6):
+        _png(tmp_path / "imgs" / str(i % 2) / f"{i}.png", 30 * i, mode="RGB")
+    first = load_domain(f"folder:{tmp_path / 'imgs'}", cache_dir=tmp_path / "cache")
+    cached = sorted((tmp_path / "cache" / "folders").glob("*.npz"))
+    assert len(cached) == 1 and cached[0].name.startswith("folder_size28_")
+    again = load_domain(f"folder:{tmp_path / 'imgs'}", cache_dir=tmp_path / "cache")
+    assert sorted((tmp_path / "cache" / "folders").glob("*.npz")) == cached
+    for split in first.splits:
+        assert torch.equal(first.split(split).images, again.split(split).images)
+    _png(tmp_path / "imgs" / "0" / "0.png", 200, (12, 12), mode="RGB")  # a changed image
+    changed = load_domain(f"folder:{tmp_path / 'imgs'}", cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache" / "folders").glob("*.npz"))) == 2
+    whole = torch.cat([changed.split(s).images for s in changed.splits])
+    assert (whole == 200).any() and not (whole == 200).all()

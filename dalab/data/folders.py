@@ -88,6 +88,7 @@ def label_file_items(root: Path, labels: Path) -> ImageList:
         raise DataError(f"{labels}: cannot read ({err})") from None
     files, names = [], []
     inside = root.resolve()
+    folders_inside: dict[Path, bool] = {}  # resolved once per folder: most share one
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -101,7 +102,10 @@ def label_file_items(root: Path, labels: Path) -> ImageList:
             raise DataError(f"{where}: {name!r} points outside {root}; paths in a labels "
                             "file must be relative to its folder, without '..'")
         path = root / name
-        if not path.resolve().is_relative_to(inside):
+        if path.parent not in folders_inside:
+            folders_inside[path.parent] = path.parent.resolve().is_relative_to(inside)
+        if not folders_inside[path.parent] or (
+                path.is_symlink() and not path.resolve().is_relative_to(inside)):
             raise DataError(f"{where}: {name!r} resolves outside {root}")
         if not path.is_file():
             raise DataError(f"{where}: image file {path} is missing")

@@ -6,14 +6,20 @@ splits), or is itself the only folder (then split by a seeded draw: 70% train, 1
 class sub-folders, a flat folder with a labels file, or a flat folder of unlabelled
 images. With ``train/`` but no ``val/``, val is a seeded 10% of ``train/``. Images are
 resized (bilinear) to the domain's size; the domain is grey when every image is.
+
+The decoded images are cached (:mod:`dalab.data.cache`) under
+``<cache dir>/folders/<kind>_size<size>_<fingerprint>.npz``, the fingerprint covering every file's path,
+size and modification time, the labels and the size; later loads read the cache.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 
+from dalab.data.cache import find_or_make, read_split
 from dalab.data.domains.base import SPLITS, TEST_FRACTION, VAL_FRACTION, Domain, Where, carve
 from dalab.data.export import CLASSES_FILE
 from dalab.data.folders import (
@@ -22,6 +28,20 @@ from dalab.data.folders import (
 from dalab.errors import ConfigError, DataError
 
 WHOLE = "whole"  # the folder itself, when it has no split sub-folders
+FORMAT_VERSION = 1
+
+
+def fingerprint(lists: dict[str, ImageList], labels: dict[str, np.ndarray]) -> str:
+    """md5 over every split's files (path, size, modification time) and labels: a folder
+    whose files or labels change gets a new cache entry."""
+    digest = hashlib.md5()
+    for name, lst in lists.items():
+        digest.update(f"{name}\0{lst.root.resolve()}\0".encode())
+        for path in lst.files:
+            stat = path.stat()
+            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+        digest.update(labels[name].tobytes())
+    return digest.hexdigest()
 
 
 class Folder(Domain):
@@ -69,13 +89,28 @@ class Folder(Domain):
             self.class_names = class_names_of(every, by_folder, self.named_classes())
         else:
             self.class_names = ()
-        arrays = {}
-        for name, lst in lists.items():
-            labels = (label_indices(lst.labels, self.class_names, lst.root)
-                      if self.has_labels else None)
-            arrays[name] = (self.read(lst.files), labels)
-        self.channels = 1 if all(is_grey(images) for images, _ in arrays.values()) else 3
-        arrays = {k: (to_channels(im, self.channels), lab) for k, (im, lab) in arrays.items()}
+        labels = {name: label_indices(lst.labels, self.class_names, lst.root)
+                  if self.has_labels else np.full(len(lst.files), -1, np.int64)
+                  for name, lst in lists.items()}
+
+        def make() -> tuple[dict, dict]:
+            images = {name: self.read(lst.files) for name, lst in lists.items()}
+            channels = 1 if all(is_grey(im) for im in images.values()) else 3
+            arrays = {}
+            for name, im in images.items():
+                arrays[f"{name}_images"] = to_channels(im, channels)
+                arrays[f"{name}_labels"] = labels[name]
+            return arrays, {"root": str(self.root), "channels": channels}
+
+        params = {"format_version": FORMAT_VERSION, "kind": self.kind, "size": self.size,
+                  "fingerprint": fingerprint(lists, labels)}
+        npz = f"{self.kind}_size{self.size}_{params['fingerprint']}.npz"
+        found = find_or_make(self.where.cache_dir / "folders" / npz, params, make,
+                             what="image folder")
+        self.channels = found.meta["channels"]
+        arrays = {name: read_split(found.path, name, "image folder") for name in lists}
+        if not self.has_labels:
+            arrays = {name: (images, None) for name, (images, _) in arrays.items()}
         if WHOLE in arrays:
             arrays = self._split(arrays.pop(WHOLE), ("train", "val", "test"),
                                  (VAL_FRACTION, TEST_FRACTION))
