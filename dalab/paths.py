@@ -9,11 +9,15 @@ downloads) goes under the cache dir: ``--cache-dir``, else ``DALAB_CACHE``, else
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from dalab.errors import BusyError, WriteError
 
 DATA_ENV = "DALAB_DATA"
 CACHE_ENV = "DALAB_CACHE"
@@ -52,22 +56,59 @@ def _writable(folder: Path) -> bool:
     return os.access(probe, os.W_OK)
 
 
+# errno values of a write that failed for lack of room or rights, not for bad content
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES,
+                         errno.EPERM, errno.EIO})
+
+
+def _write_error(path: Path, err: OSError) -> WriteError:
+    why = err.strerror or str(err)
+    if err.errno == errno.ENOSPC:
+        why += " (the disk is full)"
+    return WriteError(f"cannot write {path}: {why}")
+
+
+def make_folder(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` (and its parents); a :class:`WriteError` naming it otherwise."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()),
+                       None)
+        if blocker is not None:
+            raise WriteError(f"cannot create the folder {folder}: {blocker} is a "
+                             "file, not a folder") from None
+        raise _write_error(folder, err) from None
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
     Readers see either the old file or the complete new one, never a half file; the
-    temporary file is removed when the block raises.
+    temporary file is removed when the block raises. A folder that cannot be created or
+    written, or a full disk, raises :class:`~dalab.errors.WriteError` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    make_folder(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as err:
+        raise _write_error(path, err) from None
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; caches are meant to be shared
         os.replace(tmp_path, path)
+    except WriteError:
+        raise
+    except OSError as err:
+        if err.errno not in DISK_ERRNOS:
+            raise
+        raise _write_error(path, err) from None
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -86,3 +127,45 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def write_json_atomic(path: str | os.PathLike, obj: object) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, name: str = ".lock", what: str = "dalab process"
+                ) -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (the file ``folder/name``) or fail at once.
+
+    The lock is an ``flock`` on an open file: the kernel releases it when the holder
+    exits, however it dies, so a killed process never leaves it stuck. The holder's pid
+    is written in the file; a second process raises :class:`~dalab.errors.BusyError`
+    naming the folder and that pid. The file is removed on release.
+    """
+    path = make_folder(folder) / name
+    while True:
+        try:
+            handle = open(path, "a+")
+        except OSError as err:
+            raise _write_error(path, err) from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise BusyError(f"{folder}: another {what} (pid {holder}) is writing this "
+                            f"folder; wait for it to finish or stop it") from None
+        try:  # the holder before us may have removed the file between open and flock
+            same = os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        handle.close()
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+        handle.close()

@@ -187,7 +187,7 @@ def test_finished_run_with_other_config_is_not_overwritten(tmp_path):
     cfg_path = tmp_path / "sweep" / "runs" / "ts_tt-theta0.5-quick-seed0" / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg_path.write_text(json.dumps({"config": {**cfg["config"], "lr": 123.0}}))
-    with pytest.raises(ConfigError, match="lr=123.0"):
+    with pytest.raises(ConfigError, match="lr: stored 123.0"):
         sweep(spec, tmp_path)
 
 

@@ -6,7 +6,9 @@ DESCRIPTION = """Train one run. Values apply in order: Config defaults, --preset
 Protocols: ts_ts (train source, test source), ts_tt (train source, test target),
 tt_tt (train target, test target: upper bound), tst_tt (DANN: source labels +
 unlabelled target, test target). The run folder gets config.json, metrics.csv,
-summary.txt, model.safetensors, curves.png and, last, result.json."""
+summary.txt, model.safetensors, curves.png and, last, result.json. A checkpoint is
+written after every epoch: running the same command on an unfinished run folder
+resumes it; a finished one is not retrained."""
 
 
 def add_parser(sub, common) -> None:
@@ -17,6 +19,9 @@ def add_parser(sub, common) -> None:
     p.add_argument("--out", metavar="RUN", default=None,
                    help="run folder to write (default: print the result only)")
     p.add_argument("--json", action="store_true", help="print result.json's content at the end")
+    p.add_argument("--resume-changed", action="store_true",
+                   help="resume an unfinished run folder although some settings differ from "
+                   "its config.json (e.g. a lower --lr after a divergence); recorded there")
     add_config_options(p)
     p.set_defaults(func=run)
 
@@ -29,7 +34,8 @@ def run(args) -> int:
     from dalab.training import train
 
     cfg = config_from_args(args)
-    result = train(cfg, Path(args.out) if args.out else None)
+    result = train(cfg, Path(args.out) if args.out else None,
+                   resume_changed=args.resume_changed)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     return 0

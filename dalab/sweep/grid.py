@@ -14,13 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dalab.errors import ConfigError
+from dalab.training.config import RUNTIME_FIELDS
 
 PROTOCOLS = ("ts_ts", "ts_tt", "tt_tt", "tst_tt")
 DOMAIN_LOSS_PROTOCOLS = frozenset({"tst_tt"})  # the only ones λ changes
 AXES = ("protocols", "thetas", "lambdas", "presets", "seeds")
-# Config fields that say where/how a run executes, not what it computes: they may
-# differ between a sweep and its resumption (another machine, other --jobs).
-RUNTIME_FIELDS = frozenset({"device", "threads", "data_root", "cache_dir"})
 SPEC_FILE = "sweep.json"
 
 

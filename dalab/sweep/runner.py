@@ -15,12 +15,9 @@ any moment resumes when run again with the same arguments.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import shutil
-import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -29,7 +26,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from dalab.errors import ConfigError, DalabError
-from dalab.paths import write_json_atomic
+from dalab.paths import folder_lock, make_folder, write_json_atomic
 from dalab.sweep.grid import RUNTIME_FIELDS, SPEC_FILE, Point, SweepSpec, check_spec, expand_grid
 
 # train_fn(cfg, out, log) writes a run folder under `out` (result.json last).
@@ -91,29 +88,29 @@ def finished(task: Task) -> bool:
     except (OSError, json.JSONDecodeError) as err:
         raise ConfigError(f"{task.run_dir}: has result.json but no readable config.json "
                           f"({err}); move the folder away to rerun the point") from None
-    for key, want in task.config.items():
-        if key in RUNTIME_FIELDS or key not in stored or stored[key] == want:
-            continue
-        raise ConfigError(f"{task.run_dir}: finished with {key}={stored[key]!r} but the sweep "
-                          f"asks for {key}={want!r}; move the folder away to rerun it")
+    from dalab.training.config import config_differences
+
+    diffs = config_differences(stored, task.config)
+    if diffs:
+        raise ConfigError(f"{task.run_dir}: finished with other settings ({'; '.join(diffs)}); "
+                          "move the folder away to rerun it")
     return True
 
 
 def run_point(config: dict, run_dir: str, log_path: str, train_fn: TrainFn) -> dict:
-    """Train one point from scratch into ``run_dir``; return its result.json.
+    """Train one point into ``run_dir``; return its result.json.
 
-    Runs in a worker process: sets torch's thread count from the config, removes a
-    half-written folder left by an interrupted run, sends the trainer's log to a file.
+    Runs in a worker process: sets torch's thread count from the config and sends the
+    trainer's log to a file (appended to, so a resumed point keeps its earlier log). A
+    half-written folder left by an interrupted run resumes from its last checkpoint.
     """
     import torch
 
     if config.get("threads"):
         torch.set_num_threads(int(config["threads"]))
     run_dir, log_path = Path(run_dir), Path(log_path)
-    if run_dir.exists():  # no result.json (else it would be finished): half-written
-        shutil.rmtree(run_dir)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w", buffering=1) as log_file:
+    make_folder(log_path.parent)
+    with open(log_path, "a", buffering=1) as log_file:
         train_fn(config_from_dict(config), out=run_dir,
                  log=lambda *a: print(*a, file=log_file))
     result_path = run_dir / "result.json"
@@ -183,7 +180,7 @@ def run_sweep(spec: SweepSpec, out: Path, *, jobs: int = 1, backend: str = "loca
     points = expand_grid(spec)
     tasks = [Task(p, build_config(p, spec, runtime), out / "runs" / p.name,
                   out / "logs" / f"{p.name}.log") for p in points]
-    with _lock(out):
+    with folder_lock(out, ".sweep.lock", "sweep"):
         write_json_atomic(out / SPEC_FILE, spec.to_json())
         outcome = Outcome(total=len(tasks))
         todo = []
@@ -251,36 +248,6 @@ def _report_grid(spec: SweepSpec, n: int, log) -> None:
     note = (f"; {', '.join(once)} ha{'s' if len(once) == 1 else 've'} no domain loss, "
             "so λ does not change them: run once per θ/preset/seed") if once and len(spec.lambdas) > 1 else ""
     log(f"sweep: {n} points{note}")
-
-
-@contextlib.contextmanager
-def _lock(out: Path):
-    """Refuse to run two sweeps into one folder at once (a stale lock is taken over)."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / ".sweep.lock"
-    me = f"{socket.gethostname()} {os.getpid()}"
-    try:
-        host, pid = path.read_text().split()
-        if host == socket.gethostname() and _alive(int(pid)) and int(pid) != os.getpid():
-            raise ConfigError(f"{out}: another sweep (pid {pid}) is running into this "
-                              f"folder; wait for it or remove {path} if it is gone")
-    except (FileNotFoundError, ValueError):
-        pass
-    path.write_text(me)
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _cores() -> int:

@@ -30,7 +30,11 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "patch_split": ("train", "val", "test", "all"),
     "augment": ("none", "color"),
+    "on_collapse": ("warn", "stop"),
 }
+# Fields that say where and how a run executes, not what it computes: they may differ
+# between a run (or sweep) and its resumption (another machine, other --jobs).
+RUNTIME_FIELDS = frozenset({"device", "threads", "data_root", "cache_dir", "keep_checkpoints"})
 
 
 @dataclass
@@ -74,6 +78,7 @@ class Config:
     patience: int = 10000  # steps to wait for a new best before stopping
     patience_increase: float = 2.0  # on a real improvement, patience >= step * this
     improvement_threshold: float = 0.995  # new val error < this * best counts as real
+    on_collapse: str = "warn"  # a collapse (accuracy back to chance) warns, or stops the run
     # -- execution ---------------------------------------------------------------------
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
     threads: int = 0  # torch CPU threads (0 = torch's default)
@@ -81,14 +86,16 @@ class Config:
     channels_last: bool = True  # channels-last convolutions (faster on CPU and GPU)
     compile: bool = False  # torch.compile the model (CUDA only; warns and skips otherwise)
     eval_batch_size: int = 2048  # images per batch in evaluation
+    keep_checkpoints: bool = False  # keep every epoch's checkpoint (default: the last, until done)
 
     def __post_init__(self) -> None:
         for name, choices in CHOICES.items():
             value = getattr(self, name)
-            if value not in choices:
+            if not isinstance(value, str) or value not in choices:
                 raise ConfigError(f"{name}: unknown value {value!r}; choose one of "
                                   f"{', '.join(choices)}")
-        if self.preset is not None and self.preset not in PRESETS:
+        if self.preset is not None and (not isinstance(self.preset, str)
+                                        or self.preset not in PRESETS):
             raise ConfigError(f"preset: unknown value {self.preset!r}; choose one of "
                               f"{', '.join(PRESETS)}")
         _check_range(self, "theta", 0.0, 1.0)
@@ -97,12 +104,18 @@ class Config:
         for name in ("lr", "grl_lambda", "momentum", "weight_decay", "lr_decay",
                      "anneal_alpha", "anneal_beta", "patience_increase"):
             _check_range(self, name, 0.0, math.inf)
+        for name in ("early_stopping", "amp", "channels_last", "compile", "keep_checkpoints"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
+        for name in ("data_root", "cache_dir"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name}: expected a folder path, got {getattr(self, name)!r}")
         for name in ("epochs", "batch_size", "eval_batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ConfigError(f"{name}: expected a positive integer, got "
                                   f"{getattr(self, name)!r}")
         for name in ("seed", "data_seed", "max_train", "max_eval", "threads", "patience"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
                 raise ConfigError(f"{name}: expected a non-negative integer, got "
                                   f"{getattr(self, name)!r}")
         if self.early_stopping and self.select == "none":
@@ -121,6 +134,10 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_range(cfg: Config, name: str, low: float, high: float) -> None:
@@ -178,9 +195,28 @@ def make_config(preset: str | None = None, **overrides) -> Config:
     return Config(**values)
 
 
-def config_from_dict(values: dict) -> Config:
-    """Rebuild a Config saved with ``to_dict`` (unknown keys are an error)."""
-    unknown = sorted(set(values) - FIELDS)
+def config_from_dict(values: dict, where: str = "saved config") -> Config:
+    """Rebuild a Config saved with ``to_dict``; errors name ``where`` (e.g. the file).
+
+    Unknown keys and bad values raise :class:`ConfigError`, whatever the input holds.
+    """
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping of config fields, got "
+                          f"{type(values).__name__}")
+    unknown = sorted(str(k) for k in set(values) - FIELDS)
     if unknown:
-        raise ConfigError(f"Unknown config key {unknown[0]!r} in saved config")
-    return Config(**values)
+        raise ConfigError(f"{where}: unknown config key {unknown[0]!r}")
+    try:
+        return Config(**values)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def config_differences(stored: dict, wanted: dict) -> list[str]:
+    """``"field: stored X, now Y"`` for every field that changes what a run computes.
+
+    Runtime fields (:data:`RUNTIME_FIELDS`) and fields missing from ``stored`` (added to
+    Config after it was written; they hold their defaults) are not compared.
+    """
+    return [f"{key}: stored {stored[key]!r}, now {value!r}" for key, value in wanted.items()
+            if key not in RUNTIME_FIELDS and key in stored and stored[key] != value]

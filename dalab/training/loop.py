@@ -12,15 +12,18 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from dalab.errors import DataError
 from dalab.evaluation import count_correct
 from dalab.methods import METHODS
-from dalab.models import build_model, channel_stats
+from dalab.models import NUM_CLASSES, build_model, channel_stats
+from dalab.paths import folder_lock
+from dalab.training import checkpoint, guard, resume
 from dalab.training.allocator import keep_freed_memory
 from dalab.training.augment import augment
 from dalab.training.config import PROTOCOLS, Config
@@ -54,9 +57,18 @@ class Result:
     source_test_accuracy: float
     target_test_accuracy: float
     device: str
+    warnings: list[str] = field(default_factory=list)  # e.g. a collapse
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "result.json") -> "Result":
+        names = {f.name for f in fields(cls)}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in names})
+        except TypeError as err:
+            raise DataError(f"{where}: not a complete result ({err})") from None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -138,12 +150,27 @@ def _build(cfg: Config, sets: Sets, device: torch.device, log):
 
 
 def train(cfg: Config, out: Path | None = None, log: Callable[[str], None] = print,
-          on_step: Callable[[int, torch.nn.Module], None] | None = None) -> Result:
+          on_step: Callable[[int, torch.nn.Module], None] | None = None,
+          resume_changed: bool = False) -> Result:
     """Train one run of ``cfg``; write the run folder to ``out`` when given.
 
     ``on_step(step, model)``, when given, is called after every optimisation step
-    (``dalab bench`` times the loop and evaluates periodically through it).
+    (``dalab bench`` times the loop and evaluates periodically through it). A run
+    folder is locked while training; an unfinished one resumes from its last
+    checkpoint (with other settings only when ``resume_changed``), a finished one is
+    returned as it is (:mod:`dalab.training.resume`).
     """
+    if out is None:
+        return _train(cfg, None, log, on_step, resume.Start())
+    with folder_lock(out, what="dalab process"):
+        begin = resume.start_run(Path(out), cfg, log, resume_changed)
+        if begin.result is not None:
+            return Result.from_dict(begin.result, str(Path(out) / "result.json"))
+        return _train(cfg, Path(out), log, on_step, begin)
+
+
+def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
+           begin: resume.Start) -> Result:
     from dalab.training import runfolder  # matplotlib etc. only when writing
 
     start = time.perf_counter()
@@ -154,8 +181,9 @@ def train(cfg: Config, out: Path | None = None, log: Callable[[str], None] = pri
     method = METHODS[cfg.method](model, cfg).to(device)
     optimizer = make_optimizer([p for p in method.parameters() if p.requires_grad], cfg)
     step = make_step(method, optimizer, amp, device.type)
-    if out is not None:
-        runfolder.write_config(out, cfg, device)
+    state = begin.state
+    if out is not None and (state is None or begin.changes):
+        runfolder.write_config(out, cfg, device, begin.changes, state.epoch if state else 0)
 
     xs_all = sets.labelled.images.to(device)
     ys_all = sets.labelled.labels.to(device)
@@ -167,12 +195,22 @@ def train(cfg: Config, out: Path | None = None, log: Callable[[str], None] = pri
     gen_aug = torch.Generator(device).manual_seed(cfg.seed + 2_000_003)
     stopper = EarlyStopping(cfg.patience, cfg.patience_increase, cfg.improvement_threshold)
     best_state, rows, step_no, val_acc = None, [], 0, None
+    warns, stopped, spent = [], False, 0.0
+    generators = {"source": gen_s, "target": gen_t, "augment": gen_aug}
+    optimizers = {"main": optimizer}
+    if state is not None:
+        checkpoint.restore(state, out, method, optimizers, generators)
+        stopper = EarlyStopping(**state.stopper)
+        best_state, rows, step_no = state.best, state.rows, state.step
+        warns, stopped, spent = state.warnings, state.stopped, state.seconds
+    train_on = PROTOCOLS[cfg.protocol][1]
+    watch = ("target" if train_on == "target" else "source") + "_train_acc"
     eval_kw = dict(batch_size=cfg.eval_batch_size, device=device, amp=amp)
     log(f"train {cfg.protocol} ({cfg.method}, {cfg.network}, {device}): "
         f"{len(ys_all)} labelled, {0 if xt_all is None else len(xt_all)} unlabelled, "
         f"{cfg.epochs} epochs x {steps_per_epoch} steps of {cfg.batch_size}")
 
-    for epoch in range(cfg.epochs):
+    for epoch in range(len(rows), 0 if stopped else cfg.epochs):
         t_epoch = time.perf_counter()
         idx_s = batch_indices(len(ys_all), cfg.batch_size, steps_per_epoch, gen_s).to(device)
         idx_t = (batch_indices(len(xt_all), cfg.batch_size, steps_per_epoch, gen_t).to(device)
@@ -200,20 +238,33 @@ def train(cfg: Config, out: Path | None = None, log: Callable[[str], None] = pri
         row["lambda"] = method.grl_weight(progress)
         row["lr"] = lr
         row["seconds"] = time.perf_counter() - t_epoch
+        guard.check_finite(row, sums, out)
         rows.append(row)
         stop = False
+        collapse = guard.collapse_warning(rows, watch, NUM_CLASSES)
+        if collapse and not any(w.startswith("collapse") for w in warns):
+            stop = cfg.on_collapse == "stop"
+            warns.append(collapse + ("; training stopped (on_collapse=stop)" if stop else ""))
+            log(f"WARNING: {warns[-1]}")
         if sets.val is not None:
             if stopper.update(1.0 - row[f"{sets.val}_acc"], epoch + 1, step_no):
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            stop = cfg.early_stopping and stopper.should_stop(step_no)
-        elapsed = time.perf_counter() - start
+            early = cfg.early_stopping and stopper.should_stop(step_no)
+            if early:
+                log(f"early stop after epoch {epoch + 1}: no real improvement for "
+                    f"{step_no - stopper.best_step} steps")
+            stop = stop or early
+        elapsed = spent + time.perf_counter() - start
         left = elapsed / (epoch + 1) * (cfg.epochs - epoch - 1)
         log(_progress_line(row, cfg.epochs, elapsed, left))
         if out is not None:
             runfolder.write_metrics(out, rows)
+            checkpoint.save_state(out, checkpoint.TrainState(
+                epoch + 1, step_no, rows, asdict(stopper), method.state_dict(),
+                {name: o.state_dict() for name, o in optimizers.items()},
+                checkpoint.rng_states(generators), best_state, warns, stop,
+                spent + time.perf_counter() - start), cfg.keep_checkpoints)
         if stop:
-            log(f"early stop after epoch {epoch + 1}: no real improvement for "
-                f"{step_no - stopper.best_step} steps")
             break
 
     if best_state is not None:
@@ -229,15 +280,17 @@ def train(cfg: Config, out: Path | None = None, log: Callable[[str], None] = pri
         protocol=cfg.protocol, train_on=train_on, test_on=test_on,
         test_accuracy=tests[sets.test], selection=cfg.select,
         oracle_selection=cfg.oracle_selection, best_epoch=best_epoch, epochs=len(rows),
-        steps=step_no, seconds=round(time.perf_counter() - start, 3), theta=cfg.theta,
+        steps=step_no, seconds=round(spent + time.perf_counter() - start, 3), theta=cfg.theta,
         mode=cfg.mode, grl_lambda=cfg.grl_lambda, lambda_schedule=cfg.lambda_schedule,
         seed=cfg.seed, preset=cfg.preset, network=cfg.network, val_accuracy=val_acc,
         source_test_accuracy=tests["source_test"],
-        target_test_accuracy=tests["target_test"], device=str(device),
+        target_test_accuracy=tests["target_test"], device=str(device), warnings=warns,
     )
     log(runfolder.summary_text(cfg, result))
     if out is not None:
         runfolder.write_run(out, model, cfg, result, rows)
+        if not cfg.keep_checkpoints:
+            checkpoint.remove_all(out)
     return result
 
 

@@ -4,6 +4,7 @@ A run folder holds ``config.json`` (the full Config plus versions, device, git c
 ``metrics.csv`` (one row per epoch), ``summary.txt``, ``model.safetensors`` (weights of
 the kept model; the network name, input channels and config in its metadata),
 ``curves.png`` and, written last, ``result.json``: its presence marks a finished run.
+While training, ``checkpoints/`` holds the resumable state (:mod:`dalab.training.checkpoint`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ from dalab.training.config import Config, config_from_dict
 
 FILES = ("config.json", "metrics.csv", "summary.txt", "model.safetensors", "curves.png",
          "result.json")
+# Wall-clock figures: the ``seconds`` column of metrics.csv, ``seconds`` in result.json
+# and the time in summary.txt's last line. Every other byte of a finished run folder
+# depends only on the config, the code and the machine, so a resumed run matches one
+# never interrupted byte for byte once these are left aside.
+TIMING_FIELDS = ("seconds",)
 
 
 def git_commit() -> str | None:
@@ -49,9 +55,16 @@ def environment(device: torch.device | str) -> dict:
             "threads": torch.get_num_threads(), "git_commit": git_commit()}
 
 
-def write_config(out: Path, cfg: Config, device) -> None:
-    write_json_atomic(Path(out) / "config.json",
-                      {"config": cfg.to_dict(), "environment": environment(device)})
+def write_config(out: Path, cfg: Config, device, changes: list[str] | None = None,
+                 epoch: int = 0) -> None:
+    """``config.json``; ``changes`` (settings changed on resuming after ``epoch``) are
+    appended to the history of such changes the file already holds."""
+    path = Path(out) / "config.json"
+    data = {"config": cfg.to_dict(), "environment": environment(device)}
+    if changes:
+        old = json.loads(path.read_text()).get("changed_on_resume", [])
+        data["changed_on_resume"] = [*old, {"after_epoch": epoch, "changes": changes}]
+    write_json_atomic(path, data)
 
 
 def write_metrics(out: Path, rows: list[dict]) -> None:
@@ -87,17 +100,17 @@ def summary_text(cfg: Config, result) -> str:
         f"lambda {cfg.grl_lambda} ({cfg.lambda_schedule}), seed {cfg.seed}",
         f"optimizer {cfg.optimizer} lr {cfg.lr} ({cfg.lr_schedule}), batch {cfg.batch_size}, "
         f"{r['steps']} steps in {r['seconds']:.1f} s on {r['device']}",
+        *(f"WARNING: {w}" for w in r.get("warnings", ())),
     ]) + "\n"
 
 
 def save_checkpoint(path: Path, model, cfg: Config) -> None:
-    from safetensors.torch import save_file
+    from dalab.training.checkpoint import write_safetensors
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"network": cfg.network, "in_channels": str(model.in_channels),
             "config": json.dumps(cfg.to_dict()), "format": "dalab-classifier-1"}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=meta)
+    write_safetensors(Path(path), state, meta)
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu"):
@@ -163,9 +176,12 @@ def read_result(run_dir: Path) -> dict:
     if not path.is_file():
         raise DataError(f"{path}: missing; the run is unfinished or not a run folder")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from err
+        result = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(result, dict):
+        raise DataError(f"{path}: not a result (expected a JSON object)")
+    return result
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu"):
