@@ -41,6 +41,8 @@ def read_sidecar(npz: Path, params: dict) -> dict | None:
         size = npz.stat().st_size
     except (OSError, ValueError):
         return None
+    if not isinstance(meta, dict):
+        return None
     if any(meta.get(k) != v for k, v in params.items()) or meta.get("npz_bytes") != size:
         return None
     return meta

@@ -137,9 +137,10 @@ def check_spec(out: Path, spec: SweepSpec, extend: bool = False) -> SweepSpec:
     if not path.exists():
         return spec
     try:
-        stored = SweepSpec.from_json(json.loads(path.read_text()), str(path))
-    except json.JSONDecodeError as err:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # UnicodeDecodeError, JSONDecodeError
         raise ConfigError(f"{path}: unreadable ({err})") from None
+    stored = SweepSpec.from_json(data, str(path))
     if stored == spec:
         return spec
     if extend:

@@ -139,7 +139,9 @@ def save_state(run_dir: Path, state: TrainState, keep_all: bool = False) -> Path
             kept[str(index)] = {k: v for k, v in entry.items() if not isinstance(v, Tensor)}
             tensors.update(_cpu({f"{index}.{k}": v for k, v in entry.items()
                                  if isinstance(v, Tensor)}, f"optim.{name}"))
-        optim_meta[name] = {"state": kept, "param_groups": sd["param_groups"]}
+        names = {str(i): sorted(k for k, v in e.items() if isinstance(v, Tensor))
+                 for i, e in sd["state"].items()}
+        optim_meta[name] = {"state": kept, "tensors": names, "param_groups": sd["param_groups"]}
     meta = {"epoch": state.epoch, "step": state.step, "rows": state.rows,
             "stopper": state.stopper, "optimizers": optim_meta, "warnings": state.warnings,
             "stopped": state.stopped, "seconds": state.seconds, "best": state.best is not None}
@@ -232,6 +234,14 @@ def load_state(path: Path) -> TrainState:
         if name not in optimizers or not index.isdigit() or not item:
             raise DataError(f"{path}: tensor 'optim.{key}' belongs to no optimiser")
         optimizers[name]["state"].setdefault(int(index), {})[item] = value
+    for name, sd in optim_meta.items():
+        listed = sd.get("tensors")
+        found = {str(i): sorted(k for k, v in e.items() if isinstance(v, Tensor))
+                 for i, e in optimizers[name]["state"].items()}
+        if not isinstance(listed, dict) or {i: v for i, v in found.items() if v} != {
+                i: v for i, v in listed.items() if v}:
+            raise DataError(f"{path}: optimiser {name!r} tensors do not match the list "
+                            "the checkpoint was written with (missing or extra tensors)")
     has_best = _need(meta, "best", bool, path)
     if has_best != bool(groups["best"]):
         raise DataError(f"{path}: the kept model's tensors are missing or unexpected")
@@ -241,7 +251,7 @@ def load_state(path: Path) -> TrainState:
                       stopped=bool(meta.get("stopped")), seconds=float(seconds))
 
 
-def _check_tensors(found: dict[str, Tensor], want: dict[str, Tensor], what: str,
+def check_tensors(found: dict[str, Tensor], want: dict[str, Tensor], what: str,
                    where: Path) -> None:
     missing, extra = sorted(set(want) - set(found)), sorted(set(found) - set(want))
     if missing or extra:
@@ -271,10 +281,12 @@ def _check_optimizer(sd: dict, optimizer: torch.optim.Optimizer, name: str,
             raise DataError(f"{where}: optimiser {name!r} has state for parameter {index}, "
                             f"this run has {len(params)}")
         for key, value in entry.items():
-            if isinstance(value, Tensor) and value.dim() and value.shape != params[index].shape:
+            param = params[index]
+            if isinstance(value, Tensor) and value.dim() and (
+                    value.shape != param.shape or value.dtype != param.dtype):
                 raise DataError(f"{where}: optimiser {name!r} tensor {key!r} of parameter "
-                                f"{index} is {tuple(value.shape)}, the parameter "
-                                f"{tuple(params[index].shape)}")
+                                f"{index} is {value.dtype} {tuple(value.shape)}, the "
+                                f"parameter {param.dtype} {tuple(param.shape)}")
 
 
 def _kind(value) -> str:
@@ -290,9 +302,9 @@ def restore(state: TrainState, where: Path, method: torch.nn.Module,
             optimizers: dict[str, torch.optim.Optimizer],
             generators: dict[str, torch.Generator]) -> None:
     """Load ``state`` into the run's method, optimisers and generators (checked first)."""
-    _check_tensors(state.method, method.state_dict(), "the method's state", where)
+    check_tensors(state.method, method.state_dict(), "the method's state", where)
     if state.best is not None:
-        _check_tensors(state.best, method.model.state_dict(), "the kept model", where)
+        check_tensors(state.best, method.model.state_dict(), "the kept model", where)
     if set(state.optimizers) != set(optimizers):
         raise DataError(f"{where}: optimisers {sorted(state.optimizers)} do not match this "
                         f"run's {sorted(optimizers)}")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from dalab.errors import DataError
+from dalab.errors import ConfigError, DataError
 from dalab.paths import atomic_path, write_json_atomic, write_text_atomic
 from dalab.training.config import Config, config_from_dict
 
@@ -130,10 +130,22 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu"):
         raise DataError(f"{path}: unreadable checkpoint ({err})") from err
     if meta.get("format") != "dalab-classifier-1":
         raise DataError(f"{path}: not a dalab checkpoint (metadata {sorted(meta)})")
-    cfg = config_from_dict(json.loads(meta["config"]))
-    channels = int(meta["in_channels"])
-    model = build_model(meta["network"], channels, [0.0] * channels, [1.0] * channels,
-                        cfg.dropout)
+    try:
+        saved = json.loads(meta.get("config", ""))
+        channels = int(meta.get("in_channels", ""))
+    except ValueError as err:
+        raise DataError(f"{path}: bad checkpoint metadata ({err})") from None
+    if channels not in (1, 3):
+        raise DataError(f"{path}: bad checkpoint metadata (in_channels {channels})")
+    try:
+        cfg = config_from_dict(saved, f"{path} (config metadata)")
+        model = build_model(meta.get("network", ""), channels, [0.0] * channels,
+                            [1.0] * channels, cfg.dropout)
+    except ConfigError as err:
+        raise DataError(str(err) if str(path) in str(err) else f"{path}: {err}") from None
+    from dalab.training.checkpoint import check_tensors
+
+    check_tensors(state, model.state_dict(), "the model", path)
     model.load_state_dict(state)  # includes the mean/std buffers
     return model.to(device).eval(), cfg
 

@@ -1,0 +1,311 @@
+"""Property-based tests of every parser of outside input: whatever the bytes, the
+parser returns a value or raises dalab's own error naming the file, never anything else.
+
+Seeded (``derandomize``) and bounded, so they run the same in a few seconds everywhere.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dalab.errors import DalabError
+from dalab.training.config import FIELDS, make_config
+
+FUZZ = settings(max_examples=40, derandomize=True, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow])
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-3, 10**6) | st.floats()
+                    | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8)
+
+
+def parses_or_names(fn: Callable, name) -> object:
+    """``fn()``'s value, or None when it raised a DalabError whose message names ``name``."""
+    try:
+        return fn()
+    except DalabError as err:
+        assert str(name) in str(err), f"{err!r} does not name {name}"
+        return None
+
+
+def _folder() -> Path:
+    return Path(tempfile.mkdtemp(prefix="dalab-fuzz-"))
+
+
+def _mutate(data: bytes, cut: int, flips: list[tuple[int, int]]) -> bytes:
+    out = bytearray(data[:cut % (len(data) + 1)] if cut >= 0 else data)
+    for pos, value in flips:
+        if out:
+            out[pos % len(out)] = value
+    return bytes(out)
+
+
+MUTATIONS = dict(cut=st.integers(-1, 4000),
+                 flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)),
+                                max_size=4))
+
+
+# -- IDX files (MNIST) ----------------------------------------------------------------------
+
+@FUZZ
+@given(magic=st.sampled_from([2049, 2051, 0, -1, 2050]),
+       dims=st.lists(st.integers(-2, 6), min_size=0, max_size=3),
+       body=st.binary(max_size=80), gz=st.sampled_from(["plain", "gzip", "cut-gzip"]))
+def test_idx_files(magic, dims, body, gz):
+    from dalab.data.idx import parse_images, parse_labels, read_payload
+
+    raw = struct.pack(f">i{len(dims)}i", magic, *dims) + body
+    path = _folder() / ("t10k-images-idx3-ubyte" + (".gz" if gz != "plain" else ""))
+    if gz != "plain":
+        raw = gzip.compress(raw)
+        raw = raw[: len(raw) // 2] if gz == "cut-gzip" else raw
+    path.write_bytes(raw)
+    for parse in (parse_images, parse_labels):
+        out = parses_or_names(lambda: parse(read_payload(path), path), path)
+        assert out is None or out.dtype.name == "uint8"
+
+
+# -- label files and image folders ------------------------------------------------------------
+
+@FUZZ
+@given(lines=st.lists(st.text(max_size=12) | st.sampled_from(["a.png 3", "a.png -1",
+                                                              "a.png ²", "b.png 4 x"]),
+                      max_size=5),
+       raw=st.binary(max_size=20))
+def test_label_files(lines, raw):
+    from dalab.evaluation.folders import label_file_items
+
+    root = _folder()
+    (root / "a.png").write_bytes(b"")
+    labels = root / "labels.txt"
+    labels.write_bytes("\n".join(lines).encode("utf-8", "surrogatepass") + raw)
+    items = parses_or_names(lambda: label_file_items(root, labels), labels)
+    assert items is None or all(0 <= label < 10 for _, label in items)
+
+
+@FUZZ
+@given(magic=st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"BM", b"P6\n28 28\n255\n",
+                              b"\xff\xd8\xff", b"II*\x00", b"RIFF\x00\x00\x00\x00WEBP"]),
+       body=st.binary(max_size=200), suffix=st.sampled_from([".png", ".jpg", ".ppm", ".gif"]),
+       channels=st.sampled_from([1, 3]))
+def test_random_bytes_as_images(magic, body, suffix, channels):
+    from dalab.evaluation.folders import load_image_set
+
+    root = _folder()
+    (root / "7").mkdir()
+    image = root / "7" / f"x{suffix}"
+    image.write_bytes(magic + body)
+    out = parses_or_names(lambda: load_image_set(root, channels=channels), image)
+    assert out is None or tuple(out[0].shape) == (1, channels, 28, 28)
+
+
+@FUZZ
+@given(names=st.lists(st.text(min_size=1, max_size=4).filter(lambda s: "/" not in s
+                                                            and s not in (".", "..")
+                                                            and "\x00" not in s),
+                      min_size=1, max_size=3))
+def test_class_folder_names(names):
+    from dalab.evaluation.folders import load_image_set
+
+    root = _folder()
+    for name in names:
+        try:
+            (root / name).mkdir(exist_ok=True)
+        except OSError:  # a name the file system refuses
+            return
+    parses_or_names(lambda: load_image_set(root), root)
+
+
+# -- saved configs -----------------------------------------------------------------------------
+
+@FUZZ
+@given(values=st.dictionaries(st.sampled_from(sorted(FIELDS)) | st.text(max_size=5), JSON,
+                              max_size=4))
+def test_config_dicts(values):
+    from dalab.training.config import config_from_dict
+
+    parses_or_names(lambda: config_from_dict({**make_config().to_dict(), **values},
+                                             "run/config.json"), "run/config.json")
+
+
+@FUZZ
+@given(data=JSON | st.builds(lambda c: {"config": c}, JSON), raw=st.binary(max_size=8))
+def test_run_config_files(data, raw):
+    from dalab.training.resume import start_run
+
+    out = _folder()
+    (out / "config.json").write_bytes(json.dumps(data).encode() + raw)
+    parses_or_names(lambda: start_run(out, make_config(), log=lambda s: None),
+                    out / "config.json")
+
+
+@FUZZ
+@given(data=JSON, raw=st.binary(max_size=8))
+def test_result_files(data, raw):
+    from dalab.training.loop import Result
+    from dalab.training.runfolder import read_result
+
+    out = _folder()
+    (out / "result.json").write_bytes(json.dumps(data).encode() + raw)
+    result = parses_or_names(lambda: read_result(out), out / "result.json")
+    if result is not None:
+        parses_or_names(lambda: Result.from_dict(result, str(out / "result.json")),
+                        out / "result.json")
+
+
+# -- sweep specs ------------------------------------------------------------------------------
+
+@FUZZ
+@given(data=st.fixed_dictionaries({}, optional={
+    k: JSON | st.lists(st.integers(0, 3) | st.floats(), max_size=3) for k in
+    ("protocols", "thetas", "lambdas", "presets", "seeds", "overrides")}) | JSON,
+       raw=st.binary(max_size=4))
+def test_sweep_specs(data, raw):
+    from dalab.sweep.grid import SweepSpec, check_spec
+
+    out = _folder()
+    (out / "sweep.json").write_bytes(json.dumps(data).encode() + raw)
+    spec = SweepSpec(["ts_ts"], [1.0], [1.0], ["quick"], [0])
+    parses_or_names(lambda: check_spec(out, spec), out / "sweep.json")
+
+
+# -- MNIST-M cache ------------------------------------------------------------------------------
+
+@FUZZ
+@given(data=JSON, raw=st.binary(max_size=300))
+def test_mnistm_cache_files(data, raw):
+    from dalab.data.mnistm import read_mnistm_arrays, read_sidecar
+
+    out = _folder()
+    npz = out / "set.npz"
+    npz.write_bytes(b"PK\x03\x04" + raw)
+    npz.with_suffix(".json").write_text(json.dumps(data))
+    assert read_sidecar(npz, {"theta": 1.0}) in (None, data)
+    parses_or_names(lambda: read_mnistm_arrays(npz, "train"), npz)
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained_state():
+    """A method, its optimiser and generators after one step, and its checkpoint file."""
+    from dalab.methods import METHODS
+    from dalab.models import build_model
+    from dalab.training import checkpoint
+    from dalab.training.optim import make_optimizer
+
+    cfg = make_config("quick")
+    torch.manual_seed(0)
+    method = METHODS["dann"](build_model("dann", 3, [0.5] * 3, [0.25] * 3), cfg)
+    optimizer = make_optimizer(list(method.parameters()), cfg)
+    x = torch.randint(0, 255, (4, 3, 28, 28), dtype=torch.uint8)
+    method.losses(x, torch.tensor([0, 1, 2, 3]), x, 0.5)["loss"].backward()
+    optimizer.step()
+    gens = {"source": torch.Generator().manual_seed(1)}
+    run = _folder()
+    state = checkpoint.TrainState(
+        1, 1, [{"epoch": 1, "step": 1, "loss": 2.0}], {"patience": 10, "increase": 2.0,
+                                                       "threshold": 0.99, "best_error": 1.0,
+                                                       "best_epoch": 1, "best_step": 1},
+        method.state_dict(), {"main": optimizer.state_dict()}, checkpoint.rng_states(gens),
+        best={k: v.clone() for k, v in method.model.state_dict().items()}, warnings=["w"])
+    path = checkpoint.save_state(run, state)
+    model_file = run / "model.safetensors"
+    from dalab.training.runfolder import save_checkpoint
+
+    save_checkpoint(model_file, method.model, cfg)
+    return method, optimizer, gens, path, model_file
+
+
+def _load_and_restore(path, method, optimizer, gens):
+    from dalab.training import checkpoint
+
+    state = checkpoint.load_state(path)
+    checkpoint.restore(state, path, method, {"main": optimizer}, gens)
+
+
+@FUZZ
+@given(**MUTATIONS)
+def test_truncated_or_corrupt_checkpoints(trained_state, cut, flips):
+    method, optimizer, gens, path, _ = trained_state
+    bad = _folder() / "checkpoints" / "epoch-0001.safetensors"
+    bad.parent.mkdir()
+    bad.write_bytes(_mutate(path.read_bytes(), cut, flips))
+    parses_or_names(lambda: _load_and_restore(bad, method, optimizer, gens), bad)
+
+
+@settings(FUZZ, max_examples=20)
+@given(change=st.sampled_from(["drop", "extra", "shape", "dtype", "rename"]),
+       prefix=st.sampled_from(["method.", "optim.main.", "rng.", "best."]),
+       pick=st.integers(0, 1000), meta=st.dictionaries(st.sampled_from(
+           ["epoch", "step", "rows", "stopper", "optimizers", "warnings", "seconds", "best",
+            "stopped", "other"]), JSON, max_size=2))
+def test_checkpoints_with_wrong_tensors_or_fields(trained_state, change, prefix, pick, meta):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    method, optimizer, gens, path, _ = trained_state
+    with safe_open(str(path), framework="pt") as fh:
+        header = fh.metadata()
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    keys = sorted(k for k in tensors if k.startswith(prefix))
+    key = keys[pick % len(keys)]
+    if change == "drop":
+        del tensors[key]
+    elif change == "extra":
+        tensors[key + "_extra"] = torch.zeros(2)
+    elif change == "shape":
+        tensors[key] = torch.zeros(tensors[key].numel() + 1, dtype=tensors[key].dtype)
+    elif change == "dtype":
+        tensors[key] = tensors[key].double()
+    else:
+        tensors["x" + key] = tensors.pop(key)
+    state = json.loads(header["state"])
+    state.update(meta)
+    bad = _folder() / "epoch-0001.safetensors"
+    save_file(tensors, str(bad), metadata={**header, "state": json.dumps(state)})
+    with pytest.raises(DalabError, match=str(bad)):
+        _load_and_restore(bad, method, optimizer, gens)
+
+
+@FUZZ
+@given(**MUTATIONS, meta=st.dictionaries(st.sampled_from(["network", "in_channels", "config",
+                                                          "format"]),
+                                         st.text(max_size=6) | st.sampled_from(
+                                             ["3", "1", "1000000", "dann", "{}", "[]"]),
+                                         max_size=2))
+def test_model_files(trained_state, cut, flips, meta):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from dalab.training.runfolder import load_checkpoint
+
+    *_, model_file = trained_state
+    bad = _folder() / "model.safetensors"
+    bad.write_bytes(_mutate(model_file.read_bytes(), cut, flips))
+    parses_or_names(lambda: load_checkpoint(bad), bad)
+    with safe_open(str(model_file), framework="pt") as fh:
+        header = fh.metadata()
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    save_file(tensors, str(bad), metadata={**header, **meta})
+    parses_or_names(lambda: load_checkpoint(bad), bad)
+
+
+def test_intact_checkpoint_restores(trained_state):
+    method, optimizer, gens, path, model_file = trained_state
+    _load_and_restore(path, method, optimizer, gens)
+    from dalab.training.runfolder import load_checkpoint
+
+    model, _ = load_checkpoint(model_file)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 method.model.state_dict().values()))
