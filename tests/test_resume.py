@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from dalab.errors import BusyError, ConfigError
+from dalab.errors import BusyError, ConfigError, DataError
 from dalab.paths import folder_lock
+from dalab.reporting.html import write_report
 from dalab.training import checkpoint, loop, make_config, train
+from dalab.training.experiment import summary_markdown
 from dalab.training.guard import DivergenceError, collapse_warning
 from dalab.training.runfolder import TIMING_FIELDS
 
@@ -186,6 +188,14 @@ def test_scripted_collapse_warns_or_stops(data_root, cache_dir, tmp_path, monkey
     assert f"WARNING: {result.warnings[0]}" in (tmp_path / "run" / "summary.txt").read_text()
     assert [p.name for p in checkpoint.checkpoints(tmp_path / "run")] == [
         "epoch-0001.safetensors", "epoch-0002.safetensors"]
+    assert f"- WARNING (ts_ts): {result.warnings[0]}" in summary_markdown(
+        cfg, {"ts_ts": saved}, 1.0)
+
+    def no_samples(*args):
+        raise DataError("no sample images in this test")
+
+    page = write_report(tmp_path / "run", load_samples=no_samples).read_text()
+    assert "<b>Warnings:</b>" in page and "collapse in epoch 2: source_train_acc" in page
 
 
 def test_collapse_rules():
@@ -199,3 +209,35 @@ def test_collapse_rules():
     assert "ln(10)" in stuck and "domain_acc 0.500" in stuck
     assert collapse_warning([high, {**low, "source_train_acc": 0.5, "class_loss": 1.0}],
                             "source_train_acc", 10) is None
+
+
+def test_sweep_point_resumes_inside_the_point(data_root, cache_dir, tmp_path):
+    from dalab.sweep import SweepSpec, run_sweep
+    from dalab.sweep.runner import engine_train
+
+    class Killed(Exception):
+        pass
+
+    def killed_in_epoch_2(cfg, out, log=print):
+        def log_or_die(line):
+            if line.startswith("epoch 2/"):
+                raise Killed("stopped in epoch 2")
+            log(line)
+        return engine_train(cfg, out, log_or_die)
+
+    spec = SweepSpec(protocols=["ts_ts"], thetas=[1.0], lambdas=[1.0], presets=["quick"],
+                     seeds=[0], overrides={k: v for k, v in TINY.items()
+                                           if k not in ("preset", "threads", "device")})
+    runtime = {"data_root": str(data_root), "cache_dir": str(cache_dir), "threads": 1,
+               "device": "cpu"}
+    sweep = tmp_path / "sweep"
+    first = run_sweep(spec, sweep, runtime=runtime, train_fn=killed_in_epoch_2,
+                      log=lambda *a: None)
+    assert list(first.failed) == ["ts_ts-theta1-quick-seed0"]
+    point = sweep / "runs" / "ts_ts-theta1-quick-seed0"
+    assert [p.name for p in checkpoint.checkpoints(point)] == ["epoch-0001.safetensors"]
+    again = run_sweep(spec, sweep, runtime=runtime, log=lambda *a: None)
+    assert again.trained == ["ts_ts-theta1-quick-seed0"]
+    log = (sweep / "logs" / "ts_ts-theta1-quick-seed0.log").read_text()
+    assert f"resuming {point} from epoch 1" in log
+    assert json.loads((point / "result.json").read_text())["epochs"] == 3

@@ -112,6 +112,17 @@ def selection_banner(results: dict[str, dict]) -> str:
             "were used to choose a model.</div>")
 
 
+def warnings_banner(results: dict[str, dict]) -> str:
+    """Red banner listing the warnings runs recorded (e.g. a collapse), or nothing."""
+    items = [f"<li><b>{esc(name)}</b>: {esc(w)}</li>" for name, r in results.items()
+             for w in (r.get("warnings") or []) if isinstance(w, str)]
+    if not items:
+        return ""
+    return ('<div class="banner"><b>Warnings:</b> these runs went wrong while training; '
+            "their figures are not to be trusted as they are.<ul>" + "".join(items[:20])
+            + ("<li>…</li>" if len(items) > 20 else "") + "</ul></div>")
+
+
 def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -175,7 +186,8 @@ def samples_section(configs: list[dict], data_root, cache_dir, load_samples) -> 
 def run_sections(folder: Path) -> tuple[list[str], list[dict], dict]:
     cfg, env = run_config(folder)
     result = read_json(folder / "result.json")
-    body = [selection_banner({folder.name: result}), "<h2>Results</h2>",
+    body = [selection_banner({folder.name: result}), warnings_banner({folder.name: result}),
+            "<h2>Results</h2>",
             table([result], [c for c in RESULT_COLUMNS if c in result]),
             "<details><summary>every result field</summary>" + kv_table(result) + "</details>"]
     if (folder / "curves.png").exists():
@@ -190,7 +202,7 @@ def experiment_sections(folder: Path) -> tuple[list[str], list[dict], dict]:
     runs = sorted(d for d in folder.iterdir() if (d / "result.json").exists())
     results = {d.name: read_json(d / "result.json") for d in runs}
     configs = [run_config(d)[0] for d in runs]
-    body = [selection_banner(results), "<h2>Results</h2>",
+    body = [selection_banner(results), warnings_banner(results), "<h2>Results</h2>",
             table(list(results.values()), RESULT_COLUMNS),
             "<h2>Training curves</h2><div class='grid'>"
             + "".join(figure(d / "curves.png", d.name) for d in runs
@@ -210,7 +222,10 @@ def sweep_sections(folder: Path) -> tuple[list[str], list[dict], dict]:
                if (folder / "sweep_summary.csv").exists() else [])
     run_dirs = [folder / "runs" / r["name"] for r in rows]
     results = {r["name"]: r for r in rows}
-    body = [selection_banner(results) if results else "", "<h2>Results</h2>",
+    recorded = {d.name: read_json(d / "result.json") for d in run_dirs
+                if (d / "result.json").is_file()}
+    body = [selection_banner(results) if results else "", warnings_banner(recorded),
+            "<h2>Results</h2>",
             f"<p>{len(rows)} finished point(s). Target test accuracy, mean ± std over seeds "
             "(ts_tt = source only, tst_tt = DANN).</p>"]
     for preset in sorted({r["preset"] for r in summary}):

@@ -50,6 +50,9 @@ def summary_markdown(cfg: Config, results: dict[str, dict], seconds: float) -> s
     lines += ["", f"Network {cfg.network}, optimizer {cfg.optimizer} lr {cfg.lr} "
               f"({cfg.lr_schedule}), batch {cfg.batch_size} per domain; "
               f"total {seconds:.0f} s."]
+    warned = [f"- WARNING ({p}): {w}" for p, r in results.items() for w in r.get("warnings", [])]
+    if warned:
+        lines += ["", *warned]
     if any(r.get("oracle_selection") for r in results.values()):
         lines += ["", "ORACLE: rows marked so chose their model with labelled target "
                   "validation data, which unsupervised domain adaptation does not have."]
