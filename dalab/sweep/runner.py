@@ -1,4 +1,4 @@
-"""Run a sweep's points: skip finished ones, redo half-written ones, run the rest.
+"""Run a sweep's points: skip finished ones, resume half-written ones, run the rest.
 
 Layout of a sweep folder ``DIR``::
 
