@@ -15,6 +15,7 @@ describes it; the loop records the warning and, with ``on_collapse=stop``, stops
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 from dalab.errors import DalabError
@@ -63,3 +64,16 @@ def collapse_warning(rows: list[dict], acc_key: str, num_classes: int) -> str | 
                 f"ln({num_classes}) = {math.log(num_classes):.3f} and domain_acc "
                 f"{domain:.3f} at chance: the classifier guesses uniformly")
     return None
+
+
+def note_collapse(rows: list[dict], warns: list[str], acc_key: str, num_classes: int,
+                  on_collapse: str, log: Callable[[str], None]) -> bool:
+    """Add a collapse in the last row to ``warns`` (once a run) and log it; return True
+    when the run is to stop there (``on_collapse == "stop"``)."""
+    found = collapse_warning(rows, acc_key, num_classes)
+    if found is None or any(w.startswith("collapse") for w in warns):
+        return False
+    stop = on_collapse == "stop"
+    warns.append(found + ("; training stopped (on_collapse=stop)" if stop else ""))
+    log(f"WARNING: {warns[-1]}")
+    return stop

@@ -241,19 +241,11 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
         guard.check_finite(row, sums, out)
         rows.append(row)
         stop = False
-        collapse = guard.collapse_warning(rows, watch, NUM_CLASSES)
-        if collapse and not any(w.startswith("collapse") for w in warns):
-            stop = cfg.on_collapse == "stop"
-            warns.append(collapse + ("; training stopped (on_collapse=stop)" if stop else ""))
-            log(f"WARNING: {warns[-1]}")
         if sets.val is not None:
             if stopper.update(1.0 - row[f"{sets.val}_acc"], epoch + 1, step_no):
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            early = cfg.early_stopping and stopper.should_stop(step_no)
-            if early:
-                log(f"early stop after epoch {epoch + 1}: no real improvement for "
-                    f"{step_no - stopper.best_step} steps")
-            stop = stop or early
+            stop = cfg.early_stopping and stopper.should_stop(step_no)
+        collapsed = guard.note_collapse(rows, warns, watch, NUM_CLASSES, cfg.on_collapse, log)
         elapsed = spent + time.perf_counter() - start
         left = elapsed / (epoch + 1) * (cfg.epochs - epoch - 1)
         log(_progress_line(row, cfg.epochs, elapsed, left))
@@ -262,9 +254,12 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
             checkpoint.save_state(out, checkpoint.TrainState(
                 epoch + 1, step_no, rows, asdict(stopper), method.state_dict(),
                 {name: o.state_dict() for name, o in optimizers.items()},
-                checkpoint.rng_states(generators), best_state, warns, stop,
+                checkpoint.rng_states(generators), best_state, warns, stop or collapsed,
                 spent + time.perf_counter() - start), cfg.keep_checkpoints)
         if stop:
+            log(f"early stop after epoch {epoch + 1}: no real improvement for "
+                f"{step_no - stopper.best_step} steps")
+        if stop or collapsed:
             break
 
     if best_state is not None:
