@@ -4,7 +4,8 @@ from __future__ import annotations
 
 DESCRIPTION = """Run ts_ts, ts_tt, tt_tt and tst_tt with the same settings into
 OUT/<protocol>/ and write OUT/summary.md, OUT/summary.csv and OUT/experiment.json.
-Protocols whose folder already holds result.json are not retrained."""
+Protocols whose folder already holds result.json are not retrained; half-trained
+ones resume from their last checkpoint."""
 
 
 def add_parser(sub, common) -> None:

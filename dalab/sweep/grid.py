@@ -87,6 +87,8 @@ class SweepSpec:
             return cls(**{k: data[k] for k in (*AXES, "overrides")})
         except (KeyError, TypeError) as err:
             raise ConfigError(f"{where}: not a sweep spec ({err})") from None
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {err}") from None
 
 
 def parse_list(text: str, kind: type, flag: str) -> list:

@@ -3,7 +3,8 @@
 ``run_experiment(cfg, out)`` trains ``ts_ts``, ``ts_tt``, ``tt_tt`` and ``tst_tt`` (the
 protocol field of ``cfg`` is replaced) into ``out/<protocol>/`` and writes
 ``summary.md``, ``summary.csv`` and ``experiment.json`` beside them. A protocol whose
-run folder already holds ``result.json`` is not trained again.
+run folder already holds ``result.json`` is not trained again; a half-trained one
+resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -71,19 +72,13 @@ def run_experiment(cfg: Config, out: Path, log: Callable[[str], None] = print,
                    protocols=tuple(PROTOCOLS)) -> dict[str, dict]:
     """Train every protocol of ``cfg``'s setting into ``out``; return results by protocol."""
     from dalab.training.loop import train
-    from dalab.training.runfolder import read_result
 
     out = Path(out)
     start = time.perf_counter()
     results: dict[str, dict] = {}
-    for protocol in protocols:
-        run_dir = out / protocol
-        if (run_dir / "result.json").is_file():
-            log(f"== {protocol}: finished run found in {run_dir}, not retrained")
-            results[protocol] = read_result(run_dir)
-            continue
+    for protocol in protocols:  # train() skips finished runs and resumes unfinished ones
         log(f"== {protocol}")
-        results[protocol] = train(dataclasses.replace(cfg, protocol=protocol), run_dir,
+        results[protocol] = train(dataclasses.replace(cfg, protocol=protocol), out / protocol,
                                   log).to_dict()
     seconds = time.perf_counter() - start
     write_text_atomic(out / "summary.md", summary_markdown(cfg, results, seconds))
