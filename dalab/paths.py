@@ -87,8 +87,9 @@ def make_folder(folder: str | os.PathLike) -> Path:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
-    Readers see either the old file or the complete new one, never a half file; the
-    temporary file is removed when the block raises. A folder that cannot be created or
+    Readers see either the old file or the complete new one, never a half file, even
+    after a power cut (the file is synced before the rename); the temporary file is
+    removed when the block raises. A folder that cannot be created or
     written, or a full disk, raises :class:`~dalab.errors.WriteError` naming ``path``.
     """
     path = Path(path)
@@ -102,7 +103,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; caches are meant to be shared
+        _fsync(tmp_path, os.O_RDWR)  # the data is on disk before the name points to it
         os.replace(tmp_path, path)
+        with contextlib.suppress(OSError):  # not every file system syncs folders
+            _fsync(path.parent, os.O_RDONLY)
     except WriteError:
         raise
     except OSError as err:
@@ -111,6 +115,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise _write_error(path, err) from None
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
