@@ -38,8 +38,17 @@ def parses_or_names(fn: Callable, name) -> object:
         return None
 
 
+BASE: list[Path] = []  # the module's temporary folder (pytest removes old ones)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _base(tmp_path_factory):
+    BASE[:] = [tmp_path_factory.mktemp("fuzz")]
+
+
 def _folder() -> Path:
-    return Path(tempfile.mkdtemp(prefix="dalab-fuzz-"))
+    """A fresh folder for one example (hypothesis runs many per test function)."""
+    return Path(tempfile.mkdtemp(dir=BASE[0]))
 
 
 def _mutate(data: bytes, cut: int, flips: list[tuple[int, int]]) -> bytes:
