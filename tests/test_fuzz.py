@@ -84,55 +84,96 @@ def test_idx_files(magic, dims, body, gz):
         assert out is None or out.dtype.name == "uint8"
 
 
-# -- label files and image folders ------------------------------------------------------------
+# -- domain specs, image folders, label files, the published MNIST-M layout ------------------
 
 @FUZZ
-@given(lines=st.lists(st.text(max_size=12) | st.sampled_from(["a.png 3", "a.png -1",
-                                                              "a.png ²", "b.png 4 x"]),
-                      max_size=5),
-       raw=st.binary(max_size=20))
-def test_label_files(lines, raw):
-    from dalab.evaluation.folders import label_file_items
+@given(spec=st.text(max_size=30) | st.builds(
+    lambda kind, opts: f"{kind}:{opts}",
+    st.sampled_from(["mnist", "mnistm", "digits", "syndigits", "folder", "mnistm-official",
+                     "other"]),
+    st.text(alphabet="=,.:-+ 0123456789abcdefghijklmnopqrstuvwxyz²", max_size=25)))
+def test_domain_specs(spec):
+    from dalab.data.domains import parse_spec
 
-    root = _folder()
-    (root / "a.png").write_bytes(b"")
-    labels = root / "labels.txt"
-    labels.write_bytes("\n".join(lines).encode("utf-8", "surrogatepass") + raw)
-    items = parses_or_names(lambda: label_file_items(root, labels), labels)
-    assert items is None or all(0 <= label < 10 for _, label in items)
+    try:
+        parse_spec(spec)
+    except DalabError as err:
+        assert "domain spec" in str(err), err
+
+
+def _load_folder(spec_kind: str, root: Path):
+    from dalab.data import load_domain
+
+    domain = load_domain(f"{spec_kind}:{root}", cache_dir=root.parent / "cache",
+                         download=False)
+    return [domain.split(s) for s in domain.splits]
+
+
+LABEL_LINE = (st.text(max_size=12)
+              | st.sampled_from(["a.png 3", "a.png -1", "a.png ²", "b.png 4 x", "a.png cat",
+                                 "../a.png 1", "/etc/passwd 1", "a.png 12", " a.png  0 "]))
+IMAGE_BYTES = st.tuples(
+    st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"BM", b"P6\n28 28\n255\n",
+                     b"\xff\xd8\xff", b"II*\x00", b"RIFF\x00\x00\x00\x00WEBP"]),
+    st.binary(max_size=200)).map(lambda t: t[0] + t[1])
+
+
+def _png(size: int, value: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), (value, 0, 255 - value)).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 @FUZZ
-@given(magic=st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"BM", b"P6\n28 28\n255\n",
-                              b"\xff\xd8\xff", b"II*\x00", b"RIFF\x00\x00\x00\x00WEBP"]),
-       body=st.binary(max_size=200), suffix=st.sampled_from([".png", ".jpg", ".ppm", ".gif"]),
-       channels=st.sampled_from([1, 3]))
-def test_random_bytes_as_images(magic, body, suffix, channels):
-    from dalab.evaluation.folders import load_image_set
-
-    root = _folder()
-    (root / "7").mkdir()
-    image = root / "7" / f"x{suffix}"
-    image.write_bytes(magic + body)
-    out = parses_or_names(lambda: load_image_set(root, channels=channels), image)
-    assert out is None or tuple(out[0].shape) == (1, channels, 28, 28)
+@given(lines=st.lists(LABEL_LINE, min_size=1, max_size=3), raw=st.binary(max_size=12),
+       size=st.sampled_from([28, 32, 5]), classes=st.none() | st.binary(max_size=12))
+def test_folder_domains_with_label_files(lines, raw, size, classes):
+    root = _folder() / "set"
+    root.mkdir()
+    (root / "a.png").write_bytes(_png(size, 9))
+    (root / "labels.txt").write_bytes("\n".join(lines).encode("utf-8", "surrogatepass") + raw)
+    if classes is not None:
+        (root / "classes.txt").write_bytes(classes)
+    splits = parses_or_names(lambda: _load_folder("folder", root), root)
+    for split in splits or ():
+        assert split.labels is None or all(0 <= int(k) < len(split.class_names)
+                                           for k in split.labels)
 
 
 @FUZZ
-@given(names=st.lists(st.text(min_size=1, max_size=4).filter(lambda s: "/" not in s
-                                                            and s not in (".", "..")
-                                                            and "\x00" not in s),
-                      min_size=1, max_size=3))
-def test_class_folder_names(names):
-    from dalab.evaluation.folders import load_image_set
-
-    root = _folder()
+@given(names=st.lists(st.text(min_size=1, max_size=4).filter(
+    lambda s: "/" not in s and s not in (".", "..") and "\x00" not in s), min_size=1,
+    max_size=3), image=IMAGE_BYTES | st.sampled_from([_png(28, 3), _png(40, 100)]))
+def test_folder_domains_with_class_folders(names, image):
+    root = _folder() / "set"
+    root.mkdir()
     for name in names:
         try:
             (root / name).mkdir(exist_ok=True)
         except OSError:  # a name the file system refuses
             return
-    parses_or_names(lambda: load_image_set(root), root)
+        (root / name / "x.png").write_bytes(image)
+    parses_or_names(lambda: _load_folder("folder", root), root)
+
+
+@FUZZ
+@given(lines=st.lists(LABEL_LINE | st.just("00001.png 7"), max_size=3),
+       image=IMAGE_BYTES | st.sampled_from([_png(32, 50), _png(28, 50)]),
+       archive=st.binary(max_size=60))
+def test_published_mnistm_layout(lines, image, archive):
+    base = _folder()
+    root = base / "mnist_m"
+    (root / "mnist_m_test").mkdir(parents=True)
+    (root / "mnist_m_test" / "00001.png").write_bytes(image)
+    (root / "mnist_m_test_labels.txt").write_text("\n".join(lines))
+    parses_or_names(lambda: _load_folder("mnistm-official", root), root)
+    (base / "mnist_m.tar.gz").write_bytes(b"\x1f\x8b" + archive)
+    parses_or_names(lambda: _load_folder("mnistm-official", base / "mnist_m.tar.gz"),
+                    base / "mnist_m.tar.gz")
 
 
 # -- saved configs -----------------------------------------------------------------------------
@@ -188,19 +229,19 @@ def test_sweep_specs(data, raw):
     parses_or_names(lambda: check_spec(out, spec), out / "sweep.json")
 
 
-# -- MNIST-M cache ------------------------------------------------------------------------------
+# -- caches of generated sets (MNIST-M, syndigits, image folders) --------------------------
 
 @FUZZ
 @given(data=JSON, raw=st.binary(max_size=300))
-def test_mnistm_cache_files(data, raw):
-    from dalab.data.mnistm import read_mnistm_arrays, read_sidecar
+def test_generated_set_cache_files(data, raw):
+    from dalab.data.cache import read_sidecar, read_split
 
     out = _folder()
     npz = out / "set.npz"
     npz.write_bytes(b"PK\x03\x04" + raw)
     npz.with_suffix(".json").write_text(json.dumps(data))
     assert read_sidecar(npz, {"theta": 1.0}) in (None, data)
-    parses_or_names(lambda: read_mnistm_arrays(npz, "train"), npz)
+    parses_or_names(lambda: read_split(npz, "train", "MNIST-M"), npz)
 
 
 # -- checkpoints ---------------------------------------------------------------------------------

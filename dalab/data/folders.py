@@ -35,6 +35,11 @@ class ImageList:
     by_folder: bool = False  # labels are class folder names (not a labels file)
 
 
+def is_index(label: str) -> bool:
+    """True for a label written as a class index: ASCII digits only (``"²"`` is not)."""
+    return label.isascii() and label.isdigit()
+
+
 def is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES \
         and not path.name.startswith(".")
@@ -124,7 +129,7 @@ def class_names_of(labels: list[str], by_folder: bool = False,
     of a labels file are indices: named by ``classes`` (line ``k`` of ``classes.txt``
     names label ``k``) or ``"0".."K-1"``; other labels are names, sorted.
     """
-    digits = all(label.isdigit() for label in labels)
+    digits = all(is_index(label) for label in labels)
     if by_folder:
         return tuple(sorted(set(labels), key=lambda n: (int(n), n) if digits else (0, n)))
     if digits:
@@ -145,7 +150,7 @@ def label_indices(labels: tuple[str, ...], class_names: tuple[str, ...],
     out = np.empty(len(labels), dtype=np.int64)
     for i, label in enumerate(labels):
         k = index.get(label)
-        if k is None and label.isdigit() and int(label) < len(class_names):
+        if k is None and is_index(label) and int(label) < len(class_names):
             k = int(label)
         if k is None:
             raise DataError(f"{where}: label {label!r} is not one of the classes "

@@ -205,6 +205,7 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
         warns, stopped, spent = state.warnings, state.stopped, state.seconds
     train_on = PROTOCOLS[cfg.protocol][1]
     watch = ("target" if train_on == "target" else "source") + "_train_acc"
+    classes = len(sets.labelled.class_names) or NUM_CLASSES
     eval_kw = dict(batch_size=cfg.eval_batch_size, device=device, amp=amp)
     log(f"train {cfg.protocol} ({cfg.method}, {cfg.network}, {device}): "
         f"{len(ys_all)} labelled, {0 if xt_all is None else len(xt_all)} unlabelled, "
@@ -245,7 +246,7 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
             if stopper.update(1.0 - row[f"{sets.val}_acc"], epoch + 1, step_no):
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             stop = cfg.early_stopping and stopper.should_stop(step_no)
-        collapsed = guard.note_collapse(rows, warns, watch, NUM_CLASSES, cfg.on_collapse, log)
+        collapsed = guard.note_collapse(rows, warns, watch, classes, cfg.on_collapse, log)
         elapsed = spent + time.perf_counter() - start
         left = elapsed / (epoch + 1) * (cfg.epochs - epoch - 1)
         log(_progress_line(row, cfg.epochs, elapsed, left))

@@ -70,7 +70,12 @@ class Folder(Domain):
     def named_classes(self) -> list[str] | None:
         """Names of integer labels: the lines of ``classes.txt`` (written by export)."""
         path = self.root / CLASSES_FILE
-        return path.read_text().splitlines() if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            return path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise DataError(f"{path}: cannot read the class names ({err})") from None
 
     def read(self, files: tuple[Path, ...]) -> np.ndarray:
         """RGB images ``(N, 3, size, size)``: each resized (bilinear) when it differs."""
@@ -86,7 +91,11 @@ class Folder(Domain):
         if self.has_labels:
             every = [label for lst in lists.values() for label in lst.labels]
             by_folder = all(lst.by_folder for lst in lists.values())
-            self.class_names = class_names_of(every, by_folder, self.named_classes())
+            try:
+                self.class_names = class_names_of(every, by_folder, self.named_classes())
+            except DataError as err:  # integer labels without a name in classes.txt
+                where = self.root / CLASSES_FILE
+                raise DataError(err if str(where) in str(err) else f"{where}: {err}") from None
         else:
             self.class_names = ()
         labels = {name: label_indices(lst.labels, self.class_names, lst.root)
