@@ -113,3 +113,32 @@ def test_full_disk_in_the_mnistm_cache(tmp_path, monkeypatch):
         mnistm.generate_mnistm(tmp_path, tmp_path / "cache")
     folder = tmp_path / "cache" / "mnistm"
     assert [p.suffix for p in folder.iterdir()] == [".lock"]  # no npz, sidecar or temp file
+
+
+def test_export_in_place_of_a_file_or_on_a_full_disk(tmp_path, monkeypatch):
+    import torch
+
+    from dalab.data import Split
+    from dalab.data.export import export_split
+
+    split = Split("toy/test", torch.zeros(3, 3, 28, 28, dtype=torch.uint8),
+                  torch.tensor([0, 1, 2]), ("a", "b", "c"))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(WriteError, match=f"{blocker} is a file, not a folder"):
+        export_split(split, blocker / "out", "test")
+    real = Path.write_bytes
+
+    def full_after_two(self, data):
+        if self.name == "00000002.png":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_after_two)
+    out = tmp_path / "out"
+    with pytest.raises(WriteError, match=f"cannot write the export {out / 'test'}: No space "
+                       "left on device"):
+        export_split(split, out, "test")
+    assert list(out.iterdir()) == []  # no image folder, labels file or temporary folder
+    monkeypatch.undo()
+    assert len(list(export_split(split, out, "test").iterdir())) == 3

@@ -3,8 +3,9 @@
 ``DIR/<split>/00000000.png, ...`` and ``DIR/<split>_labels.txt`` (``00000000.png 7``
 lines, as ``mnist_m_test_labels.txt``), plus ``DIR/classes.txt`` (one class name per
 line, line ``k`` naming label ``k``). A ``folder:DIR`` domain reads it back to the same
-tensors. Everything is written into a temporary folder inside ``DIR`` and renamed into
-place, so a reader never sees half an export.
+tensors. The images are written into a temporary folder inside ``DIR``, renamed into place
+after the labels file: a reader never sees half an export, and a failed one (a full
+disk) leaves no image folder behind.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from pathlib import Path
 
 from dalab.data.domains.base import Split
 from dalab.data.samples import png_bytes, to_pil
-from dalab.errors import DataError
-from dalab.paths import write_text_atomic
+from dalab.errors import DataError, WriteError
+from dalab.paths import make_folder, write_text_atomic
 
 CLASSES_FILE = "classes.txt"
 
@@ -33,6 +34,8 @@ def export_split(split: Split, out: str | os.PathLike, name: str) -> Path:
     ------
     DataError
         When ``out/<name>`` already exists or ``out/classes.txt`` names other classes.
+    WriteError
+        When ``out`` cannot be written (a file in the way, a full disk).
     """
     out = Path(out)
     final = out / name
@@ -43,21 +46,24 @@ def export_split(split: Split, out: str | os.PathLike, name: str) -> Path:
     if split.labels is not None and classes.is_file() and classes.read_text() != names:
         raise DataError(f"{classes}: names other classes than {split.name}; "
                         "choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     images = split.images.numpy()
     lines = []
-    with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=out) as tmp:
-        folder = Path(tmp) / name
-        folder.mkdir()
-        for i, image in enumerate(images):
-            file = f"{i:08d}.png"
-            (folder / file).write_bytes(png_bytes(to_pil(image)))
+    try:
+        with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=out) as tmp:
+            folder = Path(tmp) / name
+            folder.mkdir()
+            for i, image in enumerate(images):
+                file = f"{i:08d}.png"
+                (folder / file).write_bytes(png_bytes(to_pil(image)))
+                if split.labels is not None:
+                    lines.append(f"{file} {int(split.labels[i])}\n")
             if split.labels is not None:
-                lines.append(f"{file} {int(split.labels[i])}\n")
-        if split.labels is not None:
-            write_text_atomic(Path(tmp) / f"{name}_labels.txt", "".join(lines))
-        os.rename(folder, final)
-        if split.labels is not None:
-            write_text_atomic(classes, names)
-            os.replace(Path(tmp) / f"{name}_labels.txt", out / f"{name}_labels.txt")
+                write_text_atomic(classes, names)
+                write_text_atomic(out / f"{name}_labels.txt", "".join(lines))
+            os.rename(folder, final)  # last: the folder marks a complete export
+    except WriteError:
+        raise
+    except OSError as err:  # a full disk, no permission: the temporary folder is gone
+        raise WriteError(f"cannot write the export {final}: {err.strerror or err}") from None
     return final
