@@ -10,8 +10,8 @@ import torch
 
 from dalab.methods import METHODS, grad_reverse, grl_weight, ramp
 from dalab.models import build_model
-from dalab.training import make_config, make_step
-from dalab.training.optim import annealed_lr, lr_at, make_optimizer
+from dalab.training import make_config
+from dalab.training.optim import annealed_lr, lr_at
 
 
 @pytest.mark.parametrize("weight", [0.0, 0.3, 1.0, 2.5])
@@ -63,14 +63,12 @@ def test_every_method_trains(name, optimizer):
     cfg = make_config("quick", optimizer=optimizer, lr=0.01, weight_decay=1e-4, dropout=0.1)
     model = build_model(cfg.network, 3, [0.4] * 3, [0.25] * 3, cfg.dropout)
     method = METHODS[name](model, cfg)
-    opt = make_optimizer(method.parameters(), cfg)
-    step = make_step(method, opt)
     before = [p.detach().clone() for p in method.parameters()]
     xs = torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8)  # grey source
     ys = torch.randint(0, 10, (16,))
     xt = torch.randint(0, 256, (16, 3, 28, 28), dtype=torch.uint8)  # colour target
     for i in range(3):
-        out = step(xs, ys, xt, i / 3, 0.01)
+        out = method.update(xs, ys, xt, i / 3, 0.01)
         assert all(torch.isfinite(v).all() for v in out.values()), out
         assert not out["loss"].requires_grad
     assert any(not torch.equal(a, b) for a, b in zip(before, method.parameters()))

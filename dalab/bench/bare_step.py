@@ -2,8 +2,7 @@
 on a batch already in memory, with no data handling at all -- the "speed of light" the
 training loop is compared with.
 
-The step is the engine's own :func:`dalab.training.loop.make_step` around the method
-module; batches are uint8 ``(B, 1, 28, 28)`` source and ``(B, 3, 28, 28)`` target images,
+The step is the method's own ``update`` (as the training loop calls it); batches are uint8 ``(B, 1, 28, 28)`` source and ``(B, 3, 28, 28)`` target images,
 as the loop hands them over (the network converts to float itself). Images/s counts
 every image through the network: ``B`` per source-only step, ``2 B`` per DANN step.
 """
@@ -23,9 +22,8 @@ def build_step(method: str, batch: int, device: torch.device, *, network: str = 
     Returns ``(step, method_module)``; ``step(xs, ys, xt, progress, lr)``.
     """
     from dalab.methods import METHODS
-    from dalab.training import make_config, make_step
+    from dalab.training import make_config
     from dalab.training.loop import _build
-    from dalab.training.optim import make_optimizer
 
     protocol = "tst_tt" if method == "dann" else "ts_tt"
     cfg = make_config("quick", protocol=protocol, batch_size=batch, network=network,
@@ -34,9 +32,8 @@ def build_step(method: str, batch: int, device: torch.device, *, network: str = 
     torch.manual_seed(seed)
     sets = _StatsOnly(channels=3)
     model = _build(cfg, sets, device, log=None)
-    module = METHODS[cfg.method](model, cfg).to(device)
-    optimizer = make_optimizer([p for p in module.parameters() if p.requires_grad], cfg)
-    return make_step(module, optimizer, amp and device.type == "cuda", device.type), module
+    module = METHODS[cfg.trained_method](model, cfg).to(device)
+    return module.update, module
 
 
 class _StatsOnly:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from dalab.errors import ConfigError
-from dalab.models import digits
+from dalab.models import digits, vada
 from dalab.models.classifier import Classifier
 
 NUM_CLASSES = 10  # the digit domains' class count, the default everywhere
@@ -23,6 +23,8 @@ Parts = tuple[nn.Module, nn.Module, nn.Module]
 NETWORKS: dict[str, Callable[[int, int, int, float], Parts]] = {
     "lenet": digits.lenet,
     "dann": digits.dann,
+    "vada": vada.vada,
+    "vada_plain": vada.vada_plain,
 }
 
 __all__ = ["Classifier", "NETWORKS", "NUM_CLASSES", "build_model", "channel_stats"]

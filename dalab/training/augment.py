@@ -1,4 +1,4 @@
-"""Batch augmentations as tensor ops: ``(N, C, 28, 28)`` uint8 in, uint8 out, same device.
+"""Batch augmentations as tensor ops on ``(N, C, H, W)`` batches, on the images' device.
 
 Like airbench's ``batch_flip_lr``, each function treats a whole batch at once with a few
 elementwise ops, so it costs little next to the step and runs on the GPU when the data
@@ -12,11 +12,19 @@ device), so a run stays bit-for-bit repeatable for a fixed seed.
 at any target image: per image and channel, a random inversion (probability 1/2) and a
 random contrast/brightness, so digits and backgrounds get random, often inverted,
 colours. It reads no target data and no labels.
+
+Consistency methods (FixMatch, self-ensembling) use :func:`weak` and :func:`strong`,
+float in [0, 1] out, built from :func:`random_affine` (translation, rotation, zoom in
+one ``grid_sample``), :func:`jitter_unit` (colour and inversion) and
+:func:`gaussian_noise`. Without a generator they draw from torch's default one.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 AUGMENTS = ("none", "color")
@@ -25,6 +33,24 @@ AUGMENTS = ("none", "color")
 def _uniform(shape: tuple[int, ...], low: float, high: float, gen: torch.Generator,
              device: torch.device) -> Tensor:
     return torch.rand(shape, generator=gen, device=device).mul_(high - low).add_(low)
+
+
+def to_unit(x: Tensor, channels: int) -> Tensor:
+    """uint8 or [0, 1] float ``(N, C, H, W)`` -> float in [0, 1] with ``channels``
+    channels (grey replicated)."""
+    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    return x.expand(-1, channels, -1, -1) if x.shape[1] != channels else x
+
+
+def jitter_unit(x: Tensor, gen: torch.Generator | None,
+                contrast: tuple[float, float] = (0.3, 1.0)) -> Tensor:
+    """Random per-channel inversion (probability 1/2), contrast ``a`` and brightness
+    ``b`` in ``[0, 1 - a]`` of float images in [0, 1]: ``a * (1 - x or x) + b``."""
+    shape, device = (x.shape[0], x.shape[1], 1, 1), x.device
+    invert = torch.rand(shape, generator=gen, device=device) < 0.5
+    a = _uniform(shape, contrast[0], contrast[1], gen, device)
+    b = torch.rand(shape, generator=gen, device=device).mul_(1.0 - a)
+    return torch.where(invert, 1.0 - x, x).mul_(a).add_(b)
 
 
 def color_jitter(x: Tensor, gen: torch.Generator, channels: int = 3,
@@ -49,16 +75,44 @@ def color_jitter(x: Tensor, gen: torch.Generator, channels: int = 3,
     Tensor
         uint8 ``(N, channels, H, W)`` on ``x``'s device: ``a * (1 - x or x) + b``.
     """
-    n, device = x.shape[0], x.device
-    x = x.float().div_(255.0)
-    if x.shape[1] != channels:
-        x = x.expand(-1, channels, -1, -1)
-    shape = (n, channels, 1, 1)
-    invert = torch.rand(shape, generator=gen, device=device) < 0.5
-    a = _uniform(shape, contrast[0], contrast[1], gen, device)
-    b = torch.rand(shape, generator=gen, device=device).mul_(1.0 - a)
-    x = torch.where(invert, 1.0 - x, x).mul_(a).add_(b)
+    x = jitter_unit(to_unit(x, channels), gen, contrast)
     return x.mul_(255.0).round_().to(torch.uint8)
+
+
+def random_affine(x: Tensor, gen: torch.Generator | None, shift: float = 2.0,
+                  rotate: float = 0.0, scale: float = 0.0) -> Tensor:
+    """Random translation (up to ``shift`` pixels), rotation (up to ``rotate`` degrees)
+    and zoom (factor in ``[1 - scale, 1 + scale]``) of each image of a float batch,
+    in one ``affine_grid`` + ``grid_sample`` (edges repeat the border pixels)."""
+    n, _, h, w = x.shape
+    device = x.device
+    angle = _uniform((n,), -rotate, rotate, gen, device).mul_(math.pi / 180)
+    zoom = _uniform((n,), 1.0 - scale, 1.0 + scale, gen, device)
+    tx = _uniform((n,), -shift, shift, gen, device).mul_(2.0 / w)
+    ty = _uniform((n,), -shift, shift, gen, device).mul_(2.0 / h)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def gaussian_noise(x: Tensor, gen: torch.Generator | None, std: float) -> Tensor:
+    """``x + N(0, std^2)`` per pixel, clipped to [0, 1]."""
+    noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+    return x.add(noise, alpha=std).clamp_(0.0, 1.0)
+
+
+def weak(x: Tensor, channels: int, gen: torch.Generator | None = None) -> Tensor:
+    """The weak augmentation of consistency methods: a translation of up to 2 pixels
+    (uint8 or float in, float [0, 1] out)."""
+    return random_affine(to_unit(x, channels), gen, shift=2.0)
+
+
+def strong(x: Tensor, channels: int, gen: torch.Generator | None = None) -> Tensor:
+    """The strong augmentation: translation (3 px), rotation (15 degrees), zoom (10%),
+    colour jitter with inversion, and Gaussian noise (std 0.05)."""
+    x = random_affine(to_unit(x, channels), gen, shift=3.0, rotate=15.0, scale=0.1)
+    return gaussian_noise(jitter_unit(x, gen), gen, 0.05)
 
 
 def augment(name: str, x: Tensor, gen: torch.Generator, channels: int = 3) -> Tensor:

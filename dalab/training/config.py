@@ -12,11 +12,14 @@ from dataclasses import dataclass
 
 from dalab.errors import ConfigError
 
-PROTOCOLS = {  # protocol: (method, trains on, tests on)
+from dalab.methods import ALIASES, METHODS
+from dalab.models import NETWORKS
+
+PROTOCOLS = {  # protocol: (method, trains on, tests on); "adapt" = the Config's method
     "ts_ts": ("source_only", "source", "source"),
     "ts_tt": ("source_only", "source", "target"),
     "tt_tt": ("source_only", "target", "target"),
-    "tst_tt": ("dann", "source+target", "target"),
+    "tst_tt": ("adapt", "source+target", "target"),
 }
 CHOICES = {
     "protocol": tuple(PROTOCOLS),
@@ -26,7 +29,8 @@ CHOICES = {
     "optimizer": ("sgd", "rmsprop", "adam"),
     "lr_schedule": ("constant", "epoch", "anneal"),
     "select": ("source-val", "target-val", "none"),
-    "network": ("lenet", "dann"),
+    "network": tuple(NETWORKS),
+    "method": tuple(METHODS) + tuple(ALIASES),
     "device": ("auto", "cpu", "cuda"),
     "patch_split": ("train", "val", "test", "all"),
     "augment": ("none", "color"),
@@ -44,7 +48,8 @@ class Config:
     # -- what is trained ---------------------------------------------------------------
     protocol: str = "tst_tt"  # ts_ts | ts_tt | tt_tt | tst_tt (train/test on source/target)
     preset: str | None = None  # name of the preset applied before the flags (informational)
-    network: str = "dann"  # lenet (original code) | dann (DANN paper's MNIST network)
+    method: str = "dann"  # adaptation method of tst_tt (a key of dalab.methods.METHODS)
+    network: str = "dann"  # lenet (original code) | dann (DANN paper) | vada (VADA/DIRT-T)
     dropout: float = 0.0  # dropout probability before each fully connected layer
     augment: str = "none"  # batch augmentation of labelled images: none | color (jitter)
     # -- data --------------------------------------------------------------------------
@@ -60,6 +65,32 @@ class Config:
     # -- adaptation --------------------------------------------------------------------
     grl_lambda: float = 1.0  # gradient reversal weight lambda (maximum for the ramp)
     lambda_schedule: str = "ramp"  # fixed lambda, or lambda * (2/(1+exp(-10 p)) - 1)
+    # -- method settings (each method reads its own; defaults are its paper's) --------
+    cdan_hidden: int = 1024  # CDAN discriminator hidden width
+    cdan_max_width: int = 4096  # CDAN: multilinear map up to D*K features, else randomised
+    cdan_random_dim: int = 1024  # CDAN: width of the randomised multilinear map
+    dan_weight: float = 1.0  # DAN: weight of the multi-kernel MMD term
+    jan_weight: float = 1.0  # JAN: weight of the joint MMD term
+    coral_weight: float = 1.0  # Deep CORAL: weight of the covariance term
+    mcd_steps: int = 4  # MCD: generator steps per batch (step C; 4 for digits)
+    mcc_weight: float = 1.0  # MCC: weight of the class-confusion term
+    mcc_temperature: float = 2.5  # MCC: softmax temperature
+    bnm_weight: float = 1.0  # BNM: weight of the (negative) nuclear norm
+    adda_pretrain: float = 0.5  # ADDA: fraction of training spent on source pretraining
+    adda_hidden: int = 500  # ADDA: discriminator hidden width
+    vada_domain_weight: float = 0.01  # VADA/DIRT-T: lambda_d, domain (GAN) loss weight
+    vada_source_vat_weight: float = 0.0  # VADA/DIRT-T: lambda_s, VAT on the source
+    vada_target_weight: float = 0.01  # VADA/DIRT-T: lambda_t, target entropy + VAT
+    vat_eps: float = 3.5  # VAT radius (L2 per image, normalised input units)
+    dirtt_vada_fraction: float = 0.5  # DIRT-T: fraction of training spent on VADA
+    dirtt_beta: float = 0.01  # DIRT-T: weight of KL(teacher || student)
+    dirtt_teacher_decay: float = 0.998  # DIRT-T: EMA decay of the teacher per step
+    ema_decay: float = 0.99  # self-ensembling: EMA decay of the teacher per step
+    se_weight: float = 3.0  # self-ensembling: weight of the consistency term
+    se_threshold: float = 0.968  # self-ensembling: teacher confidence threshold
+    se_class_balance: float = 0.005  # self-ensembling: weight of the class-balance term
+    fixmatch_threshold: float = 0.95  # FixMatch: pseudo-label confidence threshold
+    fixmatch_weight: float = 1.0  # FixMatch: weight of the pseudo-label loss
     # -- optimisation ------------------------------------------------------------------
     seed: int = 0  # seed of initialisation, batch order and dropout
     epochs: int = 10  # passes over the labelled training set (epoch = its size / batch)
@@ -89,6 +120,8 @@ class Config:
     keep_checkpoints: bool = False  # keep every epoch's checkpoint (default: the last, until done)
 
     def __post_init__(self) -> None:
+        if isinstance(self.method, str):
+            self.method = ALIASES.get(self.method, self.method)
         for name, choices in CHOICES.items():
             value = getattr(self, name)
             if not isinstance(value, str) or value not in choices:
@@ -101,6 +134,14 @@ class Config:
         _check_range(self, "theta", 0.0, 1.0)
         _check_range(self, "dropout", 0.0, 0.99)
         _check_range(self, "improvement_threshold", 0.0, 1.0)
+        for name in ("adda_pretrain", "dirtt_vada_fraction", "dirtt_teacher_decay",
+                     "ema_decay", "se_threshold", "fixmatch_threshold"):
+            _check_range(self, name, 0.0, 1.0)
+        for name in ("dan_weight", "jan_weight", "coral_weight", "mcc_weight",
+                     "mcc_temperature", "bnm_weight", "vada_domain_weight",
+                     "vada_source_vat_weight", "vada_target_weight", "vat_eps", "dirtt_beta",
+                     "se_weight", "se_class_balance", "fixmatch_weight"):
+            _check_range(self, name, 0.0, math.inf)
         for name in ("lr", "grl_lambda", "momentum", "weight_decay", "lr_decay",
                      "anneal_alpha", "anneal_beta", "patience_increase"):
             _check_range(self, name, 0.0, math.inf)
@@ -110,7 +151,8 @@ class Config:
         for name in ("data_root", "cache_dir"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name}: expected a folder path, got {getattr(self, name)!r}")
-        for name in ("epochs", "batch_size", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "cdan_hidden", "cdan_max_width",
+                     "cdan_random_dim", "adda_hidden", "mcd_steps"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ConfigError(f"{name}: expected a positive integer, got "
                                   f"{getattr(self, name)!r}")
@@ -124,8 +166,10 @@ class Config:
 
     # -- derived -------------------------------------------------------------------------
     @property
-    def method(self) -> str:
-        return PROTOCOLS[self.protocol][0]
+    def trained_method(self) -> str:
+        """The method this run trains: ``method`` for tst_tt, source_only otherwise."""
+        kind = PROTOCOLS[self.protocol][0]
+        return self.method if kind == "adapt" else kind
 
     @property
     def oracle_selection(self) -> bool:

@@ -1,7 +1,8 @@
 """``train(cfg) -> Result``: one loop for every method and protocol.
 
-Reads top to bottom: device and seeds, data, model, method, optimiser, the step loop,
-per-epoch evaluation and logging, selection, the run folder. The whole data set lives
+Reads top to bottom: device and seeds, data, model, method (with its optimisers), the
+step loop (``method.update`` per batch), per-epoch evaluation and logging, selection,
+the run folder. The whole data set lives
 on the device as uint8; each batch is a slice of a seeded ``randperm``. Inside an epoch
 nothing waits on the device: losses are summed as tensors and read once per epoch.
 """
@@ -28,7 +29,7 @@ from dalab.training.allocator import keep_freed_memory
 from dalab.training.augment import augment
 from dalab.training.config import PROTOCOLS, Config
 from dalab.training.domains import Sets, load_sets
-from dalab.training.optim import lr_at, make_optimizer, set_lr
+from dalab.training.optim import lr_at
 from dalab.training.selection import EarlyStopping
 
 
@@ -78,24 +79,6 @@ def resolve_device(name: str) -> torch.device:
         from dalab.errors import ConfigError
         raise ConfigError("device: 'cuda' requested but torch sees no CUDA device")
     return torch.device(name)
-
-
-def make_step(method, optimizer: torch.optim.Optimizer, amp: bool = False,
-              device_type: str = "cpu") -> Callable[..., dict[str, Tensor]]:
-    """One optimisation step: ``step(xs, ys, xt, progress, lr) -> detached losses``."""
-
-    def step(xs: Tensor, ys: Tensor, xt: Tensor | None, progress: float,
-             lr: float) -> dict[str, Tensor]:
-        set_lr(optimizer, lr)
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
-            out = method.losses(xs, ys, xt, progress)
-        optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        optimizer.step()
-        out["loss"] = out["loss"].detach()
-        return out
-
-    return step
 
 
 def batch_indices(n: int, batch: int, steps: int, gen: torch.Generator) -> Tensor:
@@ -178,9 +161,7 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
     amp = _prepare(cfg, device, log)
     sets = load_sets(cfg)
     model = _build(cfg, sets, device, log)
-    method = METHODS[cfg.method](model, cfg).to(device)
-    optimizer = make_optimizer([p for p in method.parameters() if p.requires_grad], cfg)
-    step = make_step(method, optimizer, amp, device.type)
+    method = METHODS[cfg.trained_method](model, cfg).to(device)  # owns its optimisers
     state = begin.state
     if out is not None and (state is None or begin.changes):
         runfolder.write_config(out, cfg, device, begin.changes, state.epoch if state else 0)
@@ -197,7 +178,7 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
     best_state, rows, step_no, val_acc = None, [], 0, None
     warns, stopped, spent = [], False, 0.0
     generators = {"source": gen_s, "target": gen_t, "augment": gen_aug}
-    optimizers = {"main": optimizer}
+    optimizers = method.optimizers
     if state is not None:
         checkpoint.restore(state, out, method, optimizers, generators)
         stopper = EarlyStopping(**state.stopper)
@@ -207,7 +188,7 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
     watch = ("target" if train_on == "target" else "source") + "_train_acc"
     classes = len(sets.labelled.class_names) or NUM_CLASSES
     eval_kw = dict(batch_size=cfg.eval_batch_size, device=device, amp=amp)
-    log(f"train {cfg.protocol} ({cfg.method}, {cfg.network}, {device}): "
+    log(f"train {cfg.protocol} ({cfg.trained_method}, {cfg.network}, {device}): "
         f"{len(ys_all)} labelled, {0 if xt_all is None else len(xt_all)} unlabelled, "
         f"{cfg.epochs} epochs x {steps_per_epoch} steps of {cfg.batch_size}")
 
@@ -227,7 +208,7 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
             if cfg.channels_last:
                 xs = xs.contiguous(memory_format=torch.channels_last)
                 xt = xt.contiguous(memory_format=torch.channels_last) if xt is not None else None
-            for key, value in step(xs, ys, xt, progress, lr).items():
+            for key, value in method.update(xs, ys, xt, progress, lr).items():
                 sums[key] = sums[key] + value.float() if key in sums else value.float()
             step_no += 1
             if on_step is not None:

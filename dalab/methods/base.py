@@ -1,0 +1,136 @@
+"""The method interface: a method owns its model, extra modules, teachers and optimisers.
+
+The training loop builds ``method = METHODS[name](model, cfg)`` and calls
+``figures = method.update(xs, ys, xt, progress, lr)`` once per batch; nothing else in
+the loop knows which method runs. ``update`` returns detached figures ("loss",
+"class_loss", "train_acc" and method-specific ones) that the loop reads from the device
+only at its logging interval.
+
+A method whose objective is one loss minimised by one optimiser implements
+:meth:`Method.losses` alone; the default :meth:`Method.update` does the step. Methods with
+several steps per batch (MCD), a discriminator with its own optimiser (VADA, ADDA) or a
+teacher (mean teacher, DIRT-T) override ``update`` and use :meth:`Method.step`.
+
+``method.state_dict()`` holds everything a resumed run needs besides the optimisers
+(model, extra modules, teachers and schedule buffers); ``method.optimizers`` maps a name
+to each optimiser.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import Tensor, nn
+
+from dalab.models import Classifier
+
+
+class Method(nn.Module):
+    """Base class of every adaptation method.
+
+    Parameters
+    ----------
+    model
+        The network being trained; evaluation and checkpoints use it.
+    cfg
+        The run's :class:`dalab.training.Config` (read for the optimiser and the
+        method's own ``<method>_*`` settings).
+
+    Subclasses set extra modules in ``__init__`` before calling
+    :meth:`build_optimizers` (the default gives one optimiser, ``"main"``, over every
+    trainable parameter).
+    """
+
+    uses_target = True  # False: the method never looks at target images
+
+    def __init__(self, model: Classifier, cfg):
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    # -- optimisers ----------------------------------------------------------------------
+    def build_optimizers(self, groups: dict[str, list[nn.Parameter]] | None = None) -> None:
+        """Build ``self.optimizers`` from the Config: one optimiser per named group of
+        parameters (default: ``{"main": every trainable parameter}``)."""
+        from dalab.training.optim import make_optimizer  # dalab.training imports methods
+
+        if groups is None:
+            groups = {"main": [p for p in self.parameters() if p.requires_grad]}
+        self.optimizers = {name: make_optimizer(params, self.cfg)
+                           for name, params in groups.items()}
+
+    def autocast(self, x: Tensor):
+        """bf16 autocast on CUDA when ``cfg.amp``; a no-op context otherwise."""
+        if getattr(self.cfg, "amp", False) and x.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def step(self, names: str | tuple[str, ...], loss: Tensor, lr: float) -> None:
+        """One step of the optimiser(s) ``names`` on ``loss``: set lr, zero their
+        gradients, backward, step each."""
+        optimizers = [self.optimizers[n] for n in ((names,) if isinstance(names, str)
+                                                    else names)]
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+
+    # -- one training step -----------------------------------------------------------------
+    def losses(self, xs: Tensor, ys: Tensor, xt: Tensor | None, progress: float
+               ) -> dict[str, Tensor]:
+        """``{"loss": minimised, ...figures}`` on one batch; see the subclasses."""
+        raise NotImplementedError(f"{type(self).__name__} overrides update() instead")
+
+    def update(self, xs: Tensor, ys: Tensor, xt: Tensor | None, progress: float,
+               lr: float) -> dict[str, Tensor]:
+        """One training step on source images ``xs`` (N, C, H, W), labels ``ys`` (N,)
+        and target images ``xt`` (M, C', H, W) (``None`` without a target); returns
+        detached figures."""
+        with self.autocast(xs):
+            out = self.losses(xs, ys, xt, progress)
+        self.step("main", out["loss"], lr)
+        return detached(out)
+
+    def grl_weight(self, progress: float) -> float:
+        """The adaptation weight at ``progress`` (logged as ``lambda``); 0 without one."""
+        return 0.0
+
+
+def detached(figures: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The figures with every tensor detached from the graph."""
+    return {k: v.detach() for k, v in figures.items()}
+
+
+class Aligned(Method):
+    """A method whose loss is source cross-entropy plus a term on both domains' features
+    and logits: ``CE(classify(f_s), ys) + align(f_s, f_t, logits_s, logits_t)``.
+
+    Subclasses implement :meth:`align`, returning the weighted term and its figures.
+    Features come from :func:`dalab.methods.common.features_st` (each domain with its
+    own batch-norm statistics).
+    """
+
+    def __init__(self, model: Classifier, cfg):
+        super().__init__(model, cfg)
+        self.build_optimizers()
+
+    def align(self, f_s: Tensor, f_t: Tensor, logits_s: Tensor, logits_t: Tensor,
+              progress: float) -> tuple[Tensor, dict[str, Tensor]]:
+        raise NotImplementedError
+
+    def losses(self, xs: Tensor, ys: Tensor, xt: Tensor | None, progress: float
+               ) -> dict[str, Tensor]:
+        import torch.nn.functional as F
+
+        from dalab.methods.common import accuracy, features_st
+        f_s, f_t = features_st(self.model, xs, xt)
+        logits_s, logits_t = self.model.classify(f_s), self.model.classify(f_t)
+        cls = F.cross_entropy(logits_s, ys)
+        term, figures = self.align(f_s, f_t, logits_s, logits_t, progress)
+        return {"loss": cls + term, "class_loss": cls, "train_acc": accuracy(logits_s, ys),
+                **figures}
