@@ -17,7 +17,7 @@ def class_confusion(logits_t: Tensor, temperature: float) -> Tensor:
     w = 1.0 + torch.exp(-entropy(logits_t.float() / temperature, reduce=False)).detach()
     w = (w * len(w) / w.sum()).unsqueeze(1)
     c = (y * w).T @ y
-    c = c / c.sum(1, keepdim=True)
+    c = c / c.sum(1, keepdim=True).clamp_min(1e-12)
     k = y.shape[1]
     return (c.sum() - c.trace()) / k
 

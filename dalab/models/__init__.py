@@ -23,6 +23,7 @@ Parts = tuple[nn.Module, nn.Module, nn.Module]
 NETWORKS: dict[str, Callable[[int, int, int, float], Parts]] = {
     "lenet": digits.lenet,
     "dann": digits.dann,
+    "dann_bn": digits.dann_bn,
     "vada": vada.vada,
     "vada_plain": vada.vada_plain,
 }

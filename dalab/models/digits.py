@@ -55,3 +55,23 @@ def dann(in_channels: int, num_classes: int, size: int, dropout: float
     domain = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, 100), nn.ReLU(),
                            nn.Linear(100, 1))
     return features, label, domain
+
+
+def dann_bn(in_channels: int, num_classes: int, size: int, dropout: float
+            ) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """The most used public PyTorch DANN's network: conv64 5x5, batch norm, pool, ReLU;
+    conv50 5x5, batch norm, dropout, pool, ReLU (800 features at 28 px); label
+    predictor fc100 BN ReLU dropout, fc100 BN ReLU, fc-classes; domain classifier
+    fc100 BN ReLU fc1. ``dropout`` is the rate of both dropouts (that code uses 0.5)."""
+    width = _conv_width(50, size)
+    features = nn.Sequential(
+        nn.Conv2d(in_channels, 64, 5), nn.BatchNorm2d(64), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Conv2d(64, 50, 5), nn.BatchNorm2d(50), nn.Dropout2d(dropout), nn.MaxPool2d(2),
+        nn.ReLU(), nn.Flatten(),
+    )
+    label = nn.Sequential(nn.Linear(width, 100), nn.BatchNorm1d(100), nn.ReLU(),
+                          nn.Dropout(dropout), nn.Linear(100, 100), nn.BatchNorm1d(100),
+                          nn.ReLU(), nn.Linear(100, num_classes))
+    domain = nn.Sequential(nn.Linear(width, 100), nn.BatchNorm1d(100), nn.ReLU(),
+                           nn.Linear(100, 1))
+    return features, label, domain
