@@ -31,7 +31,7 @@ class ADDA(Method):
     def __init__(self, model: Classifier, cfg):
         super().__init__(model, cfg)
         self.source_encoder = frozen_copy(model.feature_extractor).eval()
-        width, _ = widths(model, getattr(cfg, "size", 28))
+        width, _ = widths(model)
         self.discriminator = mlp(width, cfg.adda_hidden)
         self.register_buffer("adapting", torch.zeros((), dtype=torch.bool))
         self.build_optimizers({

@@ -33,7 +33,7 @@ class CDAN(Method):
     def __init__(self, model: Classifier, cfg, entropy_conditioning: bool = False):
         super().__init__(model, cfg)
         self.entropy_conditioning = entropy_conditioning
-        width, classes = widths(model, getattr(cfg, "size", 28))
+        width, classes = widths(model)
         self.randomized = width * classes > cfg.cdan_max_width
         if self.randomized:
             gen = torch.Generator().manual_seed(cfg.seed)

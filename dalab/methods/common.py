@@ -82,17 +82,12 @@ def features_st(model: Classifier, xs: Tensor, xt: Tensor) -> tuple[Tensor, Tens
     return model.features(xs), model.features(xt)
 
 
-@torch.no_grad()
-def widths(model: Classifier, size: int) -> tuple[int, int]:
-    """Feature width ``D`` and class count ``K`` of ``model`` on ``size`` px images
-    (one probe forward in eval mode)."""
-    was_training = model.training
-    model.eval()
-    p = next(model.parameters())
-    f = model.features(torch.zeros(2, model.in_channels, size, size, device=p.device))
-    k = model.classify(f).shape[1]
-    model.train(was_training)
-    return f.shape[1], k
+def widths(model: Classifier) -> tuple[int, int]:
+    """Feature width ``D`` (the domain head's input) and class count ``K`` (the label
+    head's output) of ``model``."""
+    first = next(m for m in model.domain_head.modules() if isinstance(m, nn.Linear))
+    last = [m for m in model.label_head.modules() if isinstance(m, nn.Linear)][-1]
+    return first.in_features, last.out_features
 
 
 def accuracy(logits: Tensor, labels: Tensor) -> Tensor:
