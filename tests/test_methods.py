@@ -206,3 +206,51 @@ def test_every_method_learns_an_easy_shift_well_above_chance(name):
     with torch.no_grad():
         acc = (model(xt).argmax(1) == yt).float().mean().item()  # labels read here only
     assert acc >= 0.7, f"{name}: target accuracy {acc:.2f} (chance 0.25)"
+
+
+class _GuardedSplit:
+    """A target split whose labels raise when any method's code is on the stack."""
+
+    def __init__(self, name: str, images: torch.Tensor, labels: torch.Tensor):
+        self.name, self.images, self._labels = name, images, labels
+
+    @property
+    def labels(self) -> torch.Tensor:
+        frames = [f.filename.replace("\\", "/") for f in inspect.stack(0)]
+        if any("/dalab/methods/" in f for f in frames):
+            raise AssertionError("a method read target labels")
+        return self._labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_the_loop_hands_methods_target_images_only(name, monkeypatch):
+    from dalab.data import Domain
+    from dalab.training import loop
+    from dalab.training.domains import Sets
+
+    gen = torch.Generator().manual_seed(0)
+    xs = torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8, generator=gen)
+    xt = torch.randint(0, 256, (16, 3, 28, 28), dtype=torch.uint8, generator=gen)
+    ys, yt = torch.arange(16) % 10, torch.arange(16) % 10
+    src = Domain("source", xs, ys)
+    tgt = _GuardedSplit("target", xt, yt)
+    sets = Sets(labelled=src, unlabelled=xt, val=None, test="target_test", channels=3,
+                evals={"source_train": src, "target_train": tgt, "source_test": src,
+                       "target_test": tgt})
+    monkeypatch.setattr(loop, "load_sets", lambda cfg: sets)
+    cls, seen = METHODS[name], []
+    original = cls.update
+
+    def spy(self, xs, ys, xt, progress, lr):
+        seen.append(type(xt))  # a bare tensor of images: nothing to read labels from
+        return original(self, xs, ys, xt, progress, lr)
+
+    monkeypatch.setattr(cls, "update", spy)
+    cfg = make_config("quick", method=name, network="dann_bn", epochs=1, batch_size=8,
+                      threads=1, channels_last=False)
+    result = loop.train(cfg, log=lambda *a: None)
+    assert seen == [torch.Tensor, torch.Tensor]
+    assert 0.0 <= result.target_test_accuracy <= 1.0  # evaluation may read them
