@@ -46,7 +46,7 @@ p.textContent=(im.length-ok)+' image(s) failed to load';document.querySelector('
 """
 ANALYSIS_COLUMNS = ("protocol", "theta", "method", "n_per_domain", "proxy_a_distance",
                     "domain_classifier_error", "source_test_accuracy", "target_test_accuracy")
-RESULT_COLUMNS = ("protocol", "train_on", "test_on", "test_accuracy", "source_test_accuracy",
+RESULT_COLUMNS = ("protocol", "method", "train_on", "test_on", "test_accuracy", "source_test_accuracy",
                   "target_test_accuracy", "selection", "best_epoch", "epochs", "seconds")
 
 

@@ -97,7 +97,8 @@ class Config:
     batch_size: int = 64  # examples per domain per step (DANN adds as many target images)
     optimizer: str = "sgd"  # sgd | rmsprop | adam
     lr: float = 0.01  # learning rate (initial value mu_0 for the schedules)
-    momentum: float = 0.9  # SGD momentum (RMSprop momentum; Adam beta1 ignores it)
+    momentum: float = 0.9  # SGD momentum (RMSprop momentum; Adam uses adam_beta1)
+    adam_beta1: float = 0.9  # Adam's beta1 (VADA/DIRT-T use 0.5)
     weight_decay: float = 0.0  # L2 penalty coefficient
     lr_schedule: str = "anneal"  # constant | epoch (lr * lr_decay**epoch) | anneal (paper)
     lr_decay: float = 1.0  # per-epoch multiplicative factor for lr_schedule=epoch
@@ -134,7 +135,7 @@ class Config:
         _check_range(self, "theta", 0.0, 1.0)
         _check_range(self, "dropout", 0.0, 0.99)
         _check_range(self, "improvement_threshold", 0.0, 1.0)
-        for name in ("adda_pretrain", "dirtt_vada_fraction", "dirtt_teacher_decay",
+        for name in ("adam_beta1", "adda_pretrain", "dirtt_vada_fraction", "dirtt_teacher_decay",
                      "ema_decay", "se_threshold", "fixmatch_threshold"):
             _check_range(self, name, 0.0, 1.0)
         for name in ("dan_weight", "jan_weight", "coral_weight", "mcc_weight",
@@ -217,6 +218,19 @@ PRESETS: dict[str, dict] = {
                      batch_size=128, lr_schedule="anneal", lambda_schedule="ramp",
                      grl_lambda=0.5, augment="color", select="none",
                      early_stopping=False, epochs=3),
+    # The strongest recipe measured on a 2-core CPU (docs/methods.md, BENCHMARKS.md):
+    # the public DANN's batch-norm network, FixMatch on the target (confident
+    # pseudo-labels of weakly augmented images train strongly augmented ones), colour
+    # jitter of the source digits, Adam 1e-3; no target labels (last model).
+    "sota": dict(network="dann_bn", dropout=0.5, method="fixmatch", augment="color",
+                 optimizer="adam", lr=0.001, lr_schedule="constant", batch_size=64,
+                 select="none", early_stopping=False, epochs=1),
+    # The DIRT-T paper's recipe for one GPU: its small network (input instance norm),
+    # VADA for the first half, DIRT-T for the second, Adam 1e-3 with beta1 0.5, 64 + 64
+    # per step, bf16; ~47k steps (the paper: 80k). No target labels (last model).
+    "sota-gpu": dict(network="vada", dropout=0.5, method="dirtt", optimizer="adam",
+                     lr=0.001, adam_beta1=0.5, lr_schedule="constant", batch_size=64,
+                     amp=True, select="none", early_stopping=False, epochs=50),
 }
 
 FIELDS = {f.name for f in dataclasses.fields(Config)}

@@ -38,6 +38,7 @@ class Result:
     """Final figures of a run (also written as ``result.json``)."""
 
     protocol: str
+    method: str  # the trained method (source_only outside tst_tt)
     train_on: str
     test_on: str
     test_accuracy: float
@@ -254,7 +255,7 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
              for name, d in sets.evals.items() if name.endswith("_test")}
     _, train_on, test_on = PROTOCOLS[cfg.protocol]
     result = Result(
-        protocol=cfg.protocol, train_on=train_on, test_on=test_on,
+        protocol=cfg.protocol, method=cfg.trained_method, train_on=train_on, test_on=test_on,
         test_accuracy=tests[sets.test], selection=cfg.select,
         oracle_selection=cfg.oracle_selection, best_epoch=best_epoch, epochs=len(rows),
         steps=step_no, seconds=round(spent + time.perf_counter() - start, 3), theta=cfg.theta,

@@ -7,7 +7,8 @@ from torch import nn
 
 
 def make_optimizer(params, cfg) -> torch.optim.Optimizer:
-    """SGD (with ``cfg.momentum``), RMSprop or Adam, with ``cfg.weight_decay``."""
+    """SGD (with ``cfg.momentum``), RMSprop or Adam (``cfg.adam_beta1``), with
+    ``cfg.weight_decay``."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay)
@@ -15,7 +16,8 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
         return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum,
                                    weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.adam_beta1, 0.999),
+                                weight_decay=cfg.weight_decay)
     raise ValueError(f"optimizer: unknown value {cfg.optimizer!r}")
 
 

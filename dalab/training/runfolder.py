@@ -92,7 +92,8 @@ def summary_text(cfg: Config, result) -> str:
     sel = r["selection"] + (" (ORACLE: chosen with target labels)" if r["oracle_selection"]
                             else "")
     return "\n".join([
-        f"protocol {r['protocol']}: train on {r['train_on']}, test on {r['test_on']}",
+        f"protocol {r['protocol']} ({r.get('method', '?')}): train on {r['train_on']}, "
+        f"test on {r['test_on']}",
         f"test accuracy {r['test_accuracy']:.4f}  (source test {r['source_test_accuracy']:.4f},"
         f" target test {r['target_test_accuracy']:.4f})",
         f"model selection: {sel}; kept epoch {r['best_epoch']} of {r['epochs']}",
