@@ -4,11 +4,12 @@ from __future__ import annotations
 
 DESCRIPTION = """Train one run. Values apply in order: Config defaults, --preset, flags.
 Protocols: ts_ts (train source, test source), ts_tt (train source, test target),
-tt_tt (train target, test target: upper bound), tst_tt (DANN: source labels +
-unlabelled target, test target). The run folder gets config.json, metrics.csv,
-summary.txt, model.safetensors, curves.png and, last, result.json. A checkpoint is
-written after every epoch: running the same command on an unfinished run folder
-resumes it; a finished one is not retrained."""
+tt_tt (train target, test target: upper bound), tst_tt (adaptation with --method,
+default dann: source labels + unlabelled target, test target; see docs/methods.md).
+The run folder gets config.json, metrics.csv, summary.txt, model.safetensors,
+curves.png and, last, result.json. A checkpoint is written after every epoch: running
+the same command on an unfinished run folder resumes it; a finished one is not
+retrained."""
 
 
 def add_parser(sub, common) -> None:

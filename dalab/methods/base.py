@@ -21,8 +21,10 @@ from __future__ import annotations
 import contextlib
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dalab.methods.common import accuracy, features_st
 from dalab.models import Classifier
 
 
@@ -125,9 +127,6 @@ class Aligned(Method):
 
     def losses(self, xs: Tensor, ys: Tensor, xt: Tensor | None, progress: float
                ) -> dict[str, Tensor]:
-        import torch.nn.functional as F
-
-        from dalab.methods.common import accuracy, features_st
         f_s, f_t = features_st(self.model, xs, xt)
         logits_s, logits_t = self.model.classify(f_s), self.model.classify(f_t)
         cls = F.cross_entropy(logits_s, ys)
