@@ -254,3 +254,22 @@ def test_the_loop_hands_methods_target_images_only(name, monkeypatch):
     result = loop.train(cfg, log=lambda *a: None)
     assert seen == [torch.Tensor, torch.Tensor]
     assert 0.0 <= result.target_test_accuracy <= 1.0  # evaluation may read them
+
+
+def test_weak_and_strong_augmentations_are_seeded_batch_ops():
+    from dalab.training.augment import random_affine, strong, weak
+
+    x = torch.zeros(6, 1, SIZE, SIZE, dtype=torch.uint8)
+    x[:, :, 6:10, 6:10] = 255  # a square in the middle
+    for fn in (weak, strong):
+        a = fn(x, 3, torch.Generator().manual_seed(1))
+        assert a.shape == (6, 3, SIZE, SIZE) and a.dtype == torch.float32
+        assert 0.0 <= a.min() and a.max() <= 1.0
+        assert torch.equal(a, fn(x, 3, torch.Generator().manual_seed(1)))
+        assert not torch.equal(a, fn(x, 3, torch.Generator().manual_seed(2)))
+    # a zero-range affine map is the identity; a shift moves the square's mass
+    xf = x.float() / 255
+    torch.testing.assert_close(random_affine(xf, None, shift=0.0), xf, atol=1e-5, rtol=0)
+    moved = random_affine(xf, torch.Generator().manual_seed(0), shift=3.0)
+    assert torch.allclose(moved.sum((1, 2, 3)), xf.sum((1, 2, 3)), rtol=0.05)
+    assert not torch.allclose(moved, xf, atol=0.1)
