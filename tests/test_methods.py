@@ -227,7 +227,7 @@ class _GuardedSplit:
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_the_loop_hands_methods_target_images_only(name, monkeypatch):
-    from dalab.data import Domain
+    from dalab.data import Split
     from dalab.training import loop
     from dalab.training.domains import Sets
 
@@ -235,7 +235,7 @@ def test_the_loop_hands_methods_target_images_only(name, monkeypatch):
     xs = torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8, generator=gen)
     xt = torch.randint(0, 256, (16, 3, 28, 28), dtype=torch.uint8, generator=gen)
     ys, yt = torch.arange(16) % 10, torch.arange(16) % 10
-    src = Domain("source", xs, ys)
+    src = Split("source", xs, ys)
     tgt = _GuardedSplit("target", xt, yt)
     sets = Sets(labelled=src, unlabelled=xt, val=None, test="target_test", channels=3,
                 evals={"source_train": src, "target_train": tgt, "source_test": src,
