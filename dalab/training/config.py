@@ -218,13 +218,13 @@ PRESETS: dict[str, dict] = {
                      batch_size=128, lr_schedule="anneal", lambda_schedule="ramp",
                      grl_lambda=0.5, augment="color", select="none",
                      early_stopping=False, epochs=3),
-    # The strongest recipe measured on a 2-core CPU (docs/methods.md, BENCHMARKS.md):
-    # the public DANN's batch-norm network, FixMatch on the target (confident
-    # pseudo-labels of weakly augmented images train strongly augmented ones), colour
-    # jitter of the source digits, Adam 1e-3; no target labels (last model).
+    # The CPU recipe (docs/methods.md, BENCHMARKS.md): the public DANN's batch-norm
+    # network, FixMatch on the target (confident pseudo-labels of weakly augmented
+    # images train strongly augmented ones), colour jitter of the source digits, Adam
+    # 1e-3; no target labels (last model). 10 epochs: sized for ~30 min on 2 idle cores.
     "sota": dict(network="dann_bn", dropout=0.5, method="fixmatch", augment="color",
                  optimizer="adam", lr=0.001, lr_schedule="constant", batch_size=64,
-                 select="none", early_stopping=False, epochs=1),
+                 select="none", early_stopping=False, epochs=10),
     # The DIRT-T paper's recipe for one GPU: its small network (input instance norm),
     # VADA for the first half, DIRT-T for the second, Adam 1e-3 with beta1 0.5, 64 + 64
     # per step, bf16; ~47k steps (the paper: 80k). No target labels (last model).
