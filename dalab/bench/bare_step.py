@@ -2,8 +2,9 @@
 on a batch already in memory, with no data handling at all -- the "speed of light" the
 training loop is compared with.
 
-The step is the method's own ``update`` (as the training loop calls it); batches are uint8 ``(B, 1, 28, 28)`` source and ``(B, 3, 28, 28)`` target images,
-as the loop hands them over (the network converts to float itself). Images/s counts
+The step is the method's own ``update``, as the training loop calls it; batches are
+uint8 ``(B, 1, 28, 28)`` source and ``(B, 3, 28, 28)`` target images, as the loop hands
+them over (the network converts to float itself). Images/s counts
 every image through the network: ``B`` per source-only step, ``2 B`` per DANN step.
 """
 

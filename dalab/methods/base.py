@@ -56,10 +56,10 @@ class Method(nn.Module):
     def build_optimizers(self, groups: dict[str, list[nn.Parameter]] | None = None) -> None:
         """Build ``self.optimizers`` from the Config: one optimiser per named group of
         parameters (default: ``{"main": every trainable parameter}``)."""
-        from dalab.training.optim import make_optimizer  # dalab.training imports methods
+        from dalab.training.optim import make_optimizer, trainable  # (imports methods)
 
         if groups is None:
-            groups = {"main": [p for p in self.parameters() if p.requires_grad]}
+            groups = {"main": trainable(self)}
         self.optimizers = {name: make_optimizer(params, self.cfg)
                            for name, params in groups.items()}
 

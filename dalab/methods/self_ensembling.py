@@ -34,7 +34,7 @@ class SelfEnsembling(Method):
     def __init__(self, model: Classifier, cfg):
         super().__init__(model, cfg)
         self.teacher = frozen_copy(model)
-        self.build_optimizers({"main": [p for p in model.parameters() if p.requires_grad]})
+        self.build_optimizers()  # the teacher takes no gradient
 
     def update(self, xs: Tensor, ys: Tensor, xt: Tensor, progress: float, lr: float
                ) -> dict[str, Tensor]:

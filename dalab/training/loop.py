@@ -2,9 +2,9 @@
 
 Reads top to bottom: device and seeds, data, model, method (with its optimisers), the
 step loop (``method.update`` per batch), per-epoch evaluation and logging, selection,
-the run folder. The whole data set lives
-on the device as uint8; each batch is a slice of a seeded ``randperm``. Inside an epoch
-nothing waits on the device: losses are summed as tensors and read once per epoch.
+the run folder. The whole data set lives on the device as uint8; each batch is a slice
+of a seeded ``randperm``. Inside an epoch nothing waits on the device: losses are summed
+as tensors and read once per epoch.
 """
 
 from __future__ import annotations

@@ -37,10 +37,5 @@ def lr_at(cfg, progress: float, epoch: int) -> float:
     raise ValueError(f"lr_schedule: unknown value {cfg.lr_schedule!r}")
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
 def trainable(module: nn.Module) -> list[nn.Parameter]:
     return [p for p in module.parameters() if p.requires_grad]
