@@ -36,6 +36,8 @@ def test_unknown_key_and_bad_values_name_field_value_and_choices():
         make_config(batch_size=0)
     with pytest.raises(ConfigError, match="early_stopping"):
         make_config(select="none", early_stopping=True)
+    with pytest.raises(ConfigError, match="early_stopping"):
+        make_config(select="im", early_stopping=True)
 
 
 def test_oracle_flag():

@@ -28,7 +28,10 @@ CHOICES = {
     "lambda_schedule": ("fixed", "ramp"),
     "optimizer": ("sgd", "rmsprop", "adam"),
     "lr_schedule": ("constant", "epoch", "anneal"),
-    "select": ("source-val", "target-val", "none"),
+    # none = last model; target-val reads target labels (oracle); the rest: see
+    # dalab.evaluation.validators
+    "select": ("none", "source-val", "target-val", "entropy", "im", "bnm", "snd", "dev",
+               "classami"),
     "network": tuple(NETWORKS),
     "method": tuple(METHODS) + tuple(ALIASES),
     "device": ("auto", "cpu", "cuda"),
@@ -105,8 +108,8 @@ class Config:
     anneal_alpha: float = 10.0  # alpha in mu_p = mu_0 / (1 + alpha p)**beta
     anneal_beta: float = 0.75  # beta in mu_p = mu_0 / (1 + alpha p)**beta
     # -- model selection ---------------------------------------------------------------
-    select: str = "none"  # source-val | target-val (oracle: reads target labels) | none (last)
-    early_stopping: bool = False  # stop when patience runs out (needs select != none)
+    select: str = "none"  # none (last) | source-val | target-val (oracle) | entropy | im | bnm | snd | dev | classami
+    early_stopping: bool = False  # stop when patience runs out (select source-val or target-val)
     patience: int = 10000  # steps to wait for a new best before stopping
     patience_increase: float = 2.0  # on a real improvement, patience >= step * this
     improvement_threshold: float = 0.995  # new val error < this * best counts as real
@@ -161,9 +164,9 @@ class Config:
             if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
                 raise ConfigError(f"{name}: expected a non-negative integer, got "
                                   f"{getattr(self, name)!r}")
-        if self.early_stopping and self.select == "none":
-            raise ConfigError("early_stopping: needs a validation set; set select to "
-                              "source-val or target-val")
+        if self.early_stopping and self.select not in ("source-val", "target-val"):
+            raise ConfigError(f"early_stopping: patience counts validation accuracy; set "
+                              f"select to source-val or target-val (not {self.select!r})")
 
     # -- derived -------------------------------------------------------------------------
     @property

@@ -30,7 +30,7 @@ from dalab.training.augment import augment
 from dalab.training.config import PROTOCOLS, Config
 from dalab.training.domains import Sets, load_sets
 from dalab.training.optim import lr_at
-from dalab.training.selection import EarlyStopping
+from dalab.training.selection import EarlyStopping, Selector
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Result:
     train_on: str
     test_on: str
     test_accuracy: float
-    selection: str  # source-val | target-val | none (last model)
+    selection: str  # the --select rule: none (last model) | source-val | target-val | a validator
     oracle_selection: bool  # True: the model was chosen with target labels
     best_epoch: int  # 1-based epoch of the kept model
     epochs: int  # epochs actually run
@@ -59,6 +59,8 @@ class Result:
     source_test_accuracy: float
     target_test_accuracy: float
     device: str
+    # every selection rule's chosen epoch, score and target test accuracy
+    validators: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # e.g. a collapse
 
     def to_dict(self) -> dict:
@@ -175,15 +177,16 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
     gen_s = torch.Generator().manual_seed(cfg.seed)
     gen_t = torch.Generator().manual_seed(cfg.seed + 1_000_003)
     gen_aug = torch.Generator(device).manual_seed(cfg.seed + 2_000_003)
-    stopper = EarlyStopping(cfg.patience, cfg.patience_increase, cfg.improvement_threshold)
-    best_state, rows, step_no, val_acc = None, [], 0, None
+    selector = Selector.for_run(cfg, sets)
+    rows, step_no = [], 0
     warns, stopped, spent = [], False, 0.0
     generators = {"source": gen_s, "target": gen_t, "augment": gen_aug}
     optimizers = method.optimizers
     if state is not None:
         checkpoint.restore(state, out, method, optimizers, generators)
-        stopper = EarlyStopping(**state.stopper)
-        best_state, rows, step_no = state.best, state.rows, state.step
+        if selector.stopper is not None:
+            selector.stopper = EarlyStopping(**state.stopper)
+        rows, step_no = state.rows, state.step
         warns, stopped, spent = state.warnings, state.stopped, state.seconds
     train_on = PROTOCOLS[cfg.protocol][1]
     watch = ("target" if train_on == "target" else "source") + "_train_acc"
@@ -222,12 +225,9 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
         row["lr"] = lr
         row["seconds"] = time.perf_counter() - t_epoch
         guard.check_finite(row, sums, out)
+        row.update(selector.update(model, row))
         rows.append(row)
-        stop = False
-        if sets.val is not None:
-            if stopper.update(1.0 - row[f"{sets.val}_acc"], epoch + 1, step_no):
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            stop = cfg.early_stopping and stopper.should_stop(step_no)
+        stop = selector.should_stop(step_no)
         collapsed = guard.note_collapse(rows, warns, watch, classes, cfg.on_collapse, log)
         elapsed = spent + time.perf_counter() - start
         left = elapsed / (epoch + 1) * (cfg.epochs - epoch - 1)
@@ -235,22 +235,20 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
         if out is not None:
             runfolder.write_metrics(out, rows)
             checkpoint.save_state(out, checkpoint.TrainState(
-                epoch + 1, step_no, rows, asdict(stopper), method.state_dict(),
+                epoch + 1, step_no, rows,
+                asdict(selector.stopper or EarlyStopping()), method.state_dict(),
                 {name: o.state_dict() for name, o in optimizers.items()},
-                checkpoint.rng_states(generators), best_state, warns, stop or collapsed,
+                checkpoint.rng_states(generators), None, warns, stop or collapsed,
                 spent + time.perf_counter() - start), cfg.keep_checkpoints)
         if stop:
             log(f"early stop after epoch {epoch + 1}: no real improvement for "
-                f"{step_no - stopper.best_step} steps")
+                f"{step_no - selector.chosen()['step']} steps")
         if stop or collapsed:
             break
 
-    if best_state is not None:
-        model.load_state_dict(best_state)
-        best_epoch = stopper.best_epoch
-        val_acc = 1.0 - stopper.best_error
-    else:
-        best_epoch = len(rows)
+    validators = selector.finish(model, sets.evals["target_test"], **eval_kw)
+    best_epoch = selector.chosen()["epoch"]
+    val_acc = selector.chosen()["score"] if cfg.select in ("source-val", "target-val") else None
     tests = {name: count_correct(model, d.images, d.labels, **eval_kw).item() / len(d)
              for name, d in sets.evals.items() if name.endswith("_test")}
     _, train_on, test_on = PROTOCOLS[cfg.protocol]
@@ -262,7 +260,8 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
         mode=cfg.mode, grl_lambda=cfg.grl_lambda, lambda_schedule=cfg.lambda_schedule,
         seed=cfg.seed, preset=cfg.preset, network=cfg.network, val_accuracy=val_acc,
         source_test_accuracy=tests["source_test"],
-        target_test_accuracy=tests["target_test"], device=str(device), warnings=warns,
+        target_test_accuracy=tests["target_test"], device=str(device), validators=validators,
+        warnings=warns,
     )
     log(runfolder.summary_text(cfg, result))
     if out is not None:

@@ -101,8 +101,18 @@ def summary_text(cfg: Config, result) -> str:
         f"lambda {cfg.grl_lambda} ({cfg.lambda_schedule}), seed {cfg.seed}",
         f"optimizer {cfg.optimizer} lr {cfg.lr} ({cfg.lr_schedule}), batch {cfg.batch_size}, "
         f"{r['steps']} steps in {r['seconds']:.1f} s on {r['device']}",
+        *validator_lines(r.get("validators") or {}),
         *(f"WARNING: {w}" for w in r.get("warnings", ())),
     ]) + "\n"
+
+
+def validator_lines(records: dict) -> list[str]:
+    """What each selection rule chose: epoch and target test accuracy (oracle flagged)."""
+    if not records:
+        return []
+    picks = [f"{rule}{' (ORACLE)' if rec['oracle'] else ''} epoch {rec['epoch']} "
+             f"{rec['target_test_accuracy']:.4f}" for rule, rec in records.items()]
+    return ["selection rules (kept epoch, target test accuracy): " + "; ".join(picks)]
 
 
 def save_checkpoint(path: Path, model, cfg: Config) -> None:

@@ -1,0 +1,110 @@
+"""Model selection: each rule keeps its best epoch's model; --select with every rule."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dalab.data import Domain
+from dalab.errors import ConfigError
+from dalab.evaluation.validators import VALIDATORS
+from dalab.training import load_run, make_config, train
+from dalab.training import loop as loop_module
+from dalab.training import selection as selection_module
+from dalab.training.config import CHOICES
+from dalab.training.domains import load_sets
+from dalab.training.selection import RULES, Selector
+
+
+def test_rules_are_none_the_two_accuracies_and_every_validator():
+    assert set(RULES) == {"none", "source-val", "target-val", *VALIDATORS}
+    assert CHOICES["select"] == RULES
+    with pytest.raises(ConfigError, match="early_stopping.*source-val or target-val"):
+        make_config(select="entropy", early_stopping=True)
+
+
+class Scalar(torch.nn.Module):
+    """A one-weight model whose prediction is class 1 when its weight is positive."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return torch.stack([torch.zeros(len(x)), self.w.expand(len(x))], 1)
+
+
+def test_selector_keeps_one_state_per_chosen_epoch_and_restores_the_selected(monkeypatch):
+    # scripted validator scores: entropy peaks at epoch 2, im at epoch 1, the rest at 3
+    script = iter([{"entropy": 0.1, "im": 0.9}, {"entropy": 0.5, "im": 0.2},
+                   {"entropy": 0.3, "im": 0.1}])
+    monkeypatch.setattr(selection_module, "score_validators", lambda *a, **k: next(script))
+    model = Scalar()
+    sel = Selector("entropy", torch.zeros(4), torch.zeros(4), None,
+                   {"target-val": "target_val_acc"})
+    weights = [-1.0, 2.0, -3.0]  # epoch 2's model predicts class 1, the others class 0
+    for epoch, w in enumerate(weights, 1):
+        model.w.data.fill_(w)
+        row = sel.update(model, {"epoch": epoch, "step": 10 * epoch,
+                                 "target_val_acc": [0.2, 0.1, 0.7][epoch - 1]})
+        assert set(row) == {"score_entropy", "score_im"}
+    assert sorted(sel.states) == [1, 2, 3]  # im, entropy, target-val (none: the live model)
+    state = sel.state_dict()
+    json.dumps({k: v for k, v in state.items() if k != "states"})  # JSON-able apart from tensors
+    restored = Selector("entropy", torch.zeros(4), torch.zeros(4), None, {})
+    restored.load_state_dict(state)
+    test = Domain("t", torch.zeros(10, 1), torch.tensor([1] * 6 + [0] * 4))
+    records = restored.finish(model, test, batch_size=4, device="cpu")
+    assert model.w.item() == 2.0  # entropy's epoch
+    assert {r: (v["epoch"], v["target_test_accuracy"], v["oracle"])
+            for r, v in records.items()} == {
+        "none": (3, 0.4, False), "target-val": (3, 0.4, True),
+        "entropy": (2, 0.6, False), "im": (1, 0.4, False)}
+    assert list(records) == ["none", "target-val", "entropy", "im"]  # RULES order
+
+
+@pytest.fixture(scope="module")
+def tiny_sets(data_root, cache_dir):
+    """The data of a tiny run, loaded once for every --select run below."""
+    cfg = _cfg(data_root, cache_dir, select="source-val")
+    return load_sets(cfg)
+
+
+def _cfg(data_root, cache_dir, **kw):
+    values = dict(max_train=256, max_eval=200, threads=1, device="cpu", epochs=2,
+                  lr=0.05, lr_schedule="constant", data_root=str(data_root),
+                  cache_dir=str(cache_dir))
+    values.update(kw)
+    return make_config("quick", **values)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_select_each_rule_keeps_its_epoch(rule, tiny_sets, data_root, cache_dir, tmp_path,
+                                          monkeypatch):
+    if rule == "none":  # none trains on all training images; the sets differ
+        monkeypatch.setattr(loop_module, "load_sets", load_sets)
+    else:
+        monkeypatch.setattr(loop_module, "load_sets", lambda cfg: tiny_sets)
+    cfg = _cfg(data_root, cache_dir, select=rule)
+    result = train(cfg, tmp_path / "run", log=lambda s: None)
+    records = result.validators
+    expected = {"none", *VALIDATORS} - {"dev"} if rule == "none" else set(RULES)
+    assert set(records) == expected
+    assert [r for r, v in records.items() if v["oracle"]] == (
+        [] if rule == "none" else ["target-val"])
+    chosen = records[rule]
+    assert result.best_epoch == chosen["epoch"]
+    assert result.target_test_accuracy == pytest.approx(chosen["target_test_accuracy"])
+    assert result.oracle_selection == (rule == "target-val")
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["validators"] == json.loads(json.dumps(records))
+    header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {f"score_{v}" for v in expected & set(VALIDATORS)} <= set(header)
+    if rule == "classami":  # the saved weights are the chosen epoch's
+        model, _, _ = load_run(tmp_path / "run")
+        test = tiny_sets.evals["target_test"]
+        from dalab.evaluation import accuracy
+        assert accuracy(model, test.images, test.labels) == pytest.approx(
+            chosen["target_test_accuracy"])
