@@ -7,7 +7,7 @@ and ``--seed``. See ``docs/sweeps.md``.
 
 from __future__ import annotations
 
-SWEPT = ("theta", "grl_lambda", "protocol", "seed", "preset")
+SWEPT = ("theta", "grl_lambda", "protocol", "method", "seed", "preset")
 
 EPILOG = """\
 example:
@@ -35,11 +35,23 @@ def add_parser(sub, common) -> None:
                    help="GRL weights for protocols with a domain loss (default: the preset's)")
     g.add_argument("--protocol", default="ts_tt,tst_tt", metavar="LIST",
                    help="protocols among ts_ts, ts_tt, tt_tt, tst_tt (default: %(default)s)")
+    g.add_argument("--methods", default="dann", metavar="LIST",
+                   help="adaptation methods of tst_tt (default: %(default)s)")
     g.add_argument("--preset", default="quick", metavar="LIST",
                    help="presets (default: %(default)s)")
     g.add_argument("--seeds", default="0", metavar="LIST", help="seeds (default: %(default)s)")
+    add_running_options(p, "sweep folder")
+    r = p.add_argument_group("growing")
+    r.add_argument("--extend", action="store_true",
+                   help="add this grid to the one stored in DIR/sweep.json")
+    add_config_options(p, skip=SWEPT)
+    p.set_defaults(func=run)
+
+
+def add_running_options(p, folder: str) -> None:
+    """``--out``, ``--jobs``, ``--backend`` and the Ray options (sweep and compare)."""
     r = p.add_argument_group("running")
-    r.add_argument("--out", required=True, metavar="DIR", help="sweep folder")
+    r.add_argument("--out", required=True, metavar="DIR", help=folder)
     r.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="points run at once on this machine, each with cores/N torch threads")
     r.add_argument("--backend", choices=("local", "ray"), default="local",
@@ -51,30 +63,34 @@ def add_parser(sub, common) -> None:
                    help="Ray: CPUs each point asks for (default: %(default)s)")
     r.add_argument("--gpus-per-point", type=float, default=0.0, metavar="F",
                    help="Ray: GPUs each point asks for; a fraction shares one GPU")
-    r.add_argument("--extend", action="store_true",
-                   help="add this grid to the one stored in DIR/sweep.json")
-    add_config_options(p, skip=SWEPT)
-    p.set_defaults(func=run)
 
 
 def spec_from_args(args):
     """The :class:`SweepSpec` and runtime fields the parsed flags describe."""
-    from dalab.cli.options import config_overrides
-    from dalab.sweep.grid import RUNTIME_FIELDS, SweepSpec, parse_list
+    from dalab.sweep.grid import SweepSpec, parse_list
     from dalab.training.config import make_config
 
     presets = parse_list(args.preset, str, "--preset")
-    given = config_overrides(args, skip=SWEPT)
-    runtime = {k: v for k, v in given.items() if k in RUNTIME_FIELDS}
-    overrides = {k: v for k, v in given.items() if k not in RUNTIME_FIELDS}
+    runtime, overrides = split_overrides(args)
     base = make_config(presets[0] if presets else None, **overrides)
     thetas = parse_list(args.theta, float, "--theta") if args.theta else [base.theta]
     lambdas = (parse_list(args.lambdas, float, "--lambda") if args.lambdas
                else [base.grl_lambda])
     spec = SweepSpec(protocols=parse_list(args.protocol, str, "--protocol"), thetas=thetas,
                      lambdas=lambdas, presets=presets,
-                     seeds=parse_list(args.seeds, int, "--seeds"), overrides=overrides)
+                     seeds=parse_list(args.seeds, int, "--seeds"), overrides=overrides,
+                     methods=parse_list(args.methods, str, "--methods"))
     return spec, runtime
+
+
+def split_overrides(args, skip=SWEPT) -> tuple[dict, dict]:
+    """The Config flags given: (runtime fields, fields that change results)."""
+    from dalab.cli.options import config_overrides
+    from dalab.training.config import RUNTIME_FIELDS
+
+    given = config_overrides(args, skip=skip)
+    return ({k: v for k, v in given.items() if k in RUNTIME_FIELDS},
+            {k: v for k, v in given.items() if k not in RUNTIME_FIELDS})
 
 
 def run(args) -> int:

@@ -139,7 +139,10 @@ def run_config(run_dir: Path) -> tuple[dict, dict]:
 # -- sections --------------------------------------------------------------------------------------
 
 def detect_kind(folder: Path) -> str:
-    """``"sweep"``, ``"experiment"`` or ``"run"``, from the files in ``folder``."""
+    """``"compare"``, ``"sweep"``, ``"experiment"`` or ``"run"``, from the files in
+    ``folder``."""
+    if (folder / "compare.json").exists():
+        return "compare"
     if (folder / "sweep.json").exists():
         return "sweep"
     if (folder / "experiment.json").exists() or any(
@@ -247,7 +250,30 @@ def sweep_sections(folder: Path) -> tuple[list[str], list[dict], dict]:
         configs, results
 
 
-BUILDERS = {"run": run_sections, "experiment": experiment_sections, "sweep": sweep_sections}
+def compare_sections(folder: Path) -> tuple[list[str], list[dict], dict]:
+    """A method comparison: accuracy tables per θ, plots, the regret table, then the
+    sweep's own sections (every run, settings)."""
+    from dalab.sweep.comparison import accuracy_table, read_compare
+
+    summary, regret = read_compare(folder)
+    body = ["<h2>Methods compared</h2><p>Test accuracy, mean ± std over seeds; source only "
+            "and target trained (trained on labelled target images) are the reference rows."
+            "</p>"]
+    for theta in sorted({r["theta"] for r in summary}):
+        body += [f"<h3>θ = {theta:g}</h3>", table(accuracy_table(summary, theta))]
+    body.append("<div class='grid'>" + "".join(
+        figure(folder / f"compare_{k}.png", f"compare_{k}.png")
+        for k in ("bar", "theta") if (folder / f"compare_{k}.png").exists()) + "</div>")
+    body += ["<h2>Regret of each selection rule</h2><p class='muted'>Regret = target test "
+             "accuracy of the oracle's choice (target-val: labelled target validation data, "
+             "never used for the kept model unless selected) − that of the rule's choice, "
+             "over every adaptation run. Lower is better.</p>", table(regret)]
+    sweep_body, configs, results = sweep_sections(folder)
+    return [sweep_body[0], *body, *sweep_body[1:]], configs, results  # the selection banner first
+
+
+BUILDERS = {"run": run_sections, "experiment": experiment_sections, "sweep": sweep_sections,
+            "compare": compare_sections}
 
 
 def write_report(folder: str | Path, data_root=None, cache_dir=None, load_samples=None,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dalab.paths import atomic_path
 
-SOURCE_ONLY, DANN = "ts_tt", "tst_tt"
+SOURCE_ONLY, DANN, DANN_METHOD = "ts_tt", "tst_tt", "dann"
 LABELS = {"ts_ts": "train S, test S", "ts_tt": "source only (train S, test T)",
           "tt_tt": "target trained (train T, test T)", "tst_tt": "DANN"}
 
@@ -25,6 +25,8 @@ def plot_sweep(summary: list[dict], out: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
+    # these plots follow DANN's λ; `dalab compare` draws methods against each other
+    summary = [r for r in summary if r.get("method") in (None, "", DANN_METHOD)]
     written = [_theta_plot(summary, out / "sweep_theta.png")]
     dann = [r for r in summary if r["protocol"] == DANN]
     if len({r["grl_lambda"] for r in dann}) > 1:
@@ -167,6 +169,55 @@ def _heatmap(dann: list[dict], path: Path) -> Path:
         ax.set(xlabel="λ", ylabel="θ", title=f"DANN target accuracy ({preset})")
         fig.colorbar(im, ax=ax, fraction=0.046)
     return save_figure(fig, path)
+
+
+# -- method comparison (dalab.sweep.compare) ---------------------------------------------------
+
+def plot_compare(summary: list[dict], out: Path) -> list[Path]:
+    """``compare_bar.png`` (target test accuracy per method, error bars = std over
+    seeds, one bar group per θ) and, with several θ, ``compare_theta.png`` (accuracy
+    against θ, one line per method, references dashed). Rows: ``compare.csv``'s."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(dict.fromkeys(r["method"] for r in summary))
+    thetas = sorted({r["theta"] for r in summary})
+    acc = {(r["method"], r["theta"]): r for r in summary}
+    colors = dict(zip(methods, _colors("tab10" if len(methods) <= 10 else "viridis",
+                                       len(methods))))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(methods) * len(thetas) + 2), 3.8))
+    width = 0.8 / len(thetas)
+    for j, theta in enumerate(thetas):
+        rows = [acc.get((m, theta)) for m in methods]
+        xs = [i + (j - (len(thetas) - 1) / 2) * width for i in range(len(methods))]
+        ax.bar(xs, [r["target_mean"] if r else 0.0 for r in rows], width,
+               yerr=[(r["target_std"] or 0.0) if r else 0.0 for r in rows], capsize=3,
+               label=f"θ={theta:g}", alpha=0.55 + 0.45 * (j + 1) / len(thetas))
+    ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
+    ax.set(ylabel="target test accuracy", ylim=(0, 1),
+           title="target test accuracy (mean ± std over seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    if len(thetas) > 1:
+        ax.legend(fontsize=7)
+    written = [save_figure(fig, out / "compare_bar.png")]
+    if len(thetas) > 1:
+        fig, ax = plt.subplots(figsize=(6.0, 4.2))
+        for m in methods:
+            rows = [acc[(m, t)] for t in thetas if (m, t) in acc]
+            reference = m.startswith(("source only", "target trained"))
+            ax.errorbar([r["theta"] for r in rows], [r["target_mean"] for r in rows],
+                        yerr=[r["target_std"] or 0.0 for r in rows], marker="o", capsize=3,
+                        label=m, color=("0.2" if m.startswith("target") else "0.55")
+                        if reference else colors[m],
+                        linestyle="--" if reference else "-")
+        ax.set(xlabel="θ (domain gap: MNIST-M blend strength)",
+               ylabel="target test accuracy", title="accuracy against the domain gap")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        written.append(save_figure(fig, out / "compare_theta.png"))
+    return written
 
 
 # -- feature-space analysis (dalab.analysis) ------------------------------------------------

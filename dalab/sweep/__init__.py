@@ -11,6 +11,7 @@ from dalab.sweep.grid import (
     DOMAIN_LOSS_PROTOCOLS, Point, SweepSpec, check_spec, expand_grid, parse_list,
 )
 from dalab.sweep.runner import Outcome, run_sweep
+from dalab.sweep.comparison import compare, write_compare
 
 __all__ = ["Point", "SweepSpec", "expand_grid", "check_spec", "parse_list", "run_sweep",
-           "Outcome", "DOMAIN_LOSS_PROTOCOLS"]
+           "Outcome", "DOMAIN_LOSS_PROTOCOLS", "compare", "write_compare"]

@@ -1,8 +1,9 @@
 """A sweep's grid: its spec (axes + shared overrides), its points and their names.
 
-A point is one ordinary training run. λ (the GRL coefficient) only matters to
-protocols that train with a domain loss (``tst_tt``, DANN); the others (``ts_ts``,
-``ts_tt``, ``tt_tt``) are run once per (θ, preset, seed) whatever the λ list says.
+A point is one ordinary training run. The method and λ (the GRL coefficient) only
+matter to the adaptation protocol (``tst_tt``); the others (``ts_ts``, ``ts_tt``,
+``tt_tt``) train source only and run once per (θ, preset, seed) whatever the method
+and λ lists say.
 """
 
 from __future__ import annotations
@@ -18,29 +19,37 @@ from dalab.training.config import RUNTIME_FIELDS
 
 PROTOCOLS = ("ts_ts", "ts_tt", "tt_tt", "tst_tt")
 DOMAIN_LOSS_PROTOCOLS = frozenset({"tst_tt"})  # the only ones λ changes
-AXES = ("protocols", "thetas", "lambdas", "presets", "seeds")
+AXES = ("protocols", "methods", "thetas", "lambdas", "presets", "seeds")
+DEFAULT_METHOD = "dann"  # Config.method's default: left out of point names
 SPEC_FILE = "sweep.json"
 
 
 @dataclass(frozen=True)
 class Point:
-    """One run of a sweep; ``grl_lambda`` is None for protocols without a domain loss."""
+    """One run of a sweep; ``method`` and ``grl_lambda`` are None for protocols without
+    adaptation."""
 
     protocol: str
     theta: float
     grl_lambda: float | None
     preset: str
     seed: int
+    method: str | None = None
 
     @property
     def name(self) -> str:
-        """Folder name, e.g. ``tst_tt-theta0.6-lambda0.1-quick-seed1``."""
+        """Folder name, e.g. ``tst_tt-theta0.6-lambda0.1-quick-seed1`` or
+        ``tst_tt-cdan-theta1-lambda1-quick-seed0`` (the method unless it is dann)."""
         lam = "" if self.grl_lambda is None else f"-lambda{_num(self.grl_lambda)}"
-        return f"{self.protocol}-theta{_num(self.theta)}{lam}-{self.preset}-seed{self.seed}"
+        method = "" if self.method in (None, DEFAULT_METHOD) else f"-{self.method}"
+        return (f"{self.protocol}{method}-theta{_num(self.theta)}{lam}-{self.preset}"
+                f"-seed{self.seed}")
 
     def overrides(self) -> dict:
-        """The Config fields this point sets (λ only where it matters)."""
+        """The Config fields this point sets (method and λ only where they matter)."""
         out = {"protocol": self.protocol, "theta": self.theta, "seed": self.seed}
+        if self.method is not None:
+            out["method"] = self.method
         if self.grl_lambda is not None:
             out["grl_lambda"] = self.grl_lambda
         return out
@@ -60,6 +69,7 @@ class SweepSpec:
     presets: list[str]
     seeds: list[int]
     overrides: dict = field(default_factory=dict)
+    methods: list[str] = field(default_factory=lambda: [DEFAULT_METHOD])
 
     def __post_init__(self) -> None:
         for axis in AXES:
@@ -83,6 +93,7 @@ class SweepSpec:
 
     @classmethod
     def from_json(cls, data: dict, where: str = SPEC_FILE) -> "SweepSpec":
+        data = {"methods": [DEFAULT_METHOD], **data}  # sweeps made before the methods axis
         try:
             return cls(**{k: data[k] for k in (*AXES, "overrides")})
         except (KeyError, TypeError) as err:
@@ -104,17 +115,19 @@ def parse_list(text: str, kind: type, flag: str) -> list:
 def expand_grid(spec: SweepSpec) -> list[Point]:
     """Every point of the grid, in a stable order, without needless λ copies.
 
-    Points are ordered preset → seed → θ → protocol → λ, so an interrupted sweep
-    has complete seeds and θ rows rather than one protocol only.
+    Points are ordered preset → seed → θ → protocol → method → λ, so an interrupted
+    sweep has complete seeds and θ rows rather than one protocol only.
     """
     points = []
     for preset in spec.presets:
         for seed in spec.seeds:
             for theta in spec.thetas:
                 for protocol in spec.protocols:
-                    lams = spec.lambdas if protocol in DOMAIN_LOSS_PROTOCOLS else [None]
+                    adapt = protocol in DOMAIN_LOSS_PROTOCOLS
                     points += [Point(protocol, float(theta), None if lam is None else float(lam),
-                                     preset, int(seed)) for lam in lams]
+                                     preset, int(seed), method)
+                               for method in (spec.methods if adapt else [None])
+                               for lam in (spec.lambdas if adapt else [None])]
     return points
 
 

@@ -1,7 +1,7 @@
 """A sweep's tables: one row per finished point, and mean ± std over seeds.
 
 ``sweep.csv`` has one row per finished point; ``sweep_summary.csv`` one row per
-(protocol, preset, θ, λ) with ``n``, mean and sample std (ddof=1, empty for n=1) of
+(protocol, method, preset, θ, λ) with ``n``, mean and sample std (ddof=1, empty for n=1) of
 the target test accuracy. λ is empty for protocols without a domain loss.
 """
 
@@ -14,11 +14,11 @@ import math
 from pathlib import Path
 
 from dalab.paths import write_text_atomic
-from dalab.sweep.grid import Point
+from dalab.sweep.grid import DEFAULT_METHOD, Point
 
-LEAD = ["name", "protocol", "theta", "grl_lambda", "preset", "seed", "test_accuracy",
+LEAD = ["name", "protocol", "method", "theta", "grl_lambda", "preset", "seed", "test_accuracy",
         "selection", "oracle_selection", "best_epoch", "epochs", "seconds"]
-GROUP = ("protocol", "preset", "theta", "grl_lambda")
+GROUP = ("protocol", "method", "preset", "theta", "grl_lambda")
 SUMMARY = [*GROUP, "n", "mean_accuracy", "std_accuracy", "seeds"]
 
 
@@ -32,14 +32,16 @@ def collect_rows(out: Path, points: list[Point]) -> list[dict]:
         result = json.loads(path.read_text())
         scalars = {k: v for k, v in result.items()
                    if isinstance(v, (str, int, float, bool)) or v is None}
-        rows.append({**scalars, "name": p.name, "protocol": p.protocol, "theta": p.theta,
+        rows.append({**scalars, "name": p.name, "protocol": p.protocol,
+                     "method": p.method or "", "theta": p.theta,
                      "grl_lambda": "" if p.grl_lambda is None else p.grl_lambda,
                      "preset": p.preset, "seed": p.seed})
     return rows
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    """Mean and sample std of ``test_accuracy`` over seeds per (protocol, preset, θ, λ)."""
+    """Mean and sample std of ``test_accuracy`` over seeds per (protocol, method, preset,
+    θ, λ)."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault(tuple(row[k] for k in GROUP), []).append(row)
@@ -99,8 +101,10 @@ def theta_table(summary: list[dict], preset: str | None = None) -> list[dict]:
     source only (for the λ with the best mean, read on target labels when λ varies)."""
     rows = [r for r in summary if preset is None or r["preset"] == preset]
     cols: dict[str, dict] = {}
-    for r in sorted(rows, key=lambda r: (r["protocol"], str(r["grl_lambda"]))):
-        name = r["protocol"] + (f" λ={r['grl_lambda']:g}" if r["grl_lambda"] != "" else "")
+    for r in sorted(rows, key=lambda r: (r["protocol"], r["method"], str(r["grl_lambda"]))):
+        name = (r["protocol"] + (f" {r['method']}" if r["method"] not in ("", DEFAULT_METHOD)
+                                 else "")
+                + (f" λ={r['grl_lambda']:g}" if r["grl_lambda"] != "" else ""))
         cols.setdefault(name, {})[r["theta"]] = r
     table = []
     for theta in sorted({r["theta"] for r in rows}):
@@ -110,7 +114,7 @@ def theta_table(summary: list[dict], preset: str | None = None) -> list[dict]:
             line[name] = "" if r is None else _pm(r)
         src = cols.get("ts_tt", {}).get(theta)
         dann = [c[theta]["mean_accuracy"] for n, c in cols.items()
-                if n.startswith("tst_tt") and theta in c]
+                if n.startswith("tst_tt λ") and theta in c]
         if src and dann:
             line["best DANN − source only"] = f"{max(dann) - src['mean_accuracy']:+.4f}"
         table.append(line)
