@@ -78,6 +78,27 @@ def test_grid_runs_lambda_only_for_domain_loss_protocols():
         "protocol": "tst_tt", "theta": 1.0, "seed": 2, "grl_lambda": 0.03}
 
 
+def test_methods_axis_applies_to_the_adaptation_protocol_only(tmp_path):
+    from dalab.sweep.grid import DEFAULT_METHOD, check_spec
+    from dalab.training.config import Config
+
+    assert DEFAULT_METHOD == Config().method
+    spec = small_spec(methods=["dann", "cdan"], lambdas=[1.0], seeds=[0])
+    points = expand_grid(spec)
+    assert Counter((p.protocol, p.method) for p in points) == {
+        ("ts_tt", None): 2, ("tst_tt", "dann"): 2, ("tst_tt", "cdan"): 2}
+    names = {p.name for p in points}
+    # dann keeps the names sweeps had before the methods axis
+    assert {"tst_tt-theta0.5-lambda1-quick-seed0",
+            "tst_tt-cdan-theta0.5-lambda1-quick-seed0"} <= names
+    assert Point("tst_tt", 1.0, 1.0, "quick", 0, "cdan").overrides()["method"] == "cdan"
+    assert "method" not in Point("ts_tt", 1.0, None, "quick", 0).overrides()
+    # a sweep.json written before the methods axis resumes as a dann sweep
+    old = {k: v for k, v in small_spec().to_json().items() if k != "methods"}
+    write_json_atomic(tmp_path / "sweep.json", old)
+    assert check_spec(tmp_path, small_spec()) == small_spec()
+
+
 @pytest.mark.parametrize("bad, match", [
     (dict(protocols=["ts_xx"]), "unknown protocol 'ts_xx'"),
     (dict(thetas=[1.5]), "theta 1.5"),
@@ -256,3 +277,7 @@ def test_cli_flags_become_spec_and_runtime(tmp_path):
     assert len(expand_grid(spec)) == 2 * 3 * 2 * (1 + 2)
     defaults, _ = spec_from_args(build_parser().parse_args(["sweep", "--out", "x"]))
     assert (defaults.thetas, defaults.lambdas, defaults.presets) == ([1.0], [1.0], ["quick"])
+    assert defaults.methods == ["dann"]
+    methods, _ = spec_from_args(build_parser().parse_args(
+        ["sweep", "--out", "x", "--methods", "dann,coral"]))
+    assert methods.methods == ["dann", "coral"]
