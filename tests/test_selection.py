@@ -108,3 +108,20 @@ def test_select_each_rule_keeps_its_epoch(rule, tiny_sets, data_root, cache_dir,
         from dalab.evaluation import accuracy
         assert accuracy(model, test.images, test.labels) == pytest.approx(
             chosen["target_test_accuracy"])
+
+
+def test_selector_without_target_images_or_test_labels():
+    model = Scalar()
+    sel = Selector("source-val", None, torch.zeros(4), None,
+                   {"source-val": "source_val_acc"})
+    for epoch, acc in enumerate([0.5, 0.9, 0.7], 1):
+        model.w.data.fill_(float(epoch))
+        assert sel.update(model, {"epoch": epoch, "step": epoch,
+                                  "source_val_acc": acc}) == {}
+    records = sel.finish(model, None)
+    assert model.w.item() == 2.0
+    assert records == {
+        "none": {"epoch": 3, "step": 3, "score": 3.0, "target_test_accuracy": None,
+                 "oracle": False},
+        "source-val": {"epoch": 2, "step": 2, "score": 0.9, "target_test_accuracy": None,
+                       "oracle": False}}

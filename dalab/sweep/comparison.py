@@ -125,8 +125,8 @@ def regret_rows(out: Path, rows: list[dict]) -> list[dict]:
             continue
         result = json.loads((out / "runs" / r["name"] / "result.json").read_text())
         records = result.get("validators") or {}
-        if ORACLE not in records:
-            continue
+        if records.get(ORACLE, {}).get("target_test_accuracy") is None:
+            continue  # no validation split, or no target test labels
         best = records[ORACLE]["target_test_accuracy"]
         for rule, rec in records.items():
             if rule == ORACLE:

@@ -246,7 +246,7 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
         if stop or collapsed:
             break
 
-    validators = selector.finish(model, sets.evals["target_test"], **eval_kw)
+    validators = selector.finish(model, sets.evals.get("target_test"), **eval_kw)
     best_epoch = selector.chosen()["epoch"]
     val_acc = selector.chosen()["score"] if cfg.select in ("source-val", "target-val") else None
     tests = {name: count_correct(model, d.images, d.labels, **eval_kw).item() / len(d)

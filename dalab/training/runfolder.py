@@ -110,8 +110,9 @@ def validator_lines(records: dict) -> list[str]:
     """What each selection rule chose: epoch and target test accuracy (oracle flagged)."""
     if not records:
         return []
-    picks = [f"{rule}{' (ORACLE)' if rec['oracle'] else ''} epoch {rec['epoch']} "
-             f"{rec['target_test_accuracy']:.4f}" for rule, rec in records.items()]
+    picks = [f"{rule}{' (ORACLE)' if rec['oracle'] else ''} epoch {rec['epoch']}"
+             + ("" if rec["target_test_accuracy"] is None else
+                f" {rec['target_test_accuracy']:.4f}") for rule, rec in records.items()]
     return ["selection rules (kept epoch, target test accuracy): " + "; ".join(picks)]
 
 

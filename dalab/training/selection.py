@@ -63,7 +63,8 @@ class Selector:
     select
         The rule whose choice becomes the run's model (``cfg.select``).
     target
-        Unlabelled target training images scored by the validators.
+        Unlabelled target training images scored by the validators (None: no
+        validator is computed).
     source_fit
         Labelled-domain training images (the source side of DEV's domain classifier).
     source_val
@@ -90,8 +91,10 @@ class Selector:
         """The selector of one ``train`` run: the first :data:`VALIDATOR_IMAGES` images
         of each set it needs (target *training* images only, never target labels)."""
         n = VALIDATOR_IMAGES
-        target = (sets.unlabelled if sets.unlabelled is not None
-                  else sets.evals["target_train"].images)[:n]
+        target = sets.unlabelled
+        if target is None and "target_train" in sets.evals:  # source-only protocols
+            target = sets.evals["target_train"].images
+        target = None if target is None else target[:n]
         labelled_val = "target_val" if PROTOCOLS[cfg.protocol][1] == "target" else "source_val"
         keys = {rule: f"{name}_acc" for rule, name in
                 (("source-val", labelled_val), ("target-val", "target_val"))
@@ -108,8 +111,9 @@ class Selector:
         """Score ``model`` after epoch ``row["epoch"]``; keep its state for every rule it
         leads; return the validator scores as ``score_<name>`` entries for the row."""
         epoch, step = row["epoch"], row["step"]
-        scores = score_validators(model, self.target, self.source_fit, self.source_val,
-                                  self.batch_size)
+        scores = ({} if self.target is None else
+                  score_validators(model, self.target, self.source_fit, self.source_val,
+                                   self.batch_size))
         scores.update({rule: row[key] for rule, key in self.accuracy_keys.items()})
         scores["none"] = float(epoch)  # the last model
         for rule, score in scores.items():
@@ -135,13 +139,17 @@ class Selector:
 
         Each record: ``epoch`` chosen, ``score`` there, ``target_test_accuracy`` of that
         epoch's model, ``oracle`` (True for ``target-val``). Every distinct chosen
-        epoch is scored once on ``target_test`` (a labelled Domain).
+        epoch is scored once on ``target_test`` (a labelled Domain; None for a target
+        without labels: the accuracies are then None).
         """
         last = {k: v.detach().clone() for k, v in model.state_dict().items()}
         last_epoch = self.best["none"]["epoch"]
         states = {**self.states, last_epoch: last}
         accuracy = {}
         for epoch, state in sorted(states.items()):
+            if target_test is None:
+                accuracy[epoch] = None
+                continue
             model.load_state_dict(state)
             accuracy[epoch] = count_correct(model, target_test.images, target_test.labels,
                                             **eval_kw).item() / max(1, len(target_test))
