@@ -77,7 +77,7 @@ class Selector:
         Patience on the selected rule's accuracy (early stopping), or None.
     """
 
-    def __init__(self, select: str, target: Tensor, source_fit: Tensor,
+    def __init__(self, select: str, target: Tensor | None, source_fit: Tensor,
                  source_val: tuple[Tensor, Tensor] | None, accuracy_keys: dict[str, str],
                  stopper: EarlyStopping | None = None, batch_size: int = 2048):
         self.select, self.accuracy_keys, self.stopper = select, accuracy_keys, stopper
