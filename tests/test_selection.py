@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from dalab.data import Domain
+from dalab.data import Split
 from dalab.errors import ConfigError
 from dalab.evaluation.validators import VALIDATORS
 from dalab.training import load_run, make_config, train
@@ -55,7 +55,7 @@ def test_selector_keeps_one_state_per_chosen_epoch_and_restores_the_selected(mon
     json.dumps({k: v for k, v in state.items() if k != "states"})  # JSON-able apart from tensors
     restored = Selector("entropy", torch.zeros(4), torch.zeros(4), None, {})
     restored.load_state_dict(state)
-    test = Domain("t", torch.zeros(10, 1), torch.tensor([1] * 6 + [0] * 4))
+    test = Split("t/test", torch.zeros(10, 1), torch.tensor([1] * 6 + [0] * 4))
     records = restored.finish(model, test, batch_size=4, device="cpu")
     assert model.w.item() == 2.0  # entropy's epoch
     assert {r: (v["epoch"], v["target_test_accuracy"], v["oracle"])

@@ -139,7 +139,7 @@ class Selector:
 
         Each record: ``epoch`` chosen, ``score`` there, ``target_test_accuracy`` of that
         epoch's model, ``oracle`` (True for ``target-val``). Every distinct chosen
-        epoch is scored once on ``target_test`` (a labelled Domain; None for a target
+        epoch is scored once on ``target_test`` (a labelled Split; None for a target
         without labels: the accuracies are then None).
         """
         last = {k: v.detach().clone() for k, v in model.state_dict().items()}
