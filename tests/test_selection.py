@@ -52,7 +52,9 @@ def test_selector_keeps_one_state_per_chosen_epoch_and_restores_the_selected(mon
         assert set(row) == {"score_entropy", "score_im"}
     assert sorted(sel.states) == [1, 2, 3]  # im, entropy, target-val (none: the live model)
     state = sel.state_dict()
-    json.dumps({k: v for k, v in state.items() if k != "states"})  # JSON-able apart from tensors
+    json.dumps(state["meta"])  # JSON-able, and a flat tensor dict beside it
+    assert all(isinstance(v, torch.Tensor) for v in state["tensors"].values())
+    assert sorted(state["tensors"]) == ["1/w", "2/w", "3/w"]
     restored = Selector("entropy", torch.zeros(4), torch.zeros(4), None, {})
     restored.load_state_dict(state)
     test = Split("t/test", torch.zeros(10, 1), torch.tensor([1] * 6 + [0] * 4))

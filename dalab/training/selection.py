@@ -165,13 +165,19 @@ class Selector:
 
     # -- checkpointing ------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Tensors and JSON-able values: ``{"best", "stopper", "states"}``."""
-        return {"best": {k: dict(v) for k, v in self.best.items()},
-                "stopper": None if self.stopper is None else asdict(self.stopper),
-                "states": {str(e): dict(s) for e, s in self.states.items()}}
+        """``{"meta": JSON-able, "tensors": flat {"<epoch>/<param>": Tensor}}``: the rules'
+        bests and the patience state, and the kept model states (safetensors-ready)."""
+        return {"meta": {"best": {k: dict(v) for k, v in self.best.items()},
+                         "stopper": None if self.stopper is None else asdict(self.stopper)},
+                "tensors": {f"{e}/{k}": v for e, s in self.states.items()
+                            for k, v in s.items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.best = {k: dict(v) for k, v in state["best"].items()}
-        if self.stopper is not None and state.get("stopper"):
-            self.stopper = EarlyStopping(**state["stopper"])
-        self.states = {int(e): dict(s) for e, s in state["states"].items()}
+        meta = state["meta"]
+        self.best = {k: dict(v) for k, v in meta["best"].items()}
+        if self.stopper is not None and meta.get("stopper"):
+            self.stopper = EarlyStopping(**meta["stopper"])
+        self.states = {}
+        for key, value in state["tensors"].items():
+            epoch, name = key.split("/", 1)
+            self.states.setdefault(int(epoch), {})[name] = value
