@@ -218,7 +218,7 @@ def test_result_files(data, raw):
 @FUZZ
 @given(data=st.fixed_dictionaries({}, optional={
     k: JSON | st.lists(st.integers(0, 3) | st.floats(), max_size=3) for k in
-    ("protocols", "thetas", "lambdas", "presets", "seeds", "overrides")}) | JSON,
+    ("protocols", "methods", "thetas", "lambdas", "presets", "seeds", "overrides")}) | JSON,
        raw=st.binary(max_size=4))
 def test_sweep_specs(data, raw):
     from dalab.sweep.grid import SweepSpec, check_spec

@@ -93,6 +93,8 @@ class SweepSpec:
 
     @classmethod
     def from_json(cls, data: dict, where: str = SPEC_FILE) -> "SweepSpec":
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: not a sweep spec (a JSON object expected)")
         data = {"methods": [DEFAULT_METHOD], **data}  # sweeps made before the methods axis
         try:
             return cls(**{k: data[k] for k in (*AXES, "overrides")})
