@@ -19,7 +19,7 @@ def fake_train(cfg, out, log=print):
     """A run folder whose accuracies follow the method, θ and seed; its rules: the oracle
     (target-val) picks epoch 2, entropy and the last model epoch 3 (0.05 worse)."""
     out = Path(out)
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     with open(Path(cfg.cache_dir) / "calls.log", "a") as f:
         f.write(f"{out.name} {os.getpid()}\n")
     target = {"ts_tt": 0.5, "tt_tt": 0.95}.get(cfg.protocol, 0.5 + GAIN[cfg.method])
