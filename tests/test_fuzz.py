@@ -263,12 +263,15 @@ def trained_state():
     optimizer.step()
     gens = {"source": torch.Generator().manual_seed(1)}
     run = _folder()
+    selection = {"meta": {"best": {"none": {"epoch": 1, "step": 1, "score": 1.0},
+                                   "source-val": {"epoch": 1, "step": 1, "score": 0.5}},
+                          "stopper": {"patience": 10, "increase": 2.0, "threshold": 0.99,
+                                      "best_error": 0.5, "best_epoch": 1, "best_step": 1}},
+                 "tensors": {f"1/{k}": v.clone()
+                             for k, v in method.model.state_dict().items()}}
     state = checkpoint.TrainState(
-        1, 1, [{"epoch": 1, "step": 1, "loss": 2.0}], {"patience": 10, "increase": 2.0,
-                                                       "threshold": 0.99, "best_error": 1.0,
-                                                       "best_epoch": 1, "best_step": 1},
-        method.state_dict(), {"main": optimizer.state_dict()}, checkpoint.rng_states(gens),
-        best={k: v.clone() for k, v in method.model.state_dict().items()}, warnings=["w"])
+        1, 1, [{"epoch": 1, "step": 1, "loss": 2.0}], selection, method.state_dict(),
+        {"main": optimizer.state_dict()}, checkpoint.rng_states(gens), warnings=["w"])
     path = checkpoint.save_state(run, state)
     model_file = run / "model.safetensors"
     from dalab.training.runfolder import save_checkpoint
@@ -296,9 +299,9 @@ def test_truncated_or_corrupt_checkpoints(trained_state, cut, flips):
 
 @settings(FUZZ, max_examples=20)
 @given(change=st.sampled_from(["drop", "extra", "shape", "dtype", "rename"]),
-       prefix=st.sampled_from(["method.", "optim.main.", "rng.", "best."]),
+       prefix=st.sampled_from(["method.", "optim.main.", "rng.", "kept.1/"]),
        pick=st.integers(0, 1000), meta=st.dictionaries(st.sampled_from(
-           ["epoch", "step", "rows", "stopper", "optimizers", "warnings", "seconds", "best",
+           ["epoch", "step", "rows", "selection", "optimizers", "warnings", "seconds",
             "stopped", "other"]), JSON, max_size=2))
 def test_checkpoints_with_wrong_tensors_or_fields(trained_state, change, prefix, pick, meta):
     from safetensors import safe_open
@@ -325,6 +328,58 @@ def test_checkpoints_with_wrong_tensors_or_fields(trained_state, change, prefix,
     bad = _folder() / "epoch-0001.safetensors"
     save_file(tensors, str(bad), metadata={**header, "state": json.dumps(state)})
     with pytest.raises(DalabError, match=str(bad)):
+        _load_and_restore(bad, method, optimizer, gens)
+
+
+def _without_kept(tensors, selection):
+    return {k: v for k, v in tensors.items() if not k.startswith("kept.")}, selection
+
+
+def _only_last(tensors, selection):
+    return tensors, {**selection, "best": {"none": selection["best"]["none"]}}
+
+
+def _unknown_rule(tensors, selection):
+    best = {**selection["best"], "accuracy": selection["best"]["source-val"]}
+    return tensors, {**selection, "best": best}
+
+
+def _last_elsewhere(tensors, selection):
+    best = {**selection["best"], "none": {"epoch": 0, "step": 0, "score": 0.0}}
+    return tensors, {**selection, "best": best}
+
+
+def _short_stopper(tensors, selection):
+    stopper = {k: v for k, v in selection["stopper"].items() if k != "patience"}
+    return tensors, {**selection, "stopper": stopper}
+
+
+def _odd_epoch_key(tensors, selection):
+    key = next(k for k in tensors if k.startswith("kept.1/"))
+    return {**tensors, "kept.¹/" + key[len("kept.1/"):]: tensors[key].clone()}, selection
+
+
+@pytest.mark.parametrize("change, message", [
+    (_without_kept, r"kept model states are of epochs \[\], the selection state names "
+                    r"epochs \[1\]"),
+    (_only_last, r"kept model states are of epochs \[1\], the selection state names "
+                 r"epochs \[\]"),
+    (_unknown_rule, "bad selection state"), (_last_elsewhere, "bad selection state"),
+    (_short_stopper, "bad early-stopping state"), (_odd_epoch_key, "unexpected tensor"),
+])
+def test_checkpoints_with_a_bad_selection_state(trained_state, change, message):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    method, optimizer, gens, path, _ = trained_state
+    with safe_open(str(path), framework="pt") as fh:
+        header = fh.metadata()
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    state = json.loads(header["state"])
+    tensors, state["selection"] = change(tensors, state["selection"])
+    bad = _folder() / "epoch-0001.safetensors"
+    save_file(tensors, str(bad), metadata={**header, "state": json.dumps(state)})
+    with pytest.raises(DalabError, match=f"{bad}: .*{message}"):
         _load_and_restore(bad, method, optimizer, gens)
 
 

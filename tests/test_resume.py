@@ -27,6 +27,8 @@ from dalab.training.runfolder import TIMING_FIELDS
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(preset="quick", max_train=256, max_eval=100, batch_size=32, epochs=3,
             threads=1, device="cpu")
+# The killed run keeps model states for its selection rules and early stopping's state.
+SELECTING = dict(select="source-val", early_stopping=True)
 
 
 def _flags(data_root, cache_dir, **kw) -> list[str]:
@@ -66,13 +68,13 @@ def comparable(run_dir: Path) -> dict[str, bytes]:
 def reference(data_root, cache_dir, tmp_path_factory):
     """An uninterrupted run, trained in this process."""
     out = tmp_path_factory.mktemp("ref") / "run"
-    train(_cfg(data_root, cache_dir), out, log=lambda s: None)
+    train(_cfg(data_root, cache_dir, **SELECTING), out, log=lambda s: None)
     return out
 
 
 def test_killed_run_resumes_bit_for_bit(reference, data_root, cache_dir, tmp_path):
     out = tmp_path / "run"
-    args = ["train", *_flags(data_root, cache_dir), "--out", str(out)]
+    args = ["train", *_flags(data_root, cache_dir, **SELECTING), "--out", str(out)]
     # 1. SIGKILL at a random moment after the first epoch finished
     proc = _dalab(args)
     for line in proc.stdout:
@@ -82,8 +84,10 @@ def test_killed_run_resumes_bit_for_bit(reference, data_root, cache_dir, tmp_pat
     proc.kill()
     proc.wait()
     assert not (out / "result.json").exists()
-    done = [p.name for p in checkpoint.checkpoints(out)]
+    done = checkpoint.checkpoints(out)
     assert done and len(done) == 1  # only the last checkpoint is kept
+    kept = checkpoint.load_state(done[0]).selection
+    assert kept["tensors"] and kept["meta"]["stopper"]["best_epoch"] >= 1
     # 2. resume, killed while writing the checkpoint of epoch 3
     proc = _dalab(args, {checkpoint.CRASH_ENV: "3"})
     first = proc.stdout.readline()
@@ -109,10 +113,11 @@ def test_killed_run_resumes_bit_for_bit(reference, data_root, cache_dir, tmp_pat
 def test_other_config_is_refused(reference, data_root, cache_dir):
     with pytest.raises(ConfigError, match=r"finished run of another configuration \(lr: "
                        r"stored 0.01, now 0.02\)"):
-        train(_cfg(data_root, cache_dir, lr=0.02), reference, log=lambda s: None)
+        train(_cfg(data_root, cache_dir, **SELECTING, lr=0.02), reference,
+              log=lambda s: None)
     # runtime fields may differ
-    result = train(_cfg(data_root, cache_dir, keep_checkpoints=True, threads=2), reference,
-                   log=lambda s: None)
+    result = train(_cfg(data_root, cache_dir, **SELECTING, keep_checkpoints=True, threads=2),
+                   reference, log=lambda s: None)
     assert result.epochs == 3
 
 

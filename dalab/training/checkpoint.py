@@ -5,10 +5,12 @@ as if it had never stopped:
 
 * tensors: the method's ``state_dict()`` (``method.*``: the model, extra modules,
   teachers), each optimiser's tensor state (``optim.<name>.<param>.<key>``), every
-  random generator (``rng.<name>``) and the model kept by selection (``best.*``);
+  random generator (``rng.<name>``) and the model states kept by selection, one per
+  epoch some rule prefers (``kept.<epoch>/<param>``);
 * JSON in the file's metadata: the epoch and step counters, the optimisers' other
-  state (parameter groups), the early-stopping state, the metric rows so far, the
-  warnings, whether training already stopped, and the seconds spent.
+  state (parameter groups), the selection state (each rule's best epoch, step and
+  score; the early-stopping state), the metric rows so far, the warnings, whether
+  training already stopped, and the seconds spent.
 
 Every file is written atomically, so a process killed while writing leaves the previous
 checkpoint intact. Nothing is unpickled on loading; a file that does not fit the run
@@ -30,9 +32,9 @@ from torch import Tensor
 
 from dalab.errors import DataError
 from dalab.paths import atomic_path
-from dalab.training.selection import EarlyStopping
+from dalab.training.selection import RULES, EarlyStopping, split_states
 
-FORMAT = "dalab-train-state-1"
+FORMAT = "dalab-train-state-2"  # 2: the selection state in place of one kept model
 FOLDER = "checkpoints"
 # Tests only: SIGKILL this process while the checkpoint of this epoch is half written.
 CRASH_ENV = "DALAB_TEST_KILL_IN_CHECKPOINT"
@@ -45,11 +47,10 @@ class TrainState:
     epoch: int
     step: int
     rows: list[dict]
-    stopper: dict  # EarlyStopping fields
+    selection: dict  # Selector.state_dict(): {"meta": JSON, "tensors": {"<epoch>/<param>"}}
     method: dict[str, Tensor]
     optimizers: dict[str, dict]  # name -> optimizer.state_dict()
     rng: dict[str, Tensor]
-    best: dict[str, Tensor] | None = None  # the model kept by selection
     warnings: list[str] = field(default_factory=list)
     stopped: bool = False  # training ended early (early stopping, collapse)
     seconds: float = 0.0  # training time spent before this point
@@ -129,9 +130,8 @@ def write_safetensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str
 
 def save_state(run_dir: Path, state: TrainState, keep_all: bool = False) -> Path:
     """Write ``state`` as the checkpoint of its epoch; remove older ones unless ``keep_all``."""
-    tensors = {**_cpu(state.method, "method"), **_cpu(state.rng, "rng")}
-    if state.best is not None:
-        tensors.update(_cpu(state.best, "best"))
+    tensors = {**_cpu(state.method, "method"), **_cpu(state.rng, "rng"),
+               **_cpu(state.selection["tensors"], "kept")}
     optim_meta = {}
     for name, sd in state.optimizers.items():
         kept: dict[str, dict] = {}
@@ -143,8 +143,8 @@ def save_state(run_dir: Path, state: TrainState, keep_all: bool = False) -> Path
                  for i, e in sd["state"].items()}
         optim_meta[name] = {"state": kept, "tensors": names, "param_groups": sd["param_groups"]}
     meta = {"epoch": state.epoch, "step": state.step, "rows": state.rows,
-            "stopper": state.stopper, "optimizers": optim_meta, "warnings": state.warnings,
-            "stopped": state.stopped, "seconds": state.seconds, "best": state.best is not None}
+            "selection": state.selection["meta"], "optimizers": optim_meta,
+            "warnings": state.warnings, "stopped": state.stopped, "seconds": state.seconds}
     path = checkpoint_path(run_dir, state.epoch)
     write_safetensors(path, tensors, {"format": FORMAT, "state": json.dumps(meta)},
                       lambda: _crash_for_tests(state.epoch))
@@ -201,7 +201,7 @@ def load_state(path: Path) -> TrainState:
     if not isinstance(meta, dict):
         raise DataError(f"{path}: checkpoint metadata is not a JSON object")
     epoch, step = _need(meta, "epoch", int, path), _need(meta, "step", int, path)
-    rows, stopper = _need(meta, "rows", list, path), _need(meta, "stopper", dict, path)
+    rows, selection = _need(meta, "rows", list, path), _need(meta, "selection", dict, path)
     optim_meta = _need(meta, "optimizers", dict, path)
     warnings = _need(meta, "warnings", list, path)
     seconds = _need(meta, "seconds", (int, float), path)
@@ -210,9 +210,7 @@ def load_state(path: Path) -> TrainState:
         raise DataError(f"{path}: inconsistent checkpoint (epoch {epoch}, {len(rows)} rows)")
     if not all(isinstance(w, str) for w in warnings):
         raise DataError(f"{path}: checkpoint warnings are not text")
-    if set(stopper) != STOPPER_FIELDS or not all(_number(v) for v in stopper.values()):
-        raise DataError(f"{path}: bad early-stopping state {stopper}")
-    groups = {"method": {}, "rng": {}, "best": {}, "optim": {}}
+    groups = {"method": {}, "rng": {}, "kept": {}, "optim": {}}
     for key, value in tensors.items():
         prefix, _, rest = key.partition(".")
         if prefix not in groups or not rest:
@@ -242,13 +240,41 @@ def load_state(path: Path) -> TrainState:
                 i: v for i, v in listed.items() if v}:
             raise DataError(f"{path}: optimiser {name!r} tensors do not match the list "
                             "the checkpoint was written with (missing or extra tensors)")
-    has_best = _need(meta, "best", bool, path)
-    if has_best != bool(groups["best"]):
-        raise DataError(f"{path}: the kept model's tensors are missing or unexpected")
-    return TrainState(epoch=epoch, step=step, rows=rows, stopper=stopper,
+    _check_selection(selection, groups["kept"], epoch, path)
+    return TrainState(epoch=epoch, step=step, rows=rows,
+                      selection={"meta": selection, "tensors": groups["kept"]},
                       method=groups["method"], optimizers=optimizers, rng=groups["rng"],
-                      best=groups["best"] or None, warnings=list(warnings),
-                      stopped=bool(meta.get("stopped")), seconds=float(seconds))
+                      warnings=list(warnings), stopped=bool(meta.get("stopped")),
+                      seconds=float(seconds))
+
+
+def _check_selection(meta: dict, kept: dict[str, Tensor], epoch: int, where: Path) -> None:
+    """The selection state's form: each rule's best ``{"epoch", "step", "score"}`` (the
+    last model's at ``epoch``), the early-stopping fields or None, and one kept model
+    state for each epoch a rule other than ``none`` prefers."""
+    best, stopper = meta.get("best"), meta.get("stopper")
+
+    def a_best(b) -> bool:
+        return (isinstance(b, dict) and set(b) == {"epoch", "step", "score"}
+                and all(_number(v) for v in b.values()) and isinstance(b["epoch"], int)
+                and 1 <= b["epoch"] <= epoch)
+
+    if (set(meta) != {"best", "stopper"} or not isinstance(best, dict)
+            or not set(best) <= set(RULES) or not all(map(a_best, best.values()))
+            or best.get("none", {}).get("epoch") != epoch):
+        raise DataError(f"{where}: bad selection state {meta}")
+    if stopper is not None and (not isinstance(stopper, dict) or set(stopper) != STOPPER_FIELDS
+                                or not all(_number(v) for v in stopper.values())):
+        raise DataError(f"{where}: bad early-stopping state {stopper}")
+    for key in kept:
+        head, slash, name = key.partition("/")
+        if not (head.isascii() and head.isdigit() and slash and name):
+            raise DataError(f"{where}: unexpected tensor 'kept.{key}' in checkpoint")
+    wanted = sorted({b["epoch"] for rule, b in best.items() if rule != "none"})
+    found = sorted(split_states(kept))
+    if found != wanted:
+        raise DataError(f"{where}: the kept model states are of epochs {found}, the "
+                        f"selection state names epochs {wanted}")
 
 
 def check_tensors(found: dict[str, Tensor], want: dict[str, Tensor], what: str,
@@ -303,8 +329,9 @@ def restore(state: TrainState, where: Path, method: torch.nn.Module,
             generators: dict[str, torch.Generator]) -> None:
     """Load ``state`` into the run's method, optimisers and generators (checked first)."""
     check_tensors(state.method, method.state_dict(), "the method's state", where)
-    if state.best is not None:
-        check_tensors(state.best, method.model.state_dict(), "the kept model", where)
+    model = method.model.state_dict()
+    for epoch, tensors in split_states(state.selection["tensors"]).items():
+        check_tensors(tensors, model, f"the model kept from epoch {epoch}", where)
     if set(state.optimizers) != set(optimizers):
         raise DataError(f"{where}: optimisers {sorted(state.optimizers)} do not match this "
                         f"run's {sorted(optimizers)}")

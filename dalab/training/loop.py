@@ -30,7 +30,7 @@ from dalab.training.augment import augment
 from dalab.training.config import PROTOCOLS, Config
 from dalab.training.domains import Sets, load_sets
 from dalab.training.optim import lr_at
-from dalab.training.selection import EarlyStopping, Selector
+from dalab.training.selection import Selector
 
 
 @dataclass
@@ -184,8 +184,7 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
     optimizers = method.optimizers
     if state is not None:
         checkpoint.restore(state, out, method, optimizers, generators)
-        if selector.stopper is not None:
-            selector.stopper = EarlyStopping(**state.stopper)
+        selector.load_state_dict(state.selection)
         rows, step_no = state.rows, state.step
         warns, stopped, spent = state.warnings, state.stopped, state.seconds
     train_on = PROTOCOLS[cfg.protocol][1]
@@ -235,10 +234,9 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
         if out is not None:
             runfolder.write_metrics(out, rows)
             checkpoint.save_state(out, checkpoint.TrainState(
-                epoch + 1, step_no, rows,
-                asdict(selector.stopper or EarlyStopping()), method.state_dict(),
+                epoch + 1, step_no, rows, selector.state_dict(), method.state_dict(),
                 {name: o.state_dict() for name, o in optimizers.items()},
-                checkpoint.rng_states(generators), None, warns, stop or collapsed,
+                checkpoint.rng_states(generators), warns, stop or collapsed,
                 spent + time.perf_counter() - start), cfg.keep_checkpoints)
         if stop:
             log(f"early stop after epoch {epoch + 1}: no real improvement for "

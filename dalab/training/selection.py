@@ -177,7 +177,14 @@ class Selector:
         self.best = {k: dict(v) for k, v in meta["best"].items()}
         if self.stopper is not None and meta.get("stopper"):
             self.stopper = EarlyStopping(**meta["stopper"])
-        self.states = {}
-        for key, value in state["tensors"].items():
-            epoch, name = key.split("/", 1)
-            self.states.setdefault(int(epoch), {})[name] = value
+        self.states = split_states(state["tensors"])
+
+
+def split_states(tensors: dict[str, Tensor]) -> dict[int, dict[str, Tensor]]:
+    """Kept model states flattened by :meth:`Selector.state_dict`,
+    ``{"<epoch>/<param>": Tensor}``, as ``{epoch: {param: Tensor}}``."""
+    states: dict[int, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        epoch, name = key.split("/", 1)
+        states.setdefault(int(epoch), {})[name] = value
+    return states
