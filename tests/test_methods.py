@@ -237,7 +237,7 @@ def test_the_loop_hands_methods_target_images_only(name, monkeypatch):
     ys, yt = torch.arange(16) % 10, torch.arange(16) % 10
     src = Split("source", xs, ys)
     tgt = _GuardedSplit("target", xt, yt)
-    sets = Sets(labelled=src, unlabelled=xt, val=None, test="target_test", channels=3,
+    sets = Sets(labelled=src, unlabelled=xt, test="target_test", channels=3,
                 evals={"source_train": src, "target_train": tgt, "source_test": src,
                        "target_test": tgt})
     monkeypatch.setattr(loop, "load_sets", lambda cfg: sets)

@@ -26,7 +26,6 @@ class Sets:
     labelled: Split
     unlabelled: Tensor | None
     evals: dict[str, Split]
-    val: str | None  # key in ``evals`` used for selection, or None
     test: str  # key in ``evals`` giving the test score
     channels: int  # input channels of the network
 
@@ -59,11 +58,5 @@ def load_sets(cfg: Config, monitor: int = 5000) -> Sets:
     _, train_on, test_on = PROTOCOLS[cfg.protocol]
     labelled = tgt if train_on == "target" else src
     unlabelled = tgt.images if train_on == "source+target" else None
-    if cfg.select == "source-val":  # validation split of the labelled training domain
-        val = "target_val" if train_on == "target" else "source_val"
-    elif cfg.select == "target-val":
-        val = "target_val"
-    else:
-        val = None
     channels = max(source.channels, target.channels)
-    return Sets(labelled, unlabelled, evals, val, f"{test_on}_test", channels)
+    return Sets(labelled, unlabelled, evals, f"{test_on}_test", channels)
