@@ -26,7 +26,7 @@ CHOICES = {
     "optimizer": ("sgd", "rmsprop", "adam"),
     "lr_schedule": ("constant", "epoch", "anneal"),
     "select": ("source-val", "target-val", "none"),
-    "network": ("lenet", "dann"),
+    "network": ("lenet", "dann", "resnet18"),
     "device": ("auto", "cpu", "cuda"),
     "patch_split": ("train", "val", "test", "all"),
     "augment": ("none", "color"),
@@ -44,10 +44,14 @@ class Config:
     # -- what is trained ---------------------------------------------------------------
     protocol: str = "tst_tt"  # ts_ts | ts_tt | tt_tt | tst_tt (train/test on source/target)
     preset: str | None = None  # name of the preset applied before the flags (informational)
-    network: str = "dann"  # lenet (original code) | dann (DANN paper's MNIST network)
+    network: str = "dann"  # lenet (original code) | dann (DANN paper's MNIST network) | resnet18
+    init_weights: str | None = None  # safetensors file initialising the feature extractor
     dropout: float = 0.0  # dropout probability before each fully connected layer
     augment: str = "none"  # batch augmentation of labelled images: none | color (jitter)
     # -- data --------------------------------------------------------------------------
+    source: str = "mnist"  # source domain spec (labelled), e.g. digits or folder:PATH
+    target: str = "mnistm"  # target domain spec; mnistm takes theta/mode/mask/... below
+    size: int = 28  # input height and width: every domain's images are fitted to it
     theta: float = 1.0  # MNIST-M blend strength in [0, 1]; 1 = the paper's MNIST-M
     mode: str = "color"  # MNIST-M colour (3 channels) or gray (1 channel)
     mask: str = "binary"  # MNIST-M digit mask: binary (published MNIST-M) | grey (seed code)
@@ -110,7 +114,7 @@ class Config:
         for name in ("data_root", "cache_dir"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name}: expected a folder path, got {getattr(self, name)!r}")
-        for name in ("epochs", "batch_size", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "size"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ConfigError(f"{name}: expected a positive integer, got "
                                   f"{getattr(self, name)!r}")
@@ -118,6 +122,10 @@ class Config:
             if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
                 raise ConfigError(f"{name}: expected a non-negative integer, got "
                                   f"{getattr(self, name)!r}")
+        for name in ("source", "target"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                raise ConfigError(f"{name}: expected a domain spec such as 'mnist' or "
+                                  f"'folder:PATH', got {getattr(self, name)!r}")
         if self.early_stopping and self.select == "none":
             raise ConfigError("early_stopping: needs a validation set; set select to "
                               "source-val or target-val")
