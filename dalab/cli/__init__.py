@@ -17,7 +17,7 @@ from dalab import __version__
 from dalab.errors import DalabError
 
 COMMAND_MODULES = (
-    "data", "train", "experiment", "eval", "sweep", "analyze", "report", "bench",
+    "data", "train", "experiment", "eval", "predict", "sweep", "analyze", "report", "bench",
 )
 
 

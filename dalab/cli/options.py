@@ -12,6 +12,7 @@ import dataclasses
 import typing
 
 FLAG_NAMES = {"grl_lambda": "--lambda"}  # field -> flag, where the flag is not --field-name
+METAVARS = {"source": "SPEC", "target": "SPEC", "init_weights": "FILE"}  # else the type
 COMMON = ("data_root", "cache_dir")  # given by the common --data-root/--cache-dir
 
 
@@ -66,7 +67,7 @@ def add_config_options(parser: argparse.ArgumentParser, skip=()) -> None:
             if name in CHOICES:
                 kw["choices"] = CHOICES[name]
             else:
-                kw["metavar"] = kind.__name__.upper()
+                kw["metavar"] = METAVARS.get(name, kind.__name__.upper())
         group.add_argument(_flag(name), **kw)
 
 

@@ -15,9 +15,9 @@ import html
 import json
 from pathlib import Path
 
-from dalab.errors import DataError
+from dalab.errors import ConfigError, DataError
 from dalab.paths import write_text_atomic
-from dalab.reporting.samples import sample_strip
+from dalab.reporting.samples import pair_strip, sample_strip
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;
@@ -123,6 +123,17 @@ def warnings_banner(results: dict[str, dict]) -> str:
             + ("<li>…</li>" if len(items) > 20 else "") + "</ul></div>")
 
 
+def classes_html(results: dict[str, dict]) -> str:
+    """One line naming the classes the runs predict (from ``result.json``)."""
+    lists = {tuple(r["class_names"]) for r in results.values() if r.get("class_names")}
+    if not lists:
+        return ""
+    names = sorted(lists)[0]
+    shown = ", ".join(names[:40]) + (f", … ({len(names) - 40} more)" if len(names) > 40 else "")
+    note = "" if len(lists) == 1 else f" (and {len(lists) - 1} other class list(s))"
+    return f"<p><b>Classes ({len(names)}):</b> {esc(shown)}{esc(note)}</p>"
+
+
 def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -172,6 +183,19 @@ def analysis_section(run_dirs: list[Path], extra: Path | None = None) -> str:
 def samples_section(configs: list[dict], data_root, cache_dir, load_samples) -> str:
     thetas = sorted({float(c.get("theta", 1.0)) for c in configs})
     c0 = configs[0] if configs else {}
+    source, target = c0.get("source", "mnist"), c0.get("target", "mnistm")
+    if (source, target) != ("mnist", "mnistm"):  # any other pair: its own test images
+        from dalab.training.config import config_from_dict
+        from dalab.training.domains import source_spec, target_spec
+        try:
+            cfg = config_from_dict(c0)
+            png = pair_strip(source_spec(cfg), target_spec(cfg), data_root or cfg.data_root,
+                             cache_dir or cfg.cache_dir, cfg.size)
+        except (DataError, ConfigError, OSError) as err:
+            return f"<h2>Sample images</h2><p class='muted'>unavailable: {esc(err)}</p>"
+        return (f"<h2>Sample images</h2><p class='muted'>Test images of the source "
+                f"({esc(source)}, top) and the target ({esc(target)}).</p>"
+                + img(png, "source and target samples"))
     try:
         png = sample_strip(thetas, c0.get("mode", "color"), c0.get("mask", "binary"),
                            c0.get("data_seed", 0),
@@ -189,6 +213,7 @@ def run_sections(folder: Path) -> tuple[list[str], list[dict], dict]:
     body = [selection_banner({folder.name: result}), warnings_banner({folder.name: result}),
             "<h2>Results</h2>",
             table([result], [c for c in RESULT_COLUMNS if c in result]),
+            classes_html({folder.name: result}),
             "<details><summary>every result field</summary>" + kv_table(result) + "</details>"]
     if (folder / "curves.png").exists():
         body += ["<h2>Training curves</h2>", img(folder / "curves.png", "training curves")]
@@ -203,7 +228,7 @@ def experiment_sections(folder: Path) -> tuple[list[str], list[dict], dict]:
     results = {d.name: read_json(d / "result.json") for d in runs}
     configs = [run_config(d)[0] for d in runs]
     body = [selection_banner(results), warnings_banner(results), "<h2>Results</h2>",
-            table(list(results.values()), RESULT_COLUMNS),
+            table(list(results.values()), RESULT_COLUMNS), classes_html(results),
             "<h2>Training curves</h2><div class='grid'>"
             + "".join(figure(d / "curves.png", d.name) for d in runs
                       if (d / "curves.png").exists()) + "</div>"]

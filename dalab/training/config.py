@@ -49,10 +49,14 @@ class Config:
     protocol: str = "tst_tt"  # ts_ts | ts_tt | tt_tt | tst_tt (train/test on source/target)
     preset: str | None = None  # name of the preset applied before the flags (informational)
     method: str = "dann"  # adaptation method of tst_tt (a key of dalab.methods.METHODS)
-    network: str = "dann"  # lenet (original code) | dann (DANN paper) | vada (VADA/DIRT-T)
+    network: str = "dann"  # lenet (original code) | dann (paper) | dann_bn | vada | resnet18
+    init_weights: str | None = None  # safetensors file initialising the feature extractor
     dropout: float = 0.0  # dropout probability before each fully connected layer
     augment: str = "none"  # batch augmentation of labelled images: none | color (jitter)
     # -- data --------------------------------------------------------------------------
+    source: str = "mnist"  # source domain spec (labelled), e.g. digits or folder:PATH
+    target: str = "mnistm"  # target domain spec; mnistm takes theta/mode/mask/... below
+    size: int = 28  # input height and width: every domain's images are fitted to it
     theta: float = 1.0  # MNIST-M blend strength in [0, 1]; 1 = the paper's MNIST-M
     mode: str = "color"  # MNIST-M colour (3 channels) or gray (1 channel)
     mask: str = "binary"  # MNIST-M digit mask: binary (published MNIST-M) | grey (seed code)
@@ -152,8 +156,8 @@ class Config:
         for name in ("data_root", "cache_dir"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name}: expected a folder path, got {getattr(self, name)!r}")
-        for name in ("epochs", "batch_size", "eval_batch_size", "cdan_hidden", "cdan_max_width",
-                     "cdan_random_dim", "adda_hidden", "mcd_steps"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "size", "cdan_hidden",
+                     "cdan_max_width", "cdan_random_dim", "adda_hidden", "mcd_steps"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ConfigError(f"{name}: expected a positive integer, got "
                                   f"{getattr(self, name)!r}")
@@ -161,6 +165,10 @@ class Config:
             if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
                 raise ConfigError(f"{name}: expected a non-negative integer, got "
                                   f"{getattr(self, name)!r}")
+        for name in ("source", "target"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                raise ConfigError(f"{name}: expected a domain spec such as 'mnist' or "
+                                  f"'folder:PATH', got {getattr(self, name)!r}")
         if self.early_stopping and self.select == "none":
             raise ConfigError("early_stopping: needs a validation set; set select to "
                               "source-val or target-val")

@@ -25,6 +25,7 @@ from dalab.methods import METHODS
 from dalab.models import NUM_CLASSES, build_model, channel_stats
 from dalab.paths import folder_lock
 from dalab.training import checkpoint, guard, resume
+from dalab.models.init import load_init_weights
 from dalab.training.allocator import keep_freed_memory
 from dalab.training.augment import augment
 from dalab.training.config import PROTOCOLS, Config
@@ -41,7 +42,7 @@ class Result:
     method: str  # the trained method (source_only outside tst_tt)
     train_on: str
     test_on: str
-    test_accuracy: float
+    test_accuracy: float | None  # None: the test domain has no labels
     selection: str  # source-val | target-val | none (last model)
     oracle_selection: bool  # True: the model was chosen with target labels
     best_epoch: int  # 1-based epoch of the kept model
@@ -57,8 +58,11 @@ class Result:
     network: str
     val_accuracy: float | None  # of the kept model on the selection set
     source_test_accuracy: float
-    target_test_accuracy: float
+    target_test_accuracy: float | None  # None: the target has no labels
     device: str
+    class_names: list[str]  # of the labelled training domain, in the model's output order
+    source: str  # canonical domain specs
+    target: str
     warnings: list[str] = field(default_factory=list)  # e.g. a collapse
 
     def to_dict(self) -> dict:
@@ -107,7 +111,11 @@ def _build(cfg: Config, sets: Sets, device: torch.device, log):
     if sets.unlabelled is not None:
         train_images.append(sets.unlabelled)
     mean, std = channel_stats(*train_images, channels=sets.channels)
-    model = build_model(cfg.network, sets.channels, mean, std, cfg.dropout).to(device)
+    model = build_model(cfg.network, sets.channels, mean, std, cfg.dropout,
+                        size=sets.size, class_names=sets.class_names)
+    if cfg.init_weights:
+        load_init_weights(model, cfg.init_weights, log)
+    model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.compile:
@@ -120,7 +128,7 @@ def _build(cfg: Config, sets: Sets, device: torch.device, log):
                 for part in parts:
                     part.compile()
                 # compilation is lazy: a trial forward/backward surfaces backend failures
-                probe = torch.zeros(2, sets.channels, 28, 28, device=device)
+                probe = torch.zeros(2, sets.channels, sets.size, sets.size, device=device)
                 f = model.features(probe)
                 (model.classify(f).sum() + model.discriminate(f).sum()).backward()
                 model.zero_grad(set_to_none=True)
@@ -190,6 +198,7 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
     classes = len(sets.labelled.class_names) or NUM_CLASSES
     eval_kw = dict(batch_size=cfg.eval_batch_size, device=device, amp=amp)
     log(f"train {cfg.protocol} ({cfg.trained_method}, {cfg.network}, {device}): "
+        f"{sets.source} -> {sets.target}, {len(sets.class_names)} classes, {cfg.size} px; "
         f"{len(ys_all)} labelled, {0 if xt_all is None else len(xt_all)} unlabelled, "
         f"{cfg.epochs} epochs x {steps_per_epoch} steps of {cfg.batch_size}")
 
@@ -256,13 +265,15 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
     _, train_on, test_on = PROTOCOLS[cfg.protocol]
     result = Result(
         protocol=cfg.protocol, method=cfg.trained_method, train_on=train_on, test_on=test_on,
-        test_accuracy=tests[sets.test], selection=cfg.select,
+        test_accuracy=tests.get(sets.test), selection=cfg.select,
         oracle_selection=cfg.oracle_selection, best_epoch=best_epoch, epochs=len(rows),
         steps=step_no, seconds=round(spent + time.perf_counter() - start, 3), theta=cfg.theta,
         mode=cfg.mode, grl_lambda=cfg.grl_lambda, lambda_schedule=cfg.lambda_schedule,
         seed=cfg.seed, preset=cfg.preset, network=cfg.network, val_accuracy=val_acc,
         source_test_accuracy=tests["source_test"],
-        target_test_accuracy=tests["target_test"], device=str(device), warnings=warns,
+        target_test_accuracy=tests.get("target_test"), device=str(device),
+        class_names=list(sets.class_names), source=sets.source, target=sets.target,
+        warnings=warns,
     )
     log(runfolder.summary_text(cfg, result))
     if out is not None:

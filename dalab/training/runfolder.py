@@ -22,6 +22,7 @@ from dalab.errors import ConfigError, DataError
 from dalab.paths import atomic_path, write_json_atomic, write_text_atomic
 from dalab.training.config import Config, config_from_dict
 
+DIGITS = [str(k) for k in range(10)]
 FILES = ("config.json", "metrics.csv", "summary.txt", "model.safetensors", "curves.png",
          "result.json")
 # Wall-clock figures: the ``seconds`` column of metrics.csv, ``seconds`` in result.json
@@ -91,18 +92,33 @@ def summary_text(cfg: Config, result) -> str:
     r = result.to_dict() if hasattr(result, "to_dict") else dict(result)
     sel = r["selection"] + (" (ORACLE: chosen with target labels)" if r["oracle_selection"]
                             else "")
+    names = r.get("class_names") or DIGITS
+    source, target = r.get("source", cfg.source), r.get("target", cfg.target)
     return "\n".join([
         f"protocol {r['protocol']} ({r.get('method', '?')}): train on {r['train_on']}, "
         f"test on {r['test_on']}",
-        f"test accuracy {r['test_accuracy']:.4f}  (source test {r['source_test_accuracy']:.4f},"
-        f" target test {r['target_test_accuracy']:.4f})",
+        f"source {source} -> target {target}",
+        f"test accuracy {score(r['test_accuracy'])}  (source test "
+        f"{score(r['source_test_accuracy'])}, target test {score(r['target_test_accuracy'])})",
         f"model selection: {sel}; kept epoch {r['best_epoch']} of {r['epochs']}",
-        f"network {cfg.network}, preset {cfg.preset}, theta {cfg.theta}, mode {cfg.mode}, "
-        f"lambda {cfg.grl_lambda} ({cfg.lambda_schedule}), seed {cfg.seed}",
+        f"network {cfg.network} at {cfg.size} px, preset {cfg.preset}, theta {cfg.theta}, "
+        f"mode {cfg.mode}, lambda {cfg.grl_lambda} ({cfg.lambda_schedule}), seed {cfg.seed}",
         f"optimizer {cfg.optimizer} lr {cfg.lr} ({cfg.lr_schedule}), batch {cfg.batch_size}, "
         f"{r['steps']} steps in {r['seconds']:.1f} s on {r['device']}",
+        f"classes ({len(names)}): {class_list(names)}",
         *(f"WARNING: {w}" for w in r.get("warnings", ())),
     ]) + "\n"
+
+
+def score(accuracy: float | None) -> str:
+    """An accuracy to 4 places, or ``n/a (no labels)`` for a domain without labels."""
+    return "n/a (no labels)" if accuracy is None else f"{accuracy:.4f}"
+
+
+def class_list(names, shown: int = 20) -> str:
+    """``"0, 1, ..."``: the class names, the first ``shown`` of them for long lists."""
+    more = f", ... ({len(names) - shown} more)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def save_checkpoint(path: Path, model, cfg: Config) -> None:
@@ -110,6 +126,7 @@ def save_checkpoint(path: Path, model, cfg: Config) -> None:
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"network": cfg.network, "in_channels": str(model.in_channels),
+            "size": str(cfg.size), "class_names": json.dumps(list(model.class_names)),
             "config": json.dumps(cfg.to_dict()), "format": "dalab-classifier-1"}
     write_safetensors(Path(path), state, meta)
 
@@ -134,14 +151,19 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu"):
     try:
         saved = json.loads(meta.get("config", ""))
         channels = int(meta.get("in_channels", ""))
+        # checkpoints written before class names and sizes were stored: ten digits, 28 px
+        names = json.loads(meta.get("class_names", json.dumps(DIGITS)))
+        size = int(meta.get("size", "28"))
     except ValueError as err:
         raise DataError(f"{path}: bad checkpoint metadata ({err})") from None
     if channels not in (1, 3):
         raise DataError(f"{path}: bad checkpoint metadata (in_channels {channels})")
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        raise DataError(f"{path}: bad checkpoint metadata (class_names {names!r})")
     try:
         cfg = config_from_dict(saved, f"{path} (config metadata)")
         model = build_model(meta.get("network", ""), channels, [0.0] * channels,
-                            [1.0] * channels, cfg.dropout)
+                            [1.0] * channels, cfg.dropout, size=size, class_names=names)
     except ConfigError as err:
         raise DataError(str(err) if str(path) in str(err) else f"{path}: {err}") from None
     from dalab.training.checkpoint import check_tensors
@@ -149,6 +171,16 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu"):
     check_tensors(state, model.state_dict(), "the model", path)
     model.load_state_dict(state)  # includes the mean/std buffers
     return model.to(device).eval(), cfg
+
+
+def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
+    """Model and Config of a run folder or a ``.safetensors`` checkpoint file."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if not path.is_file():
+        raise DataError(f"{path}: no such checkpoint (give a run folder or a .safetensors)")
+    return load_checkpoint(path, device)
 
 
 def plot_curves(path: Path, rows: list[dict]) -> None:
