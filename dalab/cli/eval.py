@@ -26,20 +26,6 @@ def add_parser(sub, common) -> None:
     p.set_defaults(func=run)
 
 
-def _load_model(checkpoint: str, device):
-    from pathlib import Path
-
-    from dalab.errors import DataError
-    from dalab.training.runfolder import load_checkpoint
-
-    path = Path(checkpoint)
-    if path.is_dir():
-        path = path / "model.safetensors"
-    if not path.is_file():
-        raise DataError(f"{path}: no such checkpoint (give a run folder or a .safetensors)")
-    return load_checkpoint(path, device)
-
-
 def run(args) -> int:
     import json
     from pathlib import Path
@@ -51,9 +37,10 @@ def run(args) -> int:
     from dalab.evaluation import evaluate
     from dalab.models import NUM_CLASSES
     from dalab.training.loop import resolve_device
+    from dalab.training.runfolder import load_model
 
     device = resolve_device(args.device)
-    model, cfg = _load_model(args.checkpoint, device)
+    model, cfg = load_model(args.checkpoint, device)
     classes = tuple(str(k) for k in range(NUM_CLASSES))
     if args.images:
         found = scan_folder(Path(args.images), Path(args.labels) if args.labels else None)

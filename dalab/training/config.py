@@ -31,10 +31,12 @@ CHOICES = {
     "patch_split": ("train", "val", "test", "all"),
     "augment": ("none", "color"),
     "on_collapse": ("warn", "stop"),
+    "logger": ("none", "tensorboard", "mlflow"),
 }
 # Fields that say where and how a run executes, not what it computes: they may differ
 # between a run (or sweep) and its resumption (another machine, other --jobs).
-RUNTIME_FIELDS = frozenset({"device", "threads", "data_root", "cache_dir", "keep_checkpoints"})
+RUNTIME_FIELDS = frozenset({"device", "threads", "data_root", "cache_dir", "keep_checkpoints",
+                            "log_every", "logger", "tracking_uri"})
 
 
 @dataclass
@@ -87,6 +89,10 @@ class Config:
     compile: bool = False  # torch.compile the model (CUDA only; warns and skips otherwise)
     eval_batch_size: int = 2048  # images per batch in evaluation
     keep_checkpoints: bool = False  # keep every epoch's checkpoint (default: the last, until done)
+    # -- monitoring (no effect on the result) ----------------------------------------------
+    log_every: int = 0  # steps between rows of steps.csv (0 = about 300 rows per run)
+    logger: str = "none"  # experiment tracker: none | tensorboard | mlflow
+    tracking_uri: str | None = None  # tracker location (default: under the run folder)
 
     def __post_init__(self) -> None:
         for name, choices in CHOICES.items():
@@ -114,7 +120,8 @@ class Config:
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ConfigError(f"{name}: expected a positive integer, got "
                                   f"{getattr(self, name)!r}")
-        for name in ("seed", "data_seed", "max_train", "max_eval", "threads", "patience"):
+        for name in ("seed", "data_seed", "max_train", "max_eval", "threads", "patience",
+                     "log_every"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
                 raise ConfigError(f"{name}: expected a non-negative integer, got "
                                   f"{getattr(self, name)!r}")
