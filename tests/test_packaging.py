@@ -4,6 +4,7 @@ the commit only when run from a checkout."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -58,12 +59,13 @@ def test_wheel_and_sdist_install_in_a_fresh_venv(tmp_path):
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)  # a bare environment: no torch, no dalab
     py = env_dir / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the installed copy
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-                    str(wheel)], check=True, capture_output=True)
+                    str(wheel)], check=True, capture_output=True, env=env)
     out = subprocess.run([str(env_dir / "bin" / "dalab"), "--version"], cwd=tmp_path,
-                         capture_output=True, text=True, check=True).stdout.strip()
+                         capture_output=True, text=True, check=True, env=env).stdout.strip()
     from dalab import __version__
     assert out == f"dalab {__version__}"  # installed: no commit to show
     help_text = subprocess.run([str(env_dir / "bin" / "dalab"), "--help"], cwd=tmp_path,
-                               capture_output=True, text=True, check=True).stdout
+                               capture_output=True, text=True, check=True, env=env).stdout
     assert "experiment" in help_text and "config" in help_text
