@@ -2,7 +2,8 @@
 
 The Python API (see ``docs/python.md``) is imported on first use, so that
 ``import dalab`` stays light: ``dalab.train``, ``dalab.experiment``,
-``dalab.evaluate``, ``dalab.read_run`` and ``dalab.make_config``.
+``dalab.evaluate``, ``dalab.read_run``, ``dalab.make_config`` and
+``dalab.load_domain``.
 """
 
 __version__ = "0.1.0"
@@ -13,6 +14,7 @@ _API = {  # name: (module, attribute), imported on first access
     "evaluate": ("dalab.api", "evaluate"),
     "read_run": ("dalab.api", "read_run"),
     "make_config": ("dalab.api", "make"),
+    "load_domain": ("dalab.data", "load_domain"),
 }
 
 __all__ = ["__version__", *_API]

@@ -91,15 +91,16 @@ def experiment(preset: str | None = "quick", *, out: str | Path,
 
 def evaluate(model: str | Path, domain: str = "mnistm", split: str = "test", *,
              data_root: str | Path | None = None, cache_dir: str | Path | None = None,
-             device: str = "auto", batch_size: int = 2048, **params) -> dict:
-    """Score a trained model on a built-in domain's split.
+             device: str = "auto", batch_size: int = 2048) -> dict:
+    """Score a trained model on one split of a domain (``dalab eval --domain``).
 
     Parameters
     ----------
     model
         A run folder or its ``model.safetensors``.
     domain
-        ``"mnist"`` or ``"mnistm"``.
+        A domain spec (``docs/data.md``): ``"mnist"``, ``"mnistm"``,
+        ``"mnistm:theta=0.5,mode=gray"``, ``"folder:PATH"``, ...
     split
         ``"train"``, ``"val"`` or ``"test"``.
     data_root, cache_dir
@@ -107,8 +108,6 @@ def evaluate(model: str | Path, domain: str = "mnistm", split: str = "test", *,
         ``$DALAB_CACHE``).
     device
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
-    **params
-        MNIST-M settings: ``theta``, ``mode``, ``seed`` (patch seed).
 
     Returns
     -------
@@ -116,20 +115,17 @@ def evaluate(model: str | Path, domain: str = "mnistm", split: str = "test", *,
         ``accuracy``, ``n``, ``per_class`` accuracies and ``confusion`` counts
         (``confusion[true][predicted]``).
     """
-    from dalab.data import load_mnist, load_mnistm
-    from dalab.errors import ConfigError
+    from dalab.data import load_domain
+    from dalab.errors import DataError
     from dalab.evaluation import evaluate as score
     from dalab.training.loop import resolve_device
     from dalab.training.runfolder import load_model
 
     dev = resolve_device(device)
     net, _ = load_model(model, dev)
-    if domain == "mnist":
-        data = load_mnist(split, data_root, cache_dir)
-    elif domain == "mnistm":
-        data = load_mnistm(split, data_root, cache_dir, **params)
-    else:
-        raise ConfigError(f"domain: unknown value {domain!r}; choose mnist or mnistm")
+    data = load_domain(domain, data_root, cache_dir).split(split)
+    if data.labels is None:
+        raise DataError(f"{data.name}: the domain has no labels to score against")
     return score(net, data.images, data.labels, batch_size=batch_size, device=dev)
 
 
