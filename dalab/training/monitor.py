@@ -119,9 +119,13 @@ class Monitor:
         if self.out is not None:
             write_steps(self.out, self.rows)
 
-    def epoch_means(self) -> dict[str, Tensor]:
-        """Mean of each figure over the current epoch, still on the device."""
-        return {k: v / self._epoch_count for k, v in self._epoch.items()}
+    def epoch_means(self) -> dict[str, float]:
+        """Mean of each figure over the current epoch (one read from the device)."""
+        keys = list(self._epoch)
+        if not keys:
+            return {}
+        values = (torch.stack([self._epoch[k] for k in keys]) / self._epoch_count).tolist()
+        return dict(zip(keys, values))
 
     def close(self, result, cfg) -> None:
         """After the run folder is written: the final figures and files to the tracker."""
