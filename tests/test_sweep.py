@@ -255,4 +255,6 @@ def test_cli_flags_become_spec_and_runtime(tmp_path):
     assert runtime == {"threads": 2, "device": "cpu", "data_root": str(tmp_path)}
     assert len(expand_grid(spec)) == 2 * 3 * 2 * (1 + 2)
     defaults, _ = spec_from_args(build_parser().parse_args(["sweep", "--out", "x"]))
-    assert (defaults.thetas, defaults.lambdas, defaults.presets) == ([1.0], [1.0], ["quick"])
+    from dalab.training.config import PRESETS
+    assert (defaults.thetas, defaults.lambdas, defaults.presets) == (
+        [1.0], [PRESETS["quick"]["grl_lambda"]], ["quick"])  # the preset's own θ and λ
