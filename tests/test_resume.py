@@ -49,11 +49,12 @@ def comparable(run_dir: Path) -> dict[str, bytes]:
     """Every file of a finished run folder, with the timing fields blanked."""
     files = {p.relative_to(run_dir).as_posix(): p.read_bytes()
              for p in sorted(run_dir.rglob("*")) if p.is_file()}
-    rows = list(csv.DictReader(io.StringIO(files["metrics.csv"].decode())))
-    for row in rows:
-        for key in TIMING_FIELDS:
-            row[key] = "-"
-    files["metrics.csv"] = json.dumps(rows).encode()
+    for name in ("metrics.csv", "steps.csv"):
+        rows = list(csv.DictReader(io.StringIO(files[name].decode())))
+        for row in rows:
+            for key in TIMING_FIELDS:
+                row[key] = "-"
+        files[name] = json.dumps(rows).encode()
     result = json.loads(files["result.json"])
     result.update({k: "-" for k in TIMING_FIELDS})
     files["result.json"] = json.dumps(result).encode()

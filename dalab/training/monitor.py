@@ -158,12 +158,12 @@ class Monitor:
         at = 0
         for meta, values in self._pending:
             keys = meta["keys"]
-            figures = dict(zip(keys, numbers[at:at + len(keys)]))
+            figures = dict(zip(keys, (_csv_float(v) for v in numbers[at:at + len(keys)])))
             at += len(keys)
             row = {"step": meta["step"], "epoch": meta["epoch"], **figures}
             if meta["lambda"] is not None:
-                row["lambda"] = meta["lambda"]
-            row.update(lr=meta["lr"], seconds=meta["seconds"])
+                row["lambda"] = _csv_float(meta["lambda"])
+            row.update(lr=_csv_float(meta["lr"]), seconds=meta["seconds"])
             self.rows.append(row)
             if self.tracker is not None:
                 self.tracker.log_metrics({f"train/{k}": v for k, v in row.items()
@@ -175,6 +175,12 @@ class Monitor:
         debug("  " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                               for k, v in last.items()))
         self._pending = []
+
+
+def _csv_float(value: float) -> float:
+    """``value`` as ``steps.csv`` holds it (6 significant digits), so that a resumed run,
+    which reads its earlier rows back from the file, draws the same curves."""
+    return float(f"{value:.6g}")
 
 
 def epoch_line(row: dict, epochs: int, elapsed: float, left: float) -> str:
