@@ -66,6 +66,7 @@ def test_wheel_and_sdist_install_in_a_fresh_venv(tmp_path):
                          capture_output=True, text=True, check=True, env=env).stdout.strip()
     from dalab import __version__
     assert out == f"dalab {__version__}"  # installed: no commit to show
-    help_text = subprocess.run([str(env_dir / "bin" / "dalab"), "--help"], cwd=tmp_path,
-                               capture_output=True, text=True, check=True, env=env).stdout
-    assert "experiment" in help_text and "config" in help_text
+    code = "import dalab, dalab.progress; print(dalab.__version__, dalab.__file__)"
+    shown = subprocess.run([str(py), "-c", code], cwd=tmp_path, capture_output=True,
+                           text=True, check=True, env=env).stdout
+    assert shown.startswith(__version__) and str(env_dir) in shown  # the installed copy

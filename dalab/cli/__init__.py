@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from dalab import progress
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--version"]:  # without building every command's parser
+        from dalab.version import version_text
+        print(version_text())
+        return 0
     args = build_parser().parse_args(argv)
     if getattr(args, "quiet", False) and getattr(args, "verbose", False):
         print(f"dalab {args.command}: error: --quiet and --verbose exclude each other",
