@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--version"]:  # without building every command's parser
         from dalab.version import version_text
         print(version_text())
-        return 0
+        raise SystemExit(0)  # as argparse's --version does
     args = build_parser().parse_args(argv)
     if getattr(args, "quiet", False) and getattr(args, "verbose", False):
         print(f"dalab {args.command}: error: --quiet and --verbose exclude each other",
