@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from dalab.models import NUM_CLASSES
+from dalab.progress import progress
 
 
 @torch.inference_mode()
@@ -21,10 +22,12 @@ def predict(model: nn.Module, images: Tensor, batch_size: int = 2048,
     model.eval()
     out = []
     use_amp = amp and device.type == "cuda"
-    for chunk in images.split(batch_size):
-        chunk = chunk.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out.append(model(chunk).argmax(1))
+    with progress(len(images), "evaluate", unit="image", delay=2.0) as bar:
+        for chunk in images.split(batch_size):
+            chunk = chunk.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                out.append(model(chunk).argmax(1))
+            bar.update(len(chunk))
     model.train(was_training)
     if not out:
         return torch.empty(0, dtype=torch.int64, device=device)

@@ -29,7 +29,8 @@ table{border-collapse:collapse;background:#fff;margin:6px 0;font-size:13px}
 th,td{border:1px solid #d5d9e0;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#eef1f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;background:#fff;border:1px solid #d5d9e0;margin:4px 0}
-.grid{display:flex;flex-wrap:wrap;gap:12px}.grid figure{margin:0;flex:1 1 340px}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:12px}
+.grid figure{margin:0;min-width:0}.grid img{width:100%;height:auto}
 figcaption{font-size:12px;color:#556}
 .oracle{background:#c62828;color:#fff;padding:1px 6px;border-radius:3px;font-weight:600}
 .banner{background:#fdecea;border:2px solid #c62828;color:#7f1d1d;padding:10px 14px;margin:12px 0}
@@ -147,6 +148,25 @@ def run_config(run_dir: Path) -> tuple[dict, dict]:
     return data.get("config", data), data.get("environment", {})
 
 
+def curves(run_dir: Path) -> bytes | Path | None:
+    """The run's training curves: drawn from ``metrics.csv`` and ``steps.csv`` (one point
+    per logging interval) when present, else its ``curves.png``."""
+    from dalab.training import runfolder
+
+    if (run_dir / "metrics.csv").is_file():
+        import io
+
+        import matplotlib.pyplot as plt
+        rows = runfolder.read_metrics(run_dir)
+        if rows:
+            fig = runfolder.draw_curves(rows, runfolder.read_steps(run_dir))
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=80)
+            plt.close(fig)
+            return buf.getvalue()
+    return run_dir / "curves.png" if (run_dir / "curves.png").is_file() else None
+
+
 # -- sections --------------------------------------------------------------------------------------
 
 def detect_kind(folder: Path) -> str:
@@ -215,8 +235,9 @@ def run_sections(folder: Path) -> tuple[list[str], list[dict], dict]:
             table([result], [c for c in RESULT_COLUMNS if c in result]),
             classes_html({folder.name: result}),
             "<details><summary>every result field</summary>" + kv_table(result) + "</details>"]
-    if (folder / "curves.png").exists():
-        body += ["<h2>Training curves</h2>", img(folder / "curves.png", "training curves")]
+    png = curves(folder)
+    if png is not None:
+        body += ["<h2>Training curves</h2>", img(png, "training curves")]
     body += ["<h2>Settings</h2>", kv_table(cfg)]
     if env:
         body += ["<h3>Environment</h3>", kv_table(env)]
@@ -227,11 +248,15 @@ def experiment_sections(folder: Path) -> tuple[list[str], list[dict], dict]:
     runs = sorted(d for d in folder.iterdir() if (d / "result.json").exists())
     results = {d.name: read_json(d / "result.json") for d in runs}
     configs = [run_config(d)[0] for d in runs]
+    from dalab.training.experiment import gap_line
+
+    pngs = [(d.name, curves(d)) for d in runs]
+    gap = gap_line(results)
     body = [selection_banner(results), warnings_banner(results), "<h2>Results</h2>",
             table(list(results.values()), RESULT_COLUMNS), classes_html(results),
+            f"<p>{esc(gap)}</p>" if gap else "",
             "<h2>Training curves</h2><div class='grid'>"
-            + "".join(figure(d / "curves.png", d.name) for d in runs
-                      if (d / "curves.png").exists()) + "</div>"]
+            + "".join(figure(png, name) for name, png in pngs if png is not None) + "</div>"]
     exp = folder / "experiment.json"
     settings = read_json(exp).get("config", {}) if exp.exists() else (configs or [{}])[0]
     body += ["<h2>Settings</h2>", kv_table(settings)]

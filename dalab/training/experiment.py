@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dalab.paths import write_json_atomic, write_text_atomic
+from dalab.progress import info
 from dalab.training.config import PROTOCOLS, Config
 
 COLUMNS = ("protocol", "trains_on", "tests_on", "test_accuracy", "selection", "epochs",
@@ -54,6 +55,29 @@ def summary_rows(results: dict[str, dict], cfg: Config) -> list[dict]:
     return rows
 
 
+def gap_closed(results: dict[str, dict]) -> float | None:
+    """(adapted - source only) / (oracle - source only) on the target test set: the
+    share of the domain gap that adaptation closed (None without the three runs)."""
+    try:
+        so, oracle, adapted = (results[p]["test_accuracy"] for p in ("ts_tt", "tt_tt", "tst_tt"))
+    except KeyError:
+        return None
+    if None in (so, oracle, adapted) or oracle == so:  # a target without labels: no scores
+        return None
+    return (adapted - so) / (oracle - so)
+
+
+def gap_line(results: dict[str, dict]) -> str | None:
+    """One sentence on how much of the gap adaptation closed."""
+    share = gap_closed(results)
+    if share is None:
+        return None
+    so, oracle, adapted = (results[p]["test_accuracy"] for p in ("ts_tt", "tt_tt", "tst_tt"))
+    return (f"Adaptation closed {100 * share:.0f}% of the gap: tst_tt {adapted:.4f} against "
+            f"{so:.4f} for source only (ts_tt) and {oracle:.4f} for the oracle (tt_tt), "
+            "(tst_tt - ts_tt) / (tt_tt - ts_tt) on the target test set.")
+
+
 def summary_markdown(cfg: Config, results: dict[str, dict], seconds: float,
                      skipped: tuple[str, ...] = ()) -> str:
     from dalab.training.domains import source_spec, target_spec
@@ -64,6 +88,8 @@ def summary_markdown(cfg: Config, results: dict[str, dict], seconds: float,
              f"Source `{source_spec(cfg)}`, target `{target_spec(cfg)}`, {cfg.size} px.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+    if gap_line(results):
+        lines += ["", gap_line(results)]
     lines += ["", f"Network {cfg.network}, optimizer {cfg.optimizer} lr {cfg.lr} "
               f"({cfg.lr_schedule}), batch {cfg.batch_size} per domain; "
               f"total {seconds:.0f} s."]
@@ -88,7 +114,7 @@ def summary_csv(results: dict[str, dict], cfg: Config) -> str:
     return buf.getvalue()
 
 
-def run_experiment(cfg: Config, out: Path, log: Callable[[str], None] = print,
+def run_experiment(cfg: Config, out: Path, log: Callable[[str], None] = info,
                    protocols=tuple(PROTOCOLS)) -> dict[str, dict]:
     """Train every protocol of ``cfg``'s setting into ``out``; return results by protocol."""
     from dalab.training.domains import load_pair
@@ -111,5 +137,6 @@ def run_experiment(cfg: Config, out: Path, log: Callable[[str], None] = print,
     write_text_atomic(out / "summary.csv", summary_csv(results, cfg))
     write_json_atomic(out / "experiment.json",
                       {"config": cfg.to_dict(), "seconds": round(seconds, 3),
-                       "results": results, "skipped": list(skipped)})
+                       "gap_closed": gap_closed(results), "results": results,
+                       "skipped": list(skipped)})
     return results
