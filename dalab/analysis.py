@@ -129,13 +129,20 @@ def extract_features(model, images: Tensor, batch_size: int = 1024) -> Tensor:
 
 
 def load_test_domains(cfg, data_root=None, cache_dir=None):
-    """MNIST and MNIST-M (the run's θ, mode, mask, patches) test sets."""
-    from dalab.data import load_domain
-    from dalab.training.domains import target_spec
+    """The test splits of the run's source and target domains (at its size), with the
+    target's labels in the source's class order."""
+    import dataclasses
 
-    dirs = dict(data_root=data_root or cfg.data_root, cache_dir=cache_dir or cfg.cache_dir)
-    return (load_domain("mnist", **dirs).split("test"),
-            load_domain(target_spec(cfg), **dirs).split("test"))
+    from dalab.training.domains import in_order, load_pair
+
+    cfg = dataclasses.replace(cfg, data_root=data_root or cfg.data_root,
+                              cache_dir=cache_dir or cfg.cache_dir)
+    source, target = load_pair(cfg)
+    if not target.class_names:
+        raise DataError(f"analyze: the target {target.spec} has no labels; the analysis "
+                        "colours and scores target features by class")
+    src = source.split("test")
+    return src, in_order(target.split("test"), tuple(src.class_names))
 
 
 def sample_indices(n_total: int, n: int, seed: int = 0) -> Tensor:
@@ -171,12 +178,17 @@ def analyze_run(run_dir: str | Path, method: str | None = None, n: int = 1000,
     domain = torch.cat([torch.zeros(len(idx)), torch.ones(len(idx))]).long()
     labels = torch.cat([src.labels[idx], tgt.labels[idx]])
     out = run_dir / "analysis"
-    title = f"{cfg.protocol} (θ={cfg.theta:g}), d_A={pad['proxy_a_distance']:.2f}"
-    plot_embeddings([(title, points, domain, labels)], out / f"embedding_{method}.png")
+    theta = f", θ={cfg.theta:g}" if cfg.target == "mnistm" else ""
+    title = f"{cfg.protocol} ({cfg.source} → {cfg.target}{theta}), " \
+            f"d_A={pad['proxy_a_distance']:.2f}"
+    names = on_tgt["class_names"]
+    plot_embeddings([(title, points, domain, labels)], out / f"embedding_{method}.png",
+                    names, (cfg.source, cfg.target))
     plot_confusion(on_tgt["confusion"], out / "confusion_target.png",
-                   f"{cfg.protocol}: target test, accuracy {on_tgt['accuracy']:.4f}")
-    info = {"run": str(run_dir), "protocol": cfg.protocol, "theta": cfg.theta,
-            "method": method, "n_per_domain": len(idx), **pad,
+                   f"{cfg.protocol}: target test, accuracy {on_tgt['accuracy']:.4f}", names)
+    info = {"run": str(run_dir), "protocol": cfg.protocol, "source": cfg.source,
+            "target": cfg.target, "theta": cfg.theta,
+            "method": method, "n_per_domain": len(idx), "class_names": names, **pad,
             "source_test_accuracy": on_src["accuracy"],
             "target_test_accuracy": on_tgt["accuracy"],
             "target_per_class_accuracy": on_tgt["per_class"],
@@ -195,7 +207,8 @@ def analyze_pair(before: Path, after: Path, out: Path, **kw) -> dict:
 
     results = [analyze_run(run, **kw) for run in (before, after)]
     method = results[0]["method"]
-    plot_embeddings([r.pop("_points") for r in results], out / f"before_after_{method}.png")
+    plot_embeddings([r.pop("_points") for r in results], out / f"before_after_{method}.png",
+                    results[0]["class_names"], (results[0]["source"], results[0]["target"]))
     info = {"before": results[0], "after": results[1],
             "proxy_a_distance_change": results[1]["proxy_a_distance"]
             - results[0]["proxy_a_distance"]}

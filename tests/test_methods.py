@@ -238,6 +238,7 @@ def test_the_loop_hands_methods_target_images_only(name, monkeypatch):
     src = Split("source", xs, ys)
     tgt = _GuardedSplit("target", xt, yt)
     sets = Sets(labelled=src, unlabelled=xt, test="target_test", channels=3,
+                size=28, class_names=tuple("0123456789"), source="source", target="target",
                 evals={"source_train": src, "target_train": tgt, "source_test": src,
                        "target_test": tgt})
     monkeypatch.setattr(loop, "load_sets", lambda cfg: sets)

@@ -53,3 +53,64 @@ def test_bad_network_and_channels_are_config_errors():
         build_model("resnet", 3, [0.5] * 3, [0.2] * 3)
     with pytest.raises(ConfigError, match="in_channels"):
         build_model("dann", 2, [0.5] * 2, [0.2] * 2)
+
+
+def test_resnet18_builds_for_64_px_with_torchvision_names():
+    torch.manual_seed(0)
+    model = build_model("resnet18", 3, [0.5] * 3, [0.25] * 3, num_classes=7, size=64).eval()
+    x = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    f = model.features(x)
+    assert f.shape == (2, 512) and model.classify(f).shape == (2, 7)
+    assert model.discriminate(f).shape == (2,)
+    names = set(model.feature_extractor.state_dict())
+    assert {"conv1.weight", "bn1.running_mean", "layer1.0.conv1.weight",
+            "layer2.0.downsample.0.weight", "layer4.1.bn2.bias"} <= names
+    assert model.class_names == tuple(str(k) for k in range(7))
+
+
+def _save_tensors(path, state):
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+
+
+def test_init_weights_loads_the_feature_extractor_and_skips_extra_tensors(tmp_path):
+    from dalab.models.init import load_init_weights
+
+    torch.manual_seed(0)
+    donor = build_model("resnet18", 3, [0.5] * 3, [0.25] * 3, size=64)
+    state = dict(donor.feature_extractor.state_dict())
+    state["fc.weight"] = torch.zeros(1000, 512)  # a torchvision classifier's head
+    _save_tensors(tmp_path / "backbone.safetensors", state)
+    torch.manual_seed(1)
+    model = build_model("resnet18", 3, [0.5] * 3, [0.25] * 3, size=64)
+    skipped = load_init_weights(model, tmp_path / "backbone.safetensors")
+    assert skipped == ["fc.weight"]
+    for key, value in donor.feature_extractor.state_dict().items():
+        assert torch.equal(model.feature_extractor.state_dict()[key], value), key
+    # a whole dalab checkpoint works too: its prefix is stripped, heads left alone
+    _save_tensors(tmp_path / "model.safetensors", donor.state_dict())
+    head = model.label_head[1].weight.clone()
+    assert load_init_weights(model, tmp_path / "model.safetensors") == []
+    assert torch.equal(model.label_head[1].weight, head)
+
+
+def test_init_weights_errors_name_the_file_and_the_tensors(tmp_path):
+    from dalab.errors import DataError
+    from dalab.models.init import load_init_weights
+
+    model = build_model("resnet18", 1, [0.5], [0.25], size=64)
+    colour = build_model("resnet18", 3, [0.5] * 3, [0.25] * 3, size=64)
+    state = dict(colour.feature_extractor.state_dict())
+    _save_tensors(tmp_path / "colour.safetensors", state)
+    with pytest.raises(ConfigError, match=r"colour.safetensors.*conv1.weight \(file \(64, 3, 7, 7\)"
+                       r", network \(64, 1, 7, 7\)\)"):
+        load_init_weights(model, tmp_path / "colour.safetensors")
+    del state["layer4.1.bn2.bias"]
+    _save_tensors(tmp_path / "partial.safetensors", state)
+    with pytest.raises(ConfigError, match="1 tensor.*missing: layer4.1.bn2.bias"):
+        load_init_weights(colour, tmp_path / "partial.safetensors")
+    with pytest.raises(DataError, match="nothing.safetensors: no such file"):
+        load_init_weights(colour, tmp_path / "nothing.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(DataError, match="junk.safetensors: not a readable safetensors"):
+        load_init_weights(colour, tmp_path / "junk.safetensors")

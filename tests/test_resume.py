@@ -51,11 +51,12 @@ def comparable(run_dir: Path) -> dict[str, bytes]:
     """Every file of a finished run folder, with the timing fields blanked."""
     files = {p.relative_to(run_dir).as_posix(): p.read_bytes()
              for p in sorted(run_dir.rglob("*")) if p.is_file()}
-    rows = list(csv.DictReader(io.StringIO(files["metrics.csv"].decode())))
-    for row in rows:
-        for key in TIMING_FIELDS:
-            row[key] = "-"
-    files["metrics.csv"] = json.dumps(rows).encode()
+    for name in ("metrics.csv", "steps.csv"):
+        rows = list(csv.DictReader(io.StringIO(files[name].decode())))
+        for row in rows:
+            for key in TIMING_FIELDS:
+                row[key] = "-"
+        files[name] = json.dumps(rows).encode()
     result = json.loads(files["result.json"])
     result.update({k: "-" for k in TIMING_FIELDS})
     files["result.json"] = json.dumps(result).encode()
@@ -112,7 +113,7 @@ def test_killed_run_resumes_bit_for_bit(reference, data_root, cache_dir, tmp_pat
 
 def test_other_config_is_refused(reference, data_root, cache_dir):
     with pytest.raises(ConfigError, match=r"finished run of another configuration \(lr: "
-                       r"stored 0.01, now 0.02\)"):
+                       r"stored 0.001, now 0.02\)"):
         train(_cfg(data_root, cache_dir, **SELECTING, lr=0.02), reference,
               log=lambda s: None)
     # runtime fields may differ
@@ -167,12 +168,12 @@ def test_nan_loss_stops_keeps_checkpoint_and_resumes_with_other_settings(
         train(lower, out, log=lambda s: None)
     lines = []
     result = train(lower, out, log=lines.append, resume_changed=True)
-    assert lines[0].startswith(f"resuming {out} from epoch 1") and "lr: stored 0.01" in lines[0]
+    assert lines[0].startswith(f"resuming {out} from epoch 1") and "lr: stored 0.001" in lines[0]
     assert result.epochs == 2 and not checkpoint.checkpoints(out)
     config = json.loads((out / "config.json").read_text())
     assert config["config"]["lr"] == 0.005
     assert config["changed_on_resume"] == [{"after_epoch": 1,
-                                            "changes": ["lr: stored 0.01, now 0.005"]}]
+                                            "changes": ["lr: stored 0.001, now 0.005"]}]
 
 
 def test_scripted_collapse_warns_or_stops(data_root, cache_dir, tmp_path, monkeypatch):

@@ -240,7 +240,9 @@ def test_ray_backend_small_grid(tmp_path):
     for p in expand_grid(spec):
         result = json.loads((out / "runs" / p.name / "result.json").read_text())
         assert (out / "runs" / p.name / "metrics.csv").exists()
-        assert result["grl_lambda"] == (p.grl_lambda if p.grl_lambda is not None else 1.0)
+        from dalab.training.config import PRESETS
+        assert result["grl_lambda"] == (p.grl_lambda if p.grl_lambda is not None
+                                        else PRESETS["quick"]["grl_lambda"])
     assert len(list(csv.DictReader(open(out / "sweep.csv")))) == 3
     assert "fake training" in (out / "logs" / "ts_tt-theta0.5-quick-seed0.log").read_text()
 
@@ -276,7 +278,9 @@ def test_cli_flags_become_spec_and_runtime(tmp_path):
     assert runtime == {"threads": 2, "device": "cpu", "data_root": str(tmp_path)}
     assert len(expand_grid(spec)) == 2 * 3 * 2 * (1 + 2)
     defaults, _ = spec_from_args(build_parser().parse_args(["sweep", "--out", "x"]))
-    assert (defaults.thetas, defaults.lambdas, defaults.presets) == ([1.0], [1.0], ["quick"])
+    from dalab.training.config import PRESETS
+    assert (defaults.thetas, defaults.lambdas, defaults.presets) == (
+        [1.0], [PRESETS["quick"]["grl_lambda"]], ["quick"])  # the preset's own θ and λ
     assert defaults.methods == ["dann"]
     methods, _ = spec_from_args(build_parser().parse_args(
         ["sweep", "--out", "x", "--methods", "dann,coral"]))

@@ -39,7 +39,7 @@ def build_step(method: str, batch: int, device: torch.device, *, network: str = 
 
 class _StatsOnly:
     """The part of :class:`dalab.training.domains.Sets` that ``_build`` reads: a few
-    random images for the normalisation statistics."""
+    random images for the normalisation statistics; 28 px, the ten digit classes."""
 
     def __init__(self, channels: int):
         from dalab.data import Split
@@ -49,6 +49,8 @@ class _StatsOnly:
         self.labelled = Split("random", images, torch.zeros(64, dtype=torch.int64))
         self.unlabelled = None
         self.channels = channels
+        self.size = 28
+        self.class_names = tuple(str(k) for k in range(10))
 
 
 def random_batch(batch: int, device: torch.device, seed: int = 0, channels_last: bool = False):

@@ -13,17 +13,40 @@ import importlib
 import os
 import sys
 
-from dalab import __version__
 from dalab.errors import DalabError
 
 COMMAND_MODULES = (
-    "data", "train", "experiment", "eval", "sweep", "compare", "analyze", "report", "bench",
+    "data", "train", "experiment", "eval", "predict", "sweep", "compare", "analyze", "report",
+    "bench", "config",
 )
+
+
+class VersionAction(argparse.Action):
+    """``--version``: the version, and the git commit when run from a checkout."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kw):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show the version (and git commit) and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from dalab.version import version_text
+        print(version_text())
+        parser.exit()
+
+
+def add_verbosity(parser: argparse.ArgumentParser) -> None:
+    """``-q/--quiet`` and ``-v/--verbose``, accepted before or after the command."""
+    group = parser.add_argument_group("output")
+    group.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="no progress bars or messages; errors and results only")
+    group.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="more detail (training figures at every logging interval)")
 
 
 def common_options() -> argparse.ArgumentParser:
     """Options every command takes: where data is read and where caches go."""
     common = argparse.ArgumentParser(add_help=False)
+    add_verbosity(common)
     group = common.add_argument_group("data location")
     group.add_argument(
         "--data-root", metavar="DIR", default=None,
@@ -43,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Unsupervised domain adaptation of image classifiers "
         "(DANN on MNIST -> MNIST-M and beyond).",
     )
-    parser.add_argument("--version", action="version", version=f"dalab {__version__}")
+    parser.add_argument("--version", action=VersionAction)
+    add_verbosity(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = common_options()
     for name in COMMAND_MODULES:
@@ -52,7 +76,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dalab import progress
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--version"]:  # without building every command's parser
+        from dalab.version import version_text
+        print(version_text())
+        raise SystemExit(0)  # as argparse's --version does
     args = build_parser().parse_args(argv)
+    if getattr(args, "quiet", False) and getattr(args, "verbose", False):
+        print(f"dalab {args.command}: error: --quiet and --verbose exclude each other",
+              file=sys.stderr)
+        return 2
+    progress.set_verbosity(progress.QUIET if getattr(args, "quiet", False) else
+                           progress.VERBOSE if getattr(args, "verbose", False)
+                           else progress.NORMAL)
     try:
         return int(args.func(args) or 0)
     except DalabError as err:

@@ -26,20 +26,6 @@ def add_parser(sub, common) -> None:
     p.set_defaults(func=run)
 
 
-def _load_model(checkpoint: str, device):
-    from pathlib import Path
-
-    from dalab.errors import DataError
-    from dalab.training.runfolder import load_checkpoint
-
-    path = Path(checkpoint)
-    if path.is_dir():
-        path = path / "model.safetensors"
-    if not path.is_file():
-        raise DataError(f"{path}: no such checkpoint (give a run folder or a .safetensors)")
-    return load_checkpoint(path, device)
-
-
 def run(args) -> int:
     import json
     from pathlib import Path
@@ -49,17 +35,18 @@ def run(args) -> int:
     from dalab.data.folders import label_indices, read_images, scan_folder, to_channels
     from dalab.errors import DataError
     from dalab.evaluation import evaluate
-    from dalab.models import NUM_CLASSES
+    from dalab.evaluation.evaluate import class_names_of
     from dalab.training.loop import resolve_device
+    from dalab.training.runfolder import load_model
 
     device = resolve_device(args.device)
-    model, cfg = _load_model(args.checkpoint, device)
-    classes = tuple(str(k) for k in range(NUM_CLASSES))
+    model, cfg = load_model(args.checkpoint, device)
+    classes = class_names_of(model)
     if args.images:
         found = scan_folder(Path(args.images), Path(args.labels) if args.labels else None)
         if found.labels is None:
             raise DataError(f"{args.images}: no labels (class sub-folders or a labels file)")
-        images = torch.from_numpy(to_channels(read_images(found.files, 28),
+        images = torch.from_numpy(to_channels(read_images(found.files, cfg.size),
                                               model.in_channels))
         labels = torch.from_numpy(label_indices(found.labels, classes, found.root))
         name = args.images
@@ -67,15 +54,20 @@ def run(args) -> int:
         if args.labels:
             raise DataError("--labels goes with --images, not --domain")
         from dalab.data import load_domain
-        split = load_domain(args.domain, args.data_root, args.cache_dir).split(args.split)
+        split = load_domain(args.domain, args.data_root, args.cache_dir,
+                            size=cfg.size).split(args.split)
         if split.labels is None:
             raise DataError(f"{split.name}: the domain has no labels to score against")
         images, labels, name = split.images, split.labels, split.name
+        if split.class_names and tuple(split.class_names) != classes:  # match by name
+            named = tuple(split.class_names[k] for k in labels.tolist())
+            labels = torch.from_numpy(label_indices(named, classes, Path(name)))
     scores = evaluate(model, images, labels, batch_size=args.batch_size, device=device)
     if args.json:
         print(json.dumps({"accuracy": scores["accuracy"], "n": scores["n"]}))
     else:
-        per_class = " ".join(f"{k}:{a:.3f}" for k, a in enumerate(scores["per_class"]))
+        per_class = " ".join(f"{cls}:{a:.3f}" for cls, a in
+                             zip(scores["class_names"], scores["per_class"]))
         print(f"{name}: accuracy {scores['accuracy']:.4f} on {scores['n']} images "
               f"(model: {cfg.network}, trained with protocol {cfg.protocol})")
         print(f"per class: {per_class}")

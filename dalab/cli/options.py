@@ -1,8 +1,8 @@
 """Command-line flags built from :class:`dalab.training.Config`'s fields.
 
-``add_config_options(parser)`` adds ``--preset`` and one flag per field, typed from
-the annotations, all defaulting to ``None`` so that only the flags given override the
-preset; ``config_from_args(args)`` applies defaults -> preset -> flags.
+``add_config_options(parser)`` adds ``--preset``, ``--config FILE`` and one flag per
+field, typed from the annotations, all defaulting to ``None`` so that only the flags
+given override; ``config_from_args(args)`` applies defaults -> preset -> file -> flags.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import dataclasses
 import typing
 
 FLAG_NAMES = {"grl_lambda": "--lambda"}  # field -> flag, where the flag is not --field-name
+METAVARS = {"source": "SPEC", "target": "SPEC", "init_weights": "FILE"}  # else the type
 COMMON = ("data_root", "cache_dir")  # given by the common --data-root/--cache-dir
 
 
@@ -28,30 +29,23 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
-def _field_comments() -> dict[str, str]:
-    """The comment after each field in config.py, used as the flag's help."""
-    import inspect
-
-    from dalab.training import config
-    out = {}
-    for line in inspect.getsource(config.Config).splitlines():
-        line = line.strip()
-        if ":" in line and "#" in line and not line.startswith("#"):
-            out[line.split(":")[0].strip()] = line.split("#", 1)[1].strip()
-    return out
-
-
 def add_config_options(parser: argparse.ArgumentParser, skip=()) -> None:
-    """Add ``--preset`` and one flag per Config field (except ``skip`` and the common
-    data-location fields)."""
+    """Add ``--preset``, ``--config`` and one flag per Config field (except ``skip`` and
+    the common data-location fields)."""
     from dalab.training.config import CHOICES, PRESETS, Config
+    from dalab.training.configfile import field_comments
 
     hints = typing.get_type_hints(Config)
-    helps = _field_comments()
-    group = parser.add_argument_group("training configuration (defaults -> preset -> flags)")
+    helps = field_comments()
+    group = parser.add_argument_group(
+        "training configuration (defaults -> preset -> --config file -> flags)")
     if "preset" not in skip:
         group.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                           help="named overrides applied before the flags")
+                           help="named overrides applied before the file and the flags "
+                           "(default: the file's preset, if any)")
+    group.add_argument("--config", metavar="FILE", default=None, dest="config_file",
+                       help="TOML or JSON config file (a run folder's config.json "
+                       "works as is); flags override it")
     for field in dataclasses.fields(Config):
         name = field.name
         if name in skip or name in COMMON or name == "preset":
@@ -66,15 +60,23 @@ def add_config_options(parser: argparse.ArgumentParser, skip=()) -> None:
             if name in CHOICES:
                 kw["choices"] = CHOICES[name]
             else:
-                kw["metavar"] = kind.__name__.upper()
+                kw["metavar"] = METAVARS.get(name, kind.__name__.upper())
         group.add_argument(_flag(name), **kw)
 
 
+def _file_values(args: argparse.Namespace) -> dict:
+    from dalab.training.configfile import read_config_file
+    path = getattr(args, "config_file", None)
+    return read_config_file(path) if path else {}
+
+
 def config_overrides(args: argparse.Namespace, skip=()) -> dict:
-    """The Config fields given on the command line (``None`` = not given)."""
+    """The Config fields given by ``--config`` and on the command line (flags win)."""
     from dalab.training.config import FIELDS
-    values = {name: getattr(args, name) for name in FIELDS
-              if name not in skip and name != "preset" and getattr(args, name, None) is not None}
+    values = {k: v for k, v in _file_values(args).items() if k not in skip and k != "preset"}
+    values.update({name: getattr(args, name) for name in FIELDS
+                   if name not in skip and name != "preset"
+                   and getattr(args, name, None) is not None})
     for name in COMMON:
         if getattr(args, name, None) is not None:
             values[name] = str(getattr(args, name))
@@ -82,8 +84,9 @@ def config_overrides(args: argparse.Namespace, skip=()) -> dict:
 
 
 def config_from_args(args: argparse.Namespace, **fixed):
-    """Config from parsed flags: defaults -> ``--preset`` -> flags -> ``fixed``."""
-    from dalab.training.config import make_config
+    """Config from parsed flags: defaults -> preset (``--preset``, else the file's) ->
+    ``--config`` file -> flags -> ``fixed``."""
+    from dalab.training.configfile import merge
     values = config_overrides(args)
     values.update(fixed)
-    return make_config(getattr(args, "preset", None), **values)
+    return merge(_file_values(args), getattr(args, "preset", None), values)

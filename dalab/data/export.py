@@ -18,6 +18,7 @@ from dalab.data.domains.base import Split
 from dalab.data.samples import png_bytes, to_pil
 from dalab.errors import DataError, WriteError
 from dalab.paths import make_folder, write_text_atomic
+from dalab.progress import track
 
 CLASSES_FILE = "classes.txt"
 
@@ -53,7 +54,8 @@ def export_split(split: Split, out: str | os.PathLike, name: str) -> Path:
         with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=out) as tmp:
             folder = Path(tmp) / name
             folder.mkdir()
-            for i, image in enumerate(images):
+            for i, image in enumerate(track(images, f"export {split.name}", unit="image",
+                                            delay=1.0)):
                 file = f"{i:08d}.png"
                 (folder / file).write_bytes(png_bytes(to_pil(image)))
                 if split.labels is not None:

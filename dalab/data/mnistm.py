@@ -32,6 +32,7 @@ from dalab.data.mnist import NUM_TRAIN, NUM_TRAIN_FILE, read_mnist
 from dalab.errors import ConfigError, DataError
 from dalab.data.cache import CachedSet, find_or_make
 from dalab.paths import resolve_cache_dir, resolve_data_root
+from dalab.progress import track
 
 FORMAT_VERSION = 1
 MODES = ("color", "gray")
@@ -111,7 +112,8 @@ def blend(digits: np.ndarray, photos: list[np.ndarray], theta: float,
     # faults than the arithmetic itself.
     work = np.empty((most, channels, SIZE, SIZE))
     digit_work = np.empty((most, 1, SIZE, SIZE))
-    for j, img in enumerate(photos):  # one vectorised step per photo
+    for j, img in enumerate(track(photos, f"generate MNIST-M ({n} images)", unit="photo",
+                                  delay=1.0)):  # one vectorised step per photo
         idx = order[bounds[j]:bounds[j + 1]]
         if not len(idx):
             continue

@@ -10,21 +10,24 @@ import torch
 from torch import Tensor, nn
 
 from dalab.models import NUM_CLASSES
+from dalab.progress import progress
 
 
 @torch.inference_mode()
 def predict(model: nn.Module, images: Tensor, batch_size: int = 2048,
             device: torch.device | str | None = None, amp: bool = False) -> Tensor:
-    """Predicted classes (int64, on ``device``) of uint8/float images ``(N, C, 28, 28)``."""
+    """Predicted classes (int64, on ``device``) of uint8/float images ``(N, C, H, W)``."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
     out = []
     use_amp = amp and device.type == "cuda"
-    for chunk in images.split(batch_size):
-        chunk = chunk.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out.append(model(chunk).argmax(1))
+    with progress(len(images), "evaluate", unit="image", delay=2.0) as bar:
+        for chunk in images.split(batch_size):
+            chunk = chunk.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                out.append(model(chunk).argmax(1))
+            bar.update(len(chunk))
     model.train(was_training)
     if not out:
         return torch.empty(0, dtype=torch.int64, device=device)
@@ -52,11 +55,19 @@ def confusion_counts(preds: Tensor, labels: Tensor, num_classes: int = NUM_CLASS
         num_classes, num_classes)
 
 
+def class_names_of(model: nn.Module) -> tuple[str, ...]:
+    """The model's class names (``"0"`` ... ``"9"`` for a model built without any)."""
+    names = getattr(model, "class_names", None)
+    return tuple(names) if names else tuple(str(k) for k in range(NUM_CLASSES))
+
+
 def evaluate(model: nn.Module, images: Tensor, labels: Tensor, **kw) -> dict:
-    """Accuracy, count, per-class accuracy and confusion counts of ``model`` on a set."""
+    """Accuracy, count, per-class accuracy and confusion counts of ``model`` on a set
+    (per class in the order of ``class_names``, also returned)."""
+    names = class_names_of(model)
     preds = predict(model, images, **kw)
-    counts = confusion_counts(preds, labels)
+    counts = confusion_counts(preds, labels, len(names))
     per_class = (counts.diag().double() / counts.sum(1).clamp_min(1)).tolist()
     n = int(labels.numel())
     return {"accuracy": counts.diag().sum().item() / n if n else float("nan"), "n": n,
-            "per_class": per_class, "confusion": counts.tolist()}
+            "per_class": per_class, "confusion": counts.tolist(), "class_names": list(names)}

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from dalab.errors import ConfigError
-from dalab.models import digits, vada
+from dalab.models import digits, resnet, vada
 from dalab.models.classifier import Classifier
 
 NUM_CLASSES = 10  # the digit domains' class count, the default everywhere
@@ -26,24 +26,36 @@ NETWORKS: dict[str, Callable[[int, int, int, float], Parts]] = {
     "dann_bn": digits.dann_bn,
     "vada": vada.vada,
     "vada_plain": vada.vada_plain,
+    "resnet18": resnet.resnet18,
 }
 
 __all__ = ["Classifier", "NETWORKS", "NUM_CLASSES", "build_model", "channel_stats"]
 
 
 def build_model(network: str, in_channels: int, mean: Sequence[float], std: Sequence[float],
-                dropout: float = 0.0, num_classes: int = NUM_CLASSES, size: int = 28
-                ) -> Classifier:
+                dropout: float = 0.0, num_classes: int | None = None, size: int = 28,
+                class_names: Sequence[str] | None = None) -> Classifier:
     """Build a :class:`Classifier` by name (a key of :data:`NETWORKS`) for
-    ``size`` x ``size`` images and ``num_classes`` classes."""
+    ``size`` x ``size`` images.
+
+    The classes are ``class_names`` when given, else ``num_classes`` classes named
+    ``"0"``, ``"1"``, ... (default: the ten digits).
+    """
     if network not in NETWORKS:
         raise ConfigError(f"network: unknown value {network!r}; choose one of "
                           f"{', '.join(NETWORKS)}")
+    if class_names is None:
+        class_names = [str(k) for k in range(NUM_CLASSES if num_classes is None
+                                             else num_classes)]
+    elif num_classes is not None and num_classes != len(class_names):
+        raise ConfigError(f"num_classes {num_classes} does not match the "
+                          f"{len(class_names)} class names")
     try:
-        parts = NETWORKS[network](in_channels, num_classes, size, dropout)
+        parts = NETWORKS[network](in_channels, len(class_names), size, dropout)
     except ValueError as err:
         raise ConfigError(f"network {network}: {err}") from err
-    return Classifier(*parts, in_channels=in_channels, mean=mean, std=std)
+    return Classifier(*parts, in_channels=in_channels, mean=mean, std=std,
+                      class_names=class_names)
 
 
 def channel_stats(*image_sets: Tensor, channels: int) -> tuple[list[float], list[float]]:

@@ -32,16 +32,20 @@ class Classifier(nn.Module):
         1 (grey) or 3 (colour); grey inputs to a colour network are replicated.
     mean, std
         Per-channel statistics of the training images, in [0, 1] units.
+    class_names
+        Name of each class, in the order of the label head's outputs (``None``: unnamed).
     """
 
     def __init__(self, features: nn.Module, label_head: nn.Module, domain_head: nn.Module,
-                 in_channels: int, mean: Sequence[float], std: Sequence[float]):
+                 in_channels: int, mean: Sequence[float], std: Sequence[float],
+                 class_names: Sequence[str] | None = None):
         super().__init__()
         if in_channels not in (1, 3):
             raise ConfigError(f"in_channels: {in_channels!r}; choose 1 (grey) or 3 (colour)")
         if len(mean) != in_channels or len(std) != in_channels:
             raise ConfigError(f"mean/std: need {in_channels} values each, got {mean}, {std}")
         self.in_channels = in_channels
+        self.class_names = tuple(class_names) if class_names is not None else None
         self.feature_extractor = features
         self.label_head = label_head
         self.domain_head = domain_head

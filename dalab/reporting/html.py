@@ -15,9 +15,9 @@ import html
 import json
 from pathlib import Path
 
-from dalab.errors import DataError
+from dalab.errors import ConfigError, DataError
 from dalab.paths import write_text_atomic
-from dalab.reporting.samples import sample_strip
+from dalab.reporting.samples import pair_strip, sample_strip
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;
@@ -29,7 +29,8 @@ table{border-collapse:collapse;background:#fff;margin:6px 0;font-size:13px}
 th,td{border:1px solid #d5d9e0;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#eef1f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;background:#fff;border:1px solid #d5d9e0;margin:4px 0}
-.grid{display:flex;flex-wrap:wrap;gap:12px}.grid figure{margin:0;flex:1 1 340px}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:12px}
+.grid figure{margin:0;min-width:0}.grid img{width:100%;height:auto}
 figcaption{font-size:12px;color:#556}
 .oracle{background:#c62828;color:#fff;padding:1px 6px;border-radius:3px;font-weight:600}
 .banner{background:#fdecea;border:2px solid #c62828;color:#7f1d1d;padding:10px 14px;margin:12px 0}
@@ -123,6 +124,17 @@ def warnings_banner(results: dict[str, dict]) -> str:
             + ("<li>…</li>" if len(items) > 20 else "") + "</ul></div>")
 
 
+def classes_html(results: dict[str, dict]) -> str:
+    """One line naming the classes the runs predict (from ``result.json``)."""
+    lists = {tuple(r["class_names"]) for r in results.values() if r.get("class_names")}
+    if not lists:
+        return ""
+    names = sorted(lists)[0]
+    shown = ", ".join(names[:40]) + (f", … ({len(names) - 40} more)" if len(names) > 40 else "")
+    note = "" if len(lists) == 1 else f" (and {len(lists) - 1} other class list(s))"
+    return f"<p><b>Classes ({len(names)}):</b> {esc(shown)}{esc(note)}</p>"
+
+
 def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -134,6 +146,25 @@ def run_config(run_dir: Path) -> tuple[dict, dict]:
     """(config, environment) of a run folder (``config.json``)."""
     data = read_json(run_dir / "config.json") if (run_dir / "config.json").exists() else {}
     return data.get("config", data), data.get("environment", {})
+
+
+def curves(run_dir: Path) -> bytes | Path | None:
+    """The run's training curves: drawn from ``metrics.csv`` and ``steps.csv`` (one point
+    per logging interval) when present, else its ``curves.png``."""
+    from dalab.training import runfolder
+
+    if (run_dir / "metrics.csv").is_file():
+        import io
+
+        import matplotlib.pyplot as plt
+        rows = runfolder.read_metrics(run_dir)
+        if rows:
+            fig = runfolder.draw_curves(rows, runfolder.read_steps(run_dir))
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=80)
+            plt.close(fig)
+            return buf.getvalue()
+    return run_dir / "curves.png" if (run_dir / "curves.png").is_file() else None
 
 
 # -- sections --------------------------------------------------------------------------------------
@@ -175,6 +206,19 @@ def analysis_section(run_dirs: list[Path], extra: Path | None = None) -> str:
 def samples_section(configs: list[dict], data_root, cache_dir, load_samples) -> str:
     thetas = sorted({float(c.get("theta", 1.0)) for c in configs})
     c0 = configs[0] if configs else {}
+    source, target = c0.get("source", "mnist"), c0.get("target", "mnistm")
+    if (source, target) != ("mnist", "mnistm"):  # any other pair: its own test images
+        from dalab.training.config import config_from_dict
+        from dalab.training.domains import source_spec, target_spec
+        try:
+            cfg = config_from_dict(c0)
+            png = pair_strip(source_spec(cfg), target_spec(cfg), data_root or cfg.data_root,
+                             cache_dir or cfg.cache_dir, cfg.size)
+        except (DataError, ConfigError, OSError) as err:
+            return f"<h2>Sample images</h2><p class='muted'>unavailable: {esc(err)}</p>"
+        return (f"<h2>Sample images</h2><p class='muted'>Test images of the source "
+                f"({esc(source)}, top) and the target ({esc(target)}).</p>"
+                + img(png, "source and target samples"))
     try:
         png = sample_strip(thetas, c0.get("mode", "color"), c0.get("mask", "binary"),
                            c0.get("data_seed", 0),
@@ -192,9 +236,11 @@ def run_sections(folder: Path) -> tuple[list[str], list[dict], dict]:
     body = [selection_banner({folder.name: result}), warnings_banner({folder.name: result}),
             "<h2>Results</h2>",
             table([result], [c for c in RESULT_COLUMNS if c in result]),
+            classes_html({folder.name: result}),
             "<details><summary>every result field</summary>" + kv_table(result) + "</details>"]
-    if (folder / "curves.png").exists():
-        body += ["<h2>Training curves</h2>", img(folder / "curves.png", "training curves")]
+    png = curves(folder)
+    if png is not None:
+        body += ["<h2>Training curves</h2>", img(png, "training curves")]
     body += ["<h2>Settings</h2>", kv_table(cfg)]
     if env:
         body += ["<h3>Environment</h3>", kv_table(env)]
@@ -205,11 +251,15 @@ def experiment_sections(folder: Path) -> tuple[list[str], list[dict], dict]:
     runs = sorted(d for d in folder.iterdir() if (d / "result.json").exists())
     results = {d.name: read_json(d / "result.json") for d in runs}
     configs = [run_config(d)[0] for d in runs]
+    from dalab.training.experiment import gap_line
+
+    pngs = [(d.name, curves(d)) for d in runs]
+    gap = gap_line(results)
     body = [selection_banner(results), warnings_banner(results), "<h2>Results</h2>",
-            table(list(results.values()), RESULT_COLUMNS),
+            table(list(results.values()), RESULT_COLUMNS), classes_html(results),
+            f"<p>{esc(gap)}</p>" if gap else "",
             "<h2>Training curves</h2><div class='grid'>"
-            + "".join(figure(d / "curves.png", d.name) for d in runs
-                      if (d / "curves.png").exists()) + "</div>"]
+            + "".join(figure(png, name) for name, png in pngs if png is not None) + "</div>"]
     exp = folder / "experiment.json"
     settings = read_json(exp).get("config", {}) if exp.exists() else (configs or [{}])[0]
     body += ["<h2>Settings</h2>", kv_table(settings)]

@@ -222,30 +222,33 @@ def plot_compare(summary: list[dict], out: Path) -> list[Path]:
 
 # -- feature-space analysis (dalab.analysis) ------------------------------------------------
 
-def plot_embeddings(panels: list[tuple], path: Path) -> Path:
+def plot_embeddings(panels: list[tuple], path: Path, class_names: list[str] | None = None,
+                    domain_names: tuple[str, str] = ("MNIST", "MNIST-M")) -> Path:
     """One row per ``(title, points (N, 2), domain (N,), labels (N,))``: coloured by
-    domain (blue source, red target, as in DANN's Figure 2) and by class (digits)."""
+    domain (blue source, red target, as in DANN's Figure 2) and by class (the legend
+    names the first 20 of ``class_names``, default ``0`` ... ``9``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    names = class_names or [str(k) for k in range(10)]
     fig, axes = plt.subplots(len(panels), 2, figsize=(10, 4.6 * len(panels)), squeeze=False)
-    cmap = plt.get_cmap("tab10")
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
     for (title, pts, domain, labels), (ax_d, ax_c) in zip(panels, axes):
         pts, domain, labels = pts.numpy(), domain.numpy(), labels.numpy()
-        for d, (name, color) in enumerate((("source (MNIST)", "tab:blue"),
-                                           ("target (MNIST-M)", "tab:red"))):
+        for d, (name, color) in enumerate(((f"source ({domain_names[0]})", "tab:blue"),
+                                           (f"target ({domain_names[1]})", "tab:red"))):
             sel = domain == d
             ax_d.scatter(pts[sel, 0], pts[sel, 1], s=4, c=color, alpha=0.5, label=name)
         ax_d.legend(markerscale=3, fontsize=8)
         ax_d.set_title(f"{title}\nby domain", fontsize=9)
         for d, marker in ((0, "o"), (1, "^")):
             sel = domain == d
-            ax_c.scatter(pts[sel, 0], pts[sel, 1], s=5, c=cmap(labels[sel] % 10), alpha=0.6,
-                         marker=marker)
-        handles = [plt.Line2D([], [], marker="o", linestyle="", color=cmap(k), label=str(k))
-                   for k in range(10)]
+            ax_c.scatter(pts[sel, 0], pts[sel, 1], s=5, c=cmap(labels[sel] % cmap.N),
+                         alpha=0.6, marker=marker)
+        handles = [plt.Line2D([], [], marker="o", linestyle="", color=cmap(k % cmap.N),
+                              label=name) for k, name in enumerate(names[:20])]
         ax_c.legend(handles=handles, fontsize=7, ncol=2, title="class (o src, ^ tgt)",
                     title_fontsize=7)
         ax_c.set_title(f"{title}\nby class", fontsize=9)
@@ -255,8 +258,10 @@ def plot_embeddings(panels: list[tuple], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def plot_confusion(counts: list[list[int]], path: Path, title: str) -> Path:
-    """Row-normalised confusion matrix (true class × predicted class) with counts."""
+def plot_confusion(counts: list[list[int]], path: Path, title: str,
+                   class_names: list[str] | None = None) -> Path:
+    """Row-normalised confusion matrix (true class × predicted class) with counts; the
+    axes are labelled with ``class_names`` (default: the class indices)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -272,8 +277,11 @@ def plot_confusion(counts: list[list[int]], path: Path, title: str) -> Path:
             if counts[i, j]:
                 ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=6,
                         color="white" if rates[i, j] > 0.5 else "black")
+    names = class_names or [str(k) for k in range(counts.shape[0])]
     ax.set(xlabel="predicted class", ylabel="true class", title=title,
            xticks=range(counts.shape[1]), yticks=range(counts.shape[0]))
+    ax.set_xticklabels(names, rotation=90 if max(map(len, names)) > 2 else 0, fontsize=7)
+    ax.set_yticklabels(names, fontsize=7)
     ax.title.set_fontsize(9)
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
     return save_figure(fig, path)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from dalab.errors import ConfigError, DalabError
 from dalab.paths import folder_lock, make_folder, write_json_atomic
+from dalab.progress import info, progress, silenced
 from dalab.sweep.grid import RUNTIME_FIELDS, SPEC_FILE, Point, SweepSpec, check_spec, expand_grid
 
 # train_fn(cfg, out, log) writes a run folder under `out` (result.json last).
@@ -110,7 +111,7 @@ def run_point(config: dict, run_dir: str, log_path: str, train_fn: TrainFn) -> d
         torch.set_num_threads(int(config["threads"]))
     run_dir, log_path = Path(run_dir), Path(log_path)
     make_folder(log_path.parent)
-    with open(log_path, "a", buffering=1) as log_file:
+    with open(log_path, "a", buffering=1) as log_file, silenced():  # no bars per point
         train_fn(config_from_dict(config), out=run_dir,
                  log=lambda *a: print(*a, file=log_file))
     result_path = run_dir / "result.json"
@@ -120,11 +121,13 @@ def run_point(config: dict, run_dir: str, log_path: str, train_fn: TrainFn) -> d
 
 
 class Progress:
-    """Prints ``[done/total] name  acc  time  ETA`` as points finish."""
+    """Prints ``[done/total] name  acc  time  ETA`` as points finish, below a bar of the
+    points left to train (on a terminal)."""
 
-    def __init__(self, total: int, already: int, jobs: int, log=print) -> None:
+    def __init__(self, total: int, already: int, jobs: int, log=info) -> None:
         self.total, self.done, self.jobs, self.log = total, already, jobs, log
         self.start, self.new = time.monotonic(), 0
+        self.bar = progress(total - already, "sweep", unit="point")
 
     def update(self, name: str, result: dict | None, error: str | None = None) -> None:
         self.done += 1
@@ -137,12 +140,13 @@ class Progress:
                 f"({result.get('seconds', 0.0):.0f} s)")
         self.log(f"[{self.done}/{self.total}] {name}  {what}  "
                  f"elapsed {_hms(elapsed)}  ETA {_hms(eta) if left else '0s'}")
+        self.bar.update()
 
 
 def run_sweep(spec: SweepSpec, out: Path, *, jobs: int = 1, backend: str = "local",
               runtime: dict | None = None, extend: bool = False, address: str | None = None,
               cpus_per_point: float | None = None, gpus_per_point: float = 0.0,
-              train_fn: TrainFn = engine_train, log=print) -> Outcome:
+              train_fn: TrainFn = engine_train, log=info) -> Outcome:
     """Run (or resume) the sweep ``spec`` into ``out``; write its CSVs and plots.
 
     Parameters
@@ -210,6 +214,7 @@ def run_sweep(spec: SweepSpec, out: Path, *, jobs: int = 1, backend: str = "loca
                 _run_here(task, train_fn, done)
         else:
             _run_pool(todo, jobs, train_fn, done)
+        progress.bar.close()
         write_results(out, points, plots=True)
     if outcome.failed:
         log(f"sweep: {len(outcome.failed)} point(s) failed (see {out / 'logs'}); "

@@ -38,10 +38,12 @@ CHOICES = {
     "patch_split": ("train", "val", "test", "all"),
     "augment": ("none", "color"),
     "on_collapse": ("warn", "stop"),
+    "logger": ("none", "tensorboard", "mlflow"),
 }
 # Fields that say where and how a run executes, not what it computes: they may differ
 # between a run (or sweep) and its resumption (another machine, other --jobs).
-RUNTIME_FIELDS = frozenset({"device", "threads", "data_root", "cache_dir", "keep_checkpoints"})
+RUNTIME_FIELDS = frozenset({"device", "threads", "data_root", "cache_dir", "keep_checkpoints",
+                            "log_every", "logger", "tracking_uri"})
 
 
 @dataclass
@@ -52,10 +54,14 @@ class Config:
     protocol: str = "tst_tt"  # ts_ts | ts_tt | tt_tt | tst_tt (train/test on source/target)
     preset: str | None = None  # name of the preset applied before the flags (informational)
     method: str = "dann"  # adaptation method of tst_tt (a key of dalab.methods.METHODS)
-    network: str = "dann"  # lenet (original code) | dann (DANN paper) | vada (VADA/DIRT-T)
+    network: str = "dann"  # lenet (original code) | dann (paper) | dann_bn | vada | resnet18
+    init_weights: str | None = None  # safetensors file initialising the feature extractor
     dropout: float = 0.0  # dropout probability before each fully connected layer
     augment: str = "none"  # batch augmentation of labelled images: none | color (jitter)
     # -- data --------------------------------------------------------------------------
+    source: str = "mnist"  # source domain spec (labelled), e.g. digits or folder:PATH
+    target: str = "mnistm"  # target domain spec; mnistm takes theta/mode/mask/... below
+    size: int = 28  # input height and width: every domain's images are fitted to it
     theta: float = 1.0  # MNIST-M blend strength in [0, 1]; 1 = the paper's MNIST-M
     mode: str = "color"  # MNIST-M colour (3 channels) or gray (1 channel)
     mask: str = "binary"  # MNIST-M digit mask: binary (published MNIST-M) | grey (seed code)
@@ -122,6 +128,10 @@ class Config:
     compile: bool = False  # torch.compile the model (CUDA only; warns and skips otherwise)
     eval_batch_size: int = 2048  # images per batch in evaluation
     keep_checkpoints: bool = False  # keep every epoch's checkpoint (default: the last, until done)
+    # -- monitoring (no effect on the result) ----------------------------------------------
+    log_every: int = 0  # steps between rows of steps.csv (0 = about 300 rows per run)
+    logger: str = "none"  # experiment tracker: none | tensorboard | mlflow
+    tracking_uri: str | None = None  # tracker location (default: under the run folder)
 
     def __post_init__(self) -> None:
         if isinstance(self.method, str):
@@ -155,15 +165,20 @@ class Config:
         for name in ("data_root", "cache_dir"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name}: expected a folder path, got {getattr(self, name)!r}")
-        for name in ("epochs", "batch_size", "eval_batch_size", "cdan_hidden", "cdan_max_width",
-                     "cdan_random_dim", "adda_hidden", "mcd_steps"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "size", "cdan_hidden",
+                     "cdan_max_width", "cdan_random_dim", "adda_hidden", "mcd_steps"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ConfigError(f"{name}: expected a positive integer, got "
                                   f"{getattr(self, name)!r}")
-        for name in ("seed", "data_seed", "max_train", "max_eval", "threads", "patience"):
+        for name in ("seed", "data_seed", "max_train", "max_eval", "threads", "patience",
+                     "log_every"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
                 raise ConfigError(f"{name}: expected a non-negative integer, got "
                                   f"{getattr(self, name)!r}")
+        for name in ("source", "target"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                raise ConfigError(f"{name}: expected a domain spec such as 'mnist' or "
+                                  f"'folder:PATH', got {getattr(self, name)!r}")
         if self.early_stopping and self.select not in ("source-val", "target-val"):
             raise ConfigError(f"early_stopping: patience counts validation accuracy; set "
                               f"select to source-val or target-val (not {self.select!r})")
@@ -209,18 +224,15 @@ PRESETS: dict[str, dict] = {
     "paper": dict(network="dann", mode="color", optimizer="sgd", lr=0.01, momentum=0.9,
                   batch_size=64, lr_schedule="anneal", lambda_schedule="ramp",
                   grl_lambda=1.0, select="none", early_stopping=False, epochs=10),
-    # The paper's recipe, shortened so that all four protocols run in minutes on a CPU.
-    "quick": dict(network="dann", mode="color", optimizer="sgd", lr=0.01, momentum=0.9,
-                  batch_size=64, lr_schedule="anneal", lambda_schedule="ramp",
-                  grl_lambda=1.0, select="none", early_stopping=False, epochs=2),
-    # Time to accuracy on a CPU (``dalab bench --time-to-accuracy``): the paper's
-    # network and lambda ramp (to 0.5: steadier than 1 across seeds), Adam with the
-    # paper's annealing, batches of 128 per domain, random colour jitter of the source
-    # digits, 3 epochs; no target labels (last model).
-    "speedrun": dict(network="dann", mode="color", optimizer="adam", lr=0.001,
-                     batch_size=128, lr_schedule="anneal", lambda_schedule="ramp",
-                     grl_lambda=0.5, augment="color", select="none",
-                     early_stopping=False, epochs=3),
+    # The main job (``dalab experiment --preset quick``): all four protocols in minutes on
+    # a CPU with adaptation clearly visible. The paper's network and lambda ramp (to 0.5:
+    # steadier than 1 across seeds), Adam with the paper's annealing, batches of 128 per
+    # domain, random colour jitter of the labelled digits, 3 epochs; no target labels
+    # (last model).
+    "quick": dict(network="dann", mode="color", optimizer="adam", lr=0.001,
+                  batch_size=128, lr_schedule="anneal", lambda_schedule="ramp",
+                  grl_lambda=0.5, augment="color", select="none",
+                  early_stopping=False, epochs=3),
     # The CPU recipe (docs/methods.md, BENCHMARKS.md): the public DANN's batch-norm
     # network, FixMatch on the target (confident pseudo-labels of weakly augmented
     # images train strongly augmented ones), colour jitter of the source digits, Adam
@@ -235,6 +247,8 @@ PRESETS: dict[str, dict] = {
                      lr=0.001, adam_beta1=0.5, lr_schedule="constant", batch_size=64,
                      amp=True, select="none", early_stopping=False, epochs=50),
 }
+# Time to accuracy on a CPU (``dalab bench --time-to-accuracy``): the quick recipe.
+PRESETS["speedrun"] = dict(PRESETS["quick"])
 
 FIELDS = {f.name for f in dataclasses.fields(Config)}
 

@@ -1,38 +1,118 @@
 """Which images a protocol trains, validates and tests on, as tensors.
 
-The labelled training set is MNIST (``ts_*``, ``tst_tt``) or MNIST-M (``tt_tt``);
-``tst_tt`` adds the MNIST-M training *images*. Labels of MNIST-M reach training only
-in ``tt_tt``, where training on them is the point (the upper bound). Everything that
-reads target labels otherwise goes through :mod:`dalab.evaluation`.
+The two domains are ``cfg.source`` and ``cfg.target``, domain specs read with
+:func:`dalab.data.load_domain` at ``cfg.size`` pixels; nothing here knows which kind of
+domain it got. The labelled training set is the source (``ts_*``, ``tst_tt``) or the
+target (``tt_tt``); ``tst_tt`` adds the target's training *images*. Target labels
+reach training only in ``tt_tt``, where training on them is the point (the upper
+bound). Everything that reads target labels otherwise goes through
+:mod:`dalab.evaluation`.
+
+An ``mnistm`` spec takes the options it does not write out from the Config's
+``theta``, ``mode``, ``mask``, ``data_seed`` and ``patch_split`` fields
+(:func:`resolve_spec`), so ``--theta 0.5`` and sweeps over θ keep working.
+
+A target without labels can be adapted to (``tst_tt``) and its model used with
+``dalab predict``; it has no target score (``None``), and ``tt_tt`` or
+``--select target-val``, which need its labels, stop with a :class:`ConfigError`
+before anything is trained.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from dalab.data import Split, load_domain
 from dalab.data.domains import FULL_TRAIN
-from dalab.data.mnistm import mnistm_name
+from dalab.errors import ConfigError
 from dalab.training.config import PROTOCOLS, Config
+
+# Options of an ``mnistm`` spec and the Config fields that give their defaults.
+MNISTM_FIELDS = {"theta": "theta", "mode": "mode", "mask": "mask", "seed": "data_seed",
+                 "patches": "patch_split"}
 
 
 @dataclass
 class Sets:
     """Tensors of one run; ``labelled`` trains the classifier, ``unlabelled`` the
-    adaptation (images only); ``evals`` maps names (``source_val``, ...) to splits."""
+    adaptation (images only); ``evals`` maps names (``source_val``, ...) to the labelled
+    splits scored (a split without labels is left out)."""
 
     labelled: Split
     unlabelled: Tensor | None
     evals: dict[str, Split]
-    test: str  # key in ``evals`` giving the test score
+    test: str  # key in ``evals`` giving the test score (absent: no labels to score)
     channels: int  # input channels of the network
+    size: int  # input height and width of the network
+    class_names: tuple[str, ...]  # of the labelled training domain
+    source: str  # canonical domain specs
+    target: str
+
+
+def resolve_spec(spec: str, cfg: Config) -> str:
+    """``spec`` with an ``mnistm`` spec's unwritten options taken from ``cfg``.
+
+    ``"mnistm"`` with ``cfg.theta = 0.5`` gives ``"mnistm:theta=0.5,mode=color,..."``;
+    ``"mnistm:theta=0.2"`` keeps its θ. Specs of other kinds are returned unchanged.
+    """
+    kind, _, rest = spec.strip().partition(":")
+    if kind != "mnistm":
+        return spec
+    given = {part.partition("=")[0].strip() for part in rest.split(",") if part.strip()}
+    extra = [f"{option}={getattr(cfg, field)}" for option, field in MNISTM_FIELDS.items()
+             if option not in given]
+    return "mnistm:" + ",".join(filter(None, [rest.strip(), *extra]))
+
+
+def source_spec(cfg: Config) -> str:
+    """The run's source domain spec (:func:`resolve_spec` of ``cfg.source``)."""
+    return resolve_spec(cfg.source, cfg)
 
 
 def target_spec(cfg: Config) -> str:
-    """The domain spec of the run's MNIST-M (its θ, mode, mask, seed and patches)."""
-    return mnistm_name(cfg.theta, cfg.mode, cfg.data_seed, cfg.patch_split, cfg.mask)
+    """The run's target domain spec (:func:`resolve_spec` of ``cfg.target``)."""
+    return resolve_spec(cfg.target, cfg)
+
+
+def load_pair(cfg: Config):
+    """The source and target domains of ``cfg`` (their splits are read on first use)."""
+    dirs = dict(data_root=cfg.data_root, cache_dir=cfg.cache_dir, size=cfg.size)
+    return load_domain(source_spec(cfg), **dirs), load_domain(target_spec(cfg), **dirs)
+
+
+def check_pair(cfg: Config, source, target) -> None:
+    """Refuse, before training, what the pair cannot do: an unlabelled source, a
+    protocol or selection needing target labels the target lacks, different classes."""
+    if not source.class_names:
+        raise ConfigError(f"source: {source.spec} has no labels; the source domain must be "
+                          "labelled (class sub-folders or a labels file)")
+    if not target.class_names:
+        if cfg.protocol == "tt_tt":
+            raise ConfigError(f"protocol tt_tt trains on target labels, and the target "
+                              f"{target.spec} has none; run ts_tt or tst_tt (their target "
+                              "score is left empty) and use dalab predict on the target")
+        if cfg.select == "target-val":
+            raise ConfigError(f"select target-val needs target labels, and the target "
+                              f"{target.spec} has none; use source-val or none")
+        return
+    if set(source.class_names) != set(target.class_names):
+        only_s = sorted(set(source.class_names) - set(target.class_names))
+        only_t = sorted(set(target.class_names) - set(source.class_names))
+        raise ConfigError(
+            f"source {source.spec} and target {target.spec} have different classes "
+            f"(only in the source: {', '.join(only_s[:10]) or 'none'}; only in the target: "
+            f"{', '.join(only_t[:10]) or 'none'}); both domains need the same class names")
+
+
+def in_order(split: Split, class_names: tuple[str, ...]) -> Split:
+    """``split`` with its labels renumbered to ``class_names``' order (same set)."""
+    if split.labels is None or tuple(split.class_names) == tuple(class_names):
+        return split
+    index = torch.tensor([class_names.index(name) for name in split.class_names])
+    return Split(split.name, split.images, index[split.labels], tuple(class_names))
 
 
 def load_sets(cfg: Config, monitor: int = 5000) -> Sets:
@@ -40,23 +120,30 @@ def load_sets(cfg: Config, monitor: int = 5000) -> Sets:
 
     ``monitor`` caps the training images scored each epoch for the train accuracies.
     """
-    dirs = dict(data_root=cfg.data_root, cache_dir=cfg.cache_dir)
-    source, target = load_domain("mnist", **dirs), load_domain(target_spec(cfg), **dirs)
-    full_train = cfg.select == "none"  # no validation needed: train on all 60,000
+    source, target = load_pair(cfg)
+    check_pair(cfg, source, target)
+    names = tuple(source.class_names)
+    full_train = cfg.select == "none"  # no validation needed: train on train + val
+
+    def split(domain, name: str, n: int) -> Split:
+        return in_order(domain.split(name), names).head(n)
+
     train_split = FULL_TRAIN if full_train else "train"
-    src = source.split(train_split).head(cfg.max_train)
-    tgt = target.split(train_split).head(cfg.max_train)
+    src = split(source, train_split, cfg.max_train)
+    tgt = split(target, train_split, cfg.max_train)
     evals = {
         "source_train": src.head(monitor),
         "target_train": tgt.head(monitor),
-        "source_test": source.split("test").head(cfg.max_eval),
-        "target_test": target.split("test").head(cfg.max_eval),
+        "source_test": split(source, "test", cfg.max_eval),
+        "target_test": split(target, "test", cfg.max_eval),
     }
     if not full_train:
-        evals["source_val"] = source.split("val").head(cfg.max_eval)
-        evals["target_val"] = target.split("val").head(cfg.max_eval)
+        evals["source_val"] = split(source, "val", cfg.max_eval)
+        evals["target_val"] = split(target, "val", cfg.max_eval)
+    evals = {k: v for k, v in evals.items() if v.labels is not None}
     _, train_on, test_on = PROTOCOLS[cfg.protocol]
     labelled = tgt if train_on == "target" else src
     unlabelled = tgt.images if train_on == "source+target" else None
     channels = max(source.channels, target.channels)
-    return Sets(labelled, unlabelled, evals, f"{test_on}_test", channels)
+    return Sets(labelled, unlabelled, evals, f"{test_on}_test", channels, cfg.size, names,
+                source.spec, target.spec)

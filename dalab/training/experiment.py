@@ -17,12 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dalab.paths import write_json_atomic, write_text_atomic
+from dalab.progress import info
 from dalab.training.config import PROTOCOLS, Config
 
 COLUMNS = ("protocol", "trains_on", "tests_on", "test_accuracy", "selection", "epochs",
            "seconds")
-DESCRIBE = {"source": "MNIST (labelled)", "target": "MNIST-M (labelled)",
-            "source+target": "MNIST (labelled) + MNIST-M (images only)"}
+NEEDS_TARGET_LABELS = ("tt_tt",)  # skipped, with a note, for a target without labels
 
 
 def selection_label(result: dict) -> str:
@@ -33,24 +33,70 @@ def selection_label(result: dict) -> str:
     return sel + (" [ORACLE: target labels]" if result.get("oracle_selection") else "")
 
 
-def summary_rows(results: dict[str, dict]) -> list[dict]:
-    return [{
-        "protocol": p, "trains_on": DESCRIBE.get(r["train_on"], r["train_on"]),
-        "tests_on": "MNIST test" if r["test_on"] == "source" else "MNIST-M test",
-        "test_accuracy": f"{r['test_accuracy']:.4f}", "selection": selection_label(r),
-        "epochs": r["epochs"], "seconds": f"{r['seconds']:.1f}",
-    } for p, r in results.items()]
+def summary_rows(results: dict[str, dict], cfg: Config) -> list[dict]:
+    """One row per protocol, naming the domains (``cfg.source`` / ``cfg.target`` as
+    given; old results without domain names are MNIST -> MNIST-M)."""
+    rows = []
+    for p, r in results.items():
+        name = {"source": cfg.source if "source" in r else "mnist",
+                "target": cfg.target if "target" in r else "mnistm"}
+        trains_on = {"source": f"{name['source']} (labelled)",
+                     "target": f"{name['target']} (labelled)",
+                     "source+target": f"{name['source']} (labelled) + {name['target']} "
+                                      "(images only)"}[r["train_on"]]
+        accuracy = r["test_accuracy"]
+        rows.append({
+            "protocol": p, "trains_on": trains_on, "tests_on": f"{name[r['test_on']]} test",
+            "test_accuracy": "n/a (target unlabelled)" if accuracy is None
+            else f"{accuracy:.4f}",
+            "selection": selection_label(r), "epochs": r["epochs"],
+            "seconds": f"{r['seconds']:.1f}",
+        })
+    return rows
 
 
-def summary_markdown(cfg: Config, results: dict[str, dict], seconds: float) -> str:
-    rows = summary_rows(results)
-    lines = [f"# Experiment: theta={cfg.theta}, mode={cfg.mode}, lambda={cfg.grl_lambda} "
+def gap_closed(results: dict[str, dict]) -> float | None:
+    """(adapted - source only) / (oracle - source only) on the target test set: the
+    share of the domain gap that adaptation closed (None without the three runs)."""
+    try:
+        so, oracle, adapted = (results[p]["test_accuracy"] for p in ("ts_tt", "tt_tt", "tst_tt"))
+    except KeyError:
+        return None
+    if None in (so, oracle, adapted) or oracle == so:  # a target without labels: no scores
+        return None
+    return (adapted - so) / (oracle - so)
+
+
+def gap_line(results: dict[str, dict]) -> str | None:
+    """One sentence on how much of the gap adaptation closed."""
+    share = gap_closed(results)
+    if share is None:
+        return None
+    so, oracle, adapted = (results[p]["test_accuracy"] for p in ("ts_tt", "tt_tt", "tst_tt"))
+    return (f"Adaptation closed {100 * share:.0f}% of the gap: tst_tt {adapted:.4f} against "
+            f"{so:.4f} for source only (ts_tt) and {oracle:.4f} for the oracle (tt_tt), "
+            "(tst_tt - ts_tt) / (tt_tt - ts_tt) on the target test set.")
+
+
+def summary_markdown(cfg: Config, results: dict[str, dict], seconds: float,
+                     skipped: tuple[str, ...] = ()) -> str:
+    from dalab.training.domains import source_spec, target_spec
+
+    rows = summary_rows(results, cfg)
+    lines = [f"# Experiment: {cfg.source} -> {cfg.target}, lambda={cfg.grl_lambda} "
              f"({cfg.lambda_schedule}), preset={cfg.preset}, seed={cfg.seed}", "",
+             f"Source `{source_spec(cfg)}`, target `{target_spec(cfg)}`, {cfg.size} px.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+    if gap_line(results):
+        lines += ["", gap_line(results)]
     lines += ["", f"Network {cfg.network}, optimizer {cfg.optimizer} lr {cfg.lr} "
               f"({cfg.lr_schedule}), batch {cfg.batch_size} per domain; "
               f"total {seconds:.0f} s."]
+    if skipped:
+        lines += ["", f"Not run: {', '.join(skipped)} (trains on target labels; the target "
+                  "has none). Target scores of the other protocols are n/a for the same "
+                  "reason; `dalab predict` classifies the target's images."]
     warned = [f"- WARNING ({p}): {w}" for p, r in results.items() for w in r.get("warnings", [])]
     if warned:
         lines += ["", *warned]
@@ -60,30 +106,37 @@ def summary_markdown(cfg: Config, results: dict[str, dict], seconds: float) -> s
     return "\n".join(lines) + "\n"
 
 
-def summary_csv(results: dict[str, dict]) -> str:
+def summary_csv(results: dict[str, dict], cfg: Config) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(summary_rows(results))
+    writer.writerows(summary_rows(results, cfg))
     return buf.getvalue()
 
 
-def run_experiment(cfg: Config, out: Path, log: Callable[[str], None] = print,
+def run_experiment(cfg: Config, out: Path, log: Callable[[str], None] = info,
                    protocols=tuple(PROTOCOLS)) -> dict[str, dict]:
     """Train every protocol of ``cfg``'s setting into ``out``; return results by protocol."""
+    from dalab.training.domains import load_pair
     from dalab.training.loop import train
 
     out = Path(out)
     start = time.perf_counter()
     results: dict[str, dict] = {}
+    skipped: tuple[str, ...] = ()
+    if not load_pair(cfg)[1].class_names:  # a target without labels
+        skipped = tuple(p for p in protocols if p in NEEDS_TARGET_LABELS)
+        protocols = tuple(p for p in protocols if p not in skipped)
+        log(f"== {', '.join(skipped)}: skipped, the target {cfg.target} has no labels")
     for protocol in protocols:  # train() skips finished runs and resumes unfinished ones
         log(f"== {protocol}")
         results[protocol] = train(dataclasses.replace(cfg, protocol=protocol), out / protocol,
                                   log).to_dict()
     seconds = time.perf_counter() - start
-    write_text_atomic(out / "summary.md", summary_markdown(cfg, results, seconds))
-    write_text_atomic(out / "summary.csv", summary_csv(results))
+    write_text_atomic(out / "summary.md", summary_markdown(cfg, results, seconds, skipped))
+    write_text_atomic(out / "summary.csv", summary_csv(results, cfg))
     write_json_atomic(out / "experiment.json",
                       {"config": cfg.to_dict(), "seconds": round(seconds, 3),
-                       "results": results})
+                       "gap_closed": gap_closed(results), "results": results,
+                       "skipped": list(skipped)})
     return results

@@ -3,8 +3,9 @@
 Reads top to bottom: device and seeds, data, model, method (with its optimisers), the
 step loop (``method.update`` per batch), per-epoch evaluation and logging, selection,
 the run folder. The whole data set lives on the device as uint8; each batch is a slice
-of a seeded ``randperm``. Inside an epoch nothing waits on the device: losses are summed
-as tensors and read once per epoch.
+of a seeded ``randperm``. Inside an epoch the loop never waits on the device: the
+monitor (:mod:`dalab.training.monitor`) sums the step figures as tensors and reads them
+at its logging interval.
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ from dalab.evaluation import count_correct
 from dalab.methods import METHODS
 from dalab.models import NUM_CLASSES, build_model, channel_stats
 from dalab.paths import folder_lock
+from dalab.progress import info
 from dalab.training import checkpoint, guard, resume
+from dalab.models.init import load_init_weights
 from dalab.training.allocator import keep_freed_memory
 from dalab.training.augment import augment
 from dalab.training.config import PROTOCOLS, Config
 from dalab.training.domains import Sets, load_sets
+from dalab.training.monitor import Monitor
 from dalab.training.optim import lr_at
 from dalab.training.selection import Selector
 
@@ -41,7 +45,7 @@ class Result:
     method: str  # the trained method (source_only outside tst_tt)
     train_on: str
     test_on: str
-    test_accuracy: float
+    test_accuracy: float | None  # None: the test domain has no labels
     selection: str  # the --select rule: none (last model) | source-val | target-val | a validator
     oracle_selection: bool  # True: the model was chosen with target labels
     best_epoch: int  # 1-based epoch of the kept model
@@ -57,8 +61,11 @@ class Result:
     network: str
     val_accuracy: float | None  # of the kept model on the selection set
     source_test_accuracy: float
-    target_test_accuracy: float
+    target_test_accuracy: float | None  # None: the target has no labels
     device: str
+    class_names: list[str]  # of the labelled training domain, in the model's output order
+    source: str  # canonical domain specs
+    target: str
     # every selection rule's chosen epoch, score and target test accuracy
     validators: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # e.g. a collapse
@@ -109,7 +116,11 @@ def _build(cfg: Config, sets: Sets, device: torch.device, log):
     if sets.unlabelled is not None:
         train_images.append(sets.unlabelled)
     mean, std = channel_stats(*train_images, channels=sets.channels)
-    model = build_model(cfg.network, sets.channels, mean, std, cfg.dropout).to(device)
+    model = build_model(cfg.network, sets.channels, mean, std, cfg.dropout,
+                        size=sets.size, class_names=sets.class_names)
+    if cfg.init_weights:
+        load_init_weights(model, cfg.init_weights, log)
+    model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.compile:
@@ -122,7 +133,7 @@ def _build(cfg: Config, sets: Sets, device: torch.device, log):
                 for part in parts:
                     part.compile()
                 # compilation is lazy: a trial forward/backward surfaces backend failures
-                probe = torch.zeros(2, sets.channels, 28, 28, device=device)
+                probe = torch.zeros(2, sets.channels, sets.size, sets.size, device=device)
                 f = model.features(probe)
                 (model.classify(f).sum() + model.discriminate(f).sum()).backward()
                 model.zero_grad(set_to_none=True)
@@ -135,7 +146,7 @@ def _build(cfg: Config, sets: Sets, device: torch.device, log):
     return model
 
 
-def train(cfg: Config, out: Path | None = None, log: Callable[[str], None] = print,
+def train(cfg: Config, out: Path | None = None, log: Callable[[str], None] = info,
           on_step: Callable[[int, torch.nn.Module], None] | None = None,
           resume_changed: bool = False) -> Result:
     """Train one run of ``cfg``; write the run folder to ``out`` when given.
@@ -192,15 +203,17 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
     classes = len(sets.labelled.class_names) or NUM_CLASSES
     eval_kw = dict(batch_size=cfg.eval_batch_size, device=device, amp=amp)
     log(f"train {cfg.protocol} ({cfg.trained_method}, {cfg.network}, {device}): "
+        f"{sets.source} -> {sets.target}, {len(sets.class_names)} classes, {cfg.size} px; "
         f"{len(ys_all)} labelled, {0 if xt_all is None else len(xt_all)} unlabelled, "
         f"{cfg.epochs} epochs x {steps_per_epoch} steps of {cfg.batch_size}")
+    monitor = Monitor(cfg, out, method, steps_per_epoch, log, done=len(rows), spent=spent)
 
     for epoch in range(len(rows), 0 if stopped else cfg.epochs):
         t_epoch = time.perf_counter()
         idx_s = batch_indices(len(ys_all), cfg.batch_size, steps_per_epoch, gen_s).to(device)
         idx_t = (batch_indices(len(xt_all), cfg.batch_size, steps_per_epoch, gen_t).to(device)
                  if xt_all is not None else None)
-        sums: dict[str, Tensor] = {}
+        monitor.start_epoch(epoch)
         model.train()
         for i in range(steps_per_epoch):
             progress = step_no / total
@@ -211,26 +224,25 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
             if cfg.channels_last:
                 xs = xs.contiguous(memory_format=torch.channels_last)
                 xt = xt.contiguous(memory_format=torch.channels_last) if xt is not None else None
-            for key, value in method.update(xs, ys, xt, progress, lr).items():
-                sums[key] = sums[key] + value.float() if key in sums else value.float()
+            figures = method.update(xs, ys, xt, progress, lr)
             step_no += 1
+            monitor.step(step_no, progress, lr, figures)
             if on_step is not None:
                 on_step(step_no, model)
         row = {"epoch": epoch + 1, "step": step_no}
-        row.update({k: v.item() / steps_per_epoch for k, v in sums.items()})  # one sync
+        means = monitor.epoch_means()  # one read from the device
+        row.update(means)
         row.update({f"{name}_acc": count_correct(model, d.images, d.labels, **eval_kw).item()
                     / len(d) for name, d in sets.evals.items() if not name.endswith("_test")})
         row["lambda"] = method.grl_weight(progress)
         row["lr"] = lr
         row["seconds"] = time.perf_counter() - t_epoch
-        guard.check_finite(row, sums, out)
+        guard.check_finite(row, means, out)
         row.update(selector.update(model, row))
         rows.append(row)
         stop = selector.should_stop(step_no)
         collapsed = guard.note_collapse(rows, warns, watch, classes, cfg.on_collapse, log)
-        elapsed = spent + time.perf_counter() - start
-        left = elapsed / (epoch + 1) * (cfg.epochs - epoch - 1)
-        log(_progress_line(row, cfg.epochs, elapsed, left))
+        monitor.end_epoch(row)
         if out is not None:
             runfolder.write_metrics(out, rows)
             checkpoint.save_state(out, checkpoint.TrainState(
@@ -252,27 +264,22 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
     _, train_on, test_on = PROTOCOLS[cfg.protocol]
     result = Result(
         protocol=cfg.protocol, method=cfg.trained_method, train_on=train_on, test_on=test_on,
-        test_accuracy=tests[sets.test], selection=cfg.select,
+        test_accuracy=tests.get(sets.test), selection=cfg.select,
         oracle_selection=cfg.oracle_selection, best_epoch=best_epoch, epochs=len(rows),
         steps=step_no, seconds=round(spent + time.perf_counter() - start, 3), theta=cfg.theta,
         mode=cfg.mode, grl_lambda=cfg.grl_lambda, lambda_schedule=cfg.lambda_schedule,
         seed=cfg.seed, preset=cfg.preset, network=cfg.network, val_accuracy=val_acc,
         source_test_accuracy=tests["source_test"],
-        target_test_accuracy=tests["target_test"], device=str(device), validators=validators,
+        target_test_accuracy=tests.get("target_test"), device=str(device),
+        class_names=list(sets.class_names), source=sets.source, target=sets.target,
+        validators=validators,
         warnings=warns,
     )
     log(runfolder.summary_text(cfg, result))
     if out is not None:
-        runfolder.write_run(out, model, cfg, result, rows)
+        runfolder.write_run(out, model, cfg, result, rows, monitor.rows)
         if not cfg.keep_checkpoints:
             checkpoint.remove_all(out)
+    monitor.close(result, cfg)
     return result
-
-
-def _progress_line(row: dict, epochs: int, elapsed: float, left: float) -> str:
-    skip = {"epoch", "step", "lambda", "lr", "seconds"}
-    figures = " ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in skip)
-    return (f"epoch {row['epoch']}/{epochs} step {row['step']} {figures} "
-            f"lambda={row['lambda']:.3f} lr={row['lr']:.5f} "
-            f"elapsed={elapsed:.0f}s left={left:.0f}s")
 

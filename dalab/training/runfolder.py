@@ -1,7 +1,8 @@
 """Run folders: what ``train`` writes and how to read it back without unpickling.
 
 A run folder holds ``config.json`` (the full Config plus versions, device, git commit),
-``metrics.csv`` (one row per epoch), ``summary.txt``, ``model.safetensors`` (weights of
+``metrics.csv`` (one row per epoch), ``steps.csv`` (training figures every few
+steps), ``summary.txt``, ``model.safetensors`` (weights of
 the kept model; the network name, input channels and config in its metadata),
 ``curves.png`` and, written last, ``result.json``: its presence marks a finished run.
 While training, ``checkpoints/`` holds the resumable state (:mod:`dalab.training.checkpoint`).
@@ -13,7 +14,6 @@ import csv
 import io
 import json
 import platform
-import subprocess
 from pathlib import Path
 
 import torch
@@ -21,27 +21,16 @@ import torch
 from dalab.errors import ConfigError, DataError
 from dalab.paths import atomic_path, write_json_atomic, write_text_atomic
 from dalab.training.config import Config, config_from_dict
+from dalab.version import git_commit
 
-FILES = ("config.json", "metrics.csv", "summary.txt", "model.safetensors", "curves.png",
-         "result.json")
+DIGITS = [str(k) for k in range(10)]
+FILES = ("config.json", "metrics.csv", "steps.csv", "summary.txt", "model.safetensors",
+         "curves.png", "result.json")
 # Wall-clock figures: the ``seconds`` column of metrics.csv, ``seconds`` in result.json
 # and the time in summary.txt's last line. Every other byte of a finished run folder
 # depends only on the config, the code and the machine, so a resumed run matches one
 # never interrupted byte for byte once these are left aside.
 TIMING_FIELDS = ("seconds",)
-
-
-def git_commit() -> str | None:
-    """The checkout's commit (with ``+dirty`` when modified), or None outside git."""
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                                text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=here, capture_output=True, text=True, timeout=5).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit + ("+dirty" if dirty.strip() else "")
 
 
 def environment(device: torch.device | str) -> dict:
@@ -67,7 +56,8 @@ def write_config(out: Path, cfg: Config, device, changes: list[str] | None = Non
     write_json_atomic(path, data)
 
 
-def write_metrics(out: Path, rows: list[dict]) -> None:
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """Rows of figures as CSV (columns in order of first appearance), atomically."""
     keys: list[str] = []
     for row in rows:
         keys += [k for k in row if k not in keys]
@@ -77,33 +67,63 @@ def write_metrics(out: Path, rows: list[dict]) -> None:
     for row in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
                          for k, v in row.items()})
-    write_text_atomic(Path(out) / "metrics.csv", buf.getvalue())
+    write_text_atomic(Path(path), buf.getvalue())
+
+
+def write_metrics(out: Path, rows: list[dict]) -> None:
+    write_csv(Path(out) / "metrics.csv", rows)
+
+
+def read_csv_rows(path: Path) -> list[dict]:
+    """A ``metrics.csv`` or ``steps.csv`` as dicts of floats (ints for epoch and step)."""
+    with open(path, newline="") as fh:
+        return [{k: (int(v) if k in ("epoch", "step") else float(v)) for k, v in row.items()
+                 if v != ""} for row in csv.DictReader(fh)]
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """``metrics.csv`` as a list of dicts of floats (ints for epoch and step)."""
-    with open(Path(run_dir) / "metrics.csv", newline="") as fh:
-        return [{k: (int(v) if k in ("epoch", "step") else float(v)) for k, v in row.items()
-                 if v != ""} for row in csv.DictReader(fh)]
+    """``metrics.csv``: one row per epoch."""
+    return read_csv_rows(Path(run_dir) / "metrics.csv")
+
+
+def read_steps(run_dir: Path) -> list[dict]:
+    """``steps.csv``: one row per logging interval ([] when the run has none)."""
+    path = Path(run_dir) / "steps.csv"
+    return read_csv_rows(path) if path.is_file() else []
 
 
 def summary_text(cfg: Config, result) -> str:
     r = result.to_dict() if hasattr(result, "to_dict") else dict(result)
     sel = r["selection"] + (" (ORACLE: chosen with target labels)" if r["oracle_selection"]
                             else "")
+    names = r.get("class_names") or DIGITS
+    source, target = r.get("source", cfg.source), r.get("target", cfg.target)
     return "\n".join([
         f"protocol {r['protocol']} ({r.get('method', '?')}): train on {r['train_on']}, "
         f"test on {r['test_on']}",
-        f"test accuracy {r['test_accuracy']:.4f}  (source test {r['source_test_accuracy']:.4f},"
-        f" target test {r['target_test_accuracy']:.4f})",
+        f"source {source} -> target {target}",
+        f"test accuracy {score(r['test_accuracy'])}  (source test "
+        f"{score(r['source_test_accuracy'])}, target test {score(r['target_test_accuracy'])})",
         f"model selection: {sel}; kept epoch {r['best_epoch']} of {r['epochs']}",
-        f"network {cfg.network}, preset {cfg.preset}, theta {cfg.theta}, mode {cfg.mode}, "
-        f"lambda {cfg.grl_lambda} ({cfg.lambda_schedule}), seed {cfg.seed}",
+        f"network {cfg.network} at {cfg.size} px, preset {cfg.preset}, theta {cfg.theta}, "
+        f"mode {cfg.mode}, lambda {cfg.grl_lambda} ({cfg.lambda_schedule}), seed {cfg.seed}",
         f"optimizer {cfg.optimizer} lr {cfg.lr} ({cfg.lr_schedule}), batch {cfg.batch_size}, "
         f"{r['steps']} steps in {r['seconds']:.1f} s on {r['device']}",
+        f"classes ({len(names)}): {class_list(names)}",
         *validator_lines(r.get("validators") or {}),
         *(f"WARNING: {w}" for w in r.get("warnings", ())),
     ]) + "\n"
+
+
+def score(accuracy: float | None) -> str:
+    """An accuracy to 4 places, or ``n/a (no labels)`` for a domain without labels."""
+    return "n/a (no labels)" if accuracy is None else f"{accuracy:.4f}"
+
+
+def class_list(names, shown: int = 20) -> str:
+    """``"0, 1, ..."``: the class names, the first ``shown`` of them for long lists."""
+    more = f", ... ({len(names) - shown} more)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def validator_lines(records: dict) -> list[str]:
@@ -121,6 +141,7 @@ def save_checkpoint(path: Path, model, cfg: Config) -> None:
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"network": cfg.network, "in_channels": str(model.in_channels),
+            "size": str(cfg.size), "class_names": json.dumps(list(model.class_names)),
             "config": json.dumps(cfg.to_dict()), "format": "dalab-classifier-1"}
     write_safetensors(Path(path), state, meta)
 
@@ -145,14 +166,19 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu"):
     try:
         saved = json.loads(meta.get("config", ""))
         channels = int(meta.get("in_channels", ""))
+        # checkpoints written before class names and sizes were stored: ten digits, 28 px
+        names = json.loads(meta.get("class_names", json.dumps(DIGITS)))
+        size = int(meta.get("size", "28"))
     except ValueError as err:
         raise DataError(f"{path}: bad checkpoint metadata ({err})") from None
     if channels not in (1, 3):
         raise DataError(f"{path}: bad checkpoint metadata (in_channels {channels})")
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        raise DataError(f"{path}: bad checkpoint metadata (class_names {names!r})")
     try:
         cfg = config_from_dict(saved, f"{path} (config metadata)")
         model = build_model(meta.get("network", ""), channels, [0.0] * channels,
-                            [1.0] * channels, cfg.dropout)
+                            [1.0] * channels, cfg.dropout, size=size, class_names=names)
     except ConfigError as err:
         raise DataError(str(err) if str(path) in str(err) else f"{path}: {err}") from None
     from dalab.training.checkpoint import check_tensors
@@ -162,37 +188,69 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu"):
     return model.to(device).eval(), cfg
 
 
-def plot_curves(path: Path, rows: list[dict]) -> None:
+LOSSES = ("loss", "class_loss", "domain_loss")
+
+
+def draw_curves(rows: list[dict], steps: list[dict] | None = None):
+    """Losses and accuracies against the step: training figures from ``steps`` (one
+    point per logging interval) when given, evaluations from the epoch ``rows``.
+    Returns a matplotlib figure of a fixed size."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [r["epoch"] for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in ("loss", "class_loss", "domain_loss"):
-        if key in rows[0]:
-            ax1.plot(epochs, [r[key] for r in rows], label=key)
-    ax1.set(xlabel="epoch", ylabel="training loss", title="losses")
-    ax1.legend()
+    train = steps or rows
+    x = [r["step"] for r in train]
+    for key in LOSSES:
+        if key in train[0]:
+            ax1.plot(x, [r[key] for r in train], label=key, lw=1)
+    ax1.set(xlabel="step", ylabel="training loss", title="losses")
+    ax1.legend(fontsize=7)
+    if steps:
+        for key in ("train_acc", "domain_acc"):
+            if key in steps[0]:
+                ax2.plot(x, [r[key] for r in steps], label=f"{key} (batches)", lw=0.8,
+                         alpha=0.6)
+    ex = [r["step"] for r in rows]
     for key in rows[0]:
-        if key.endswith("_acc"):
-            ax2.plot(epochs, [r[key] for r in rows], label=key)
-    ax2.set(xlabel="epoch", ylabel="accuracy", title="accuracies", ylim=(0, 1))
+        if key.endswith("_acc") and not (steps and key in steps[0]):
+            ax2.plot(ex, [r[key] for r in rows], label=key, marker="o", ms=3)
+    ax2.set(xlabel="step", ylabel="accuracy", title="accuracies", ylim=(0, 1))
     ax2.legend(fontsize=7)
     fig.tight_layout()
+    return fig
+
+
+def plot_curves(path: Path, rows: list[dict], steps: list[dict] | None = None) -> None:
+    """``curves.png`` from :func:`draw_curves`."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_curves(rows, steps)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
 
 
-def write_run(out: Path, model, cfg: Config, result, rows: list[dict]) -> None:
+def write_run(out: Path, model, cfg: Config, result, rows: list[dict],
+              steps: list[dict] | None = None) -> None:
     """Everything after training; ``result.json`` last."""
     out = Path(out)
     write_metrics(out, rows)
     save_checkpoint(out / "model.safetensors", model, cfg)
-    plot_curves(out / "curves.png", rows)
+    plot_curves(out / "curves.png", rows, steps)
     write_text_atomic(out / "summary.txt", summary_text(cfg, result))
     write_json_atomic(out / "result.json", result.to_dict())
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """``(model, Config)`` from a run folder or a ``model.safetensors`` file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if not path.is_file():
+        raise DataError(f"{path}: no such checkpoint (give a run folder or a .safetensors)")
+    return load_checkpoint(path, device)
 
 
 def read_result(run_dir: Path) -> dict:
