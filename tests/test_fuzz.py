@@ -254,7 +254,7 @@ def trained_state():
     from dalab.training import checkpoint
     from dalab.training.optim import make_optimizer
 
-    cfg = make_config("quick", optimizer="sgd", lr=0.01)  # SGD momentum buffers
+    cfg = make_config("quick", optimizer="adam")  # moments and a scalar step counter
     torch.manual_seed(0)
     method = METHODS["dann"](build_model("dann", 3, [0.5] * 3, [0.25] * 3), cfg)
     optimizer = make_optimizer(list(method.parameters()), cfg)

@@ -307,12 +307,18 @@ def _check_optimizer(sd: dict, optimizer: torch.optim.Optimizer, name: str,
             raise DataError(f"{where}: optimiser {name!r} has state for parameter {index}, "
                             f"this run has {len(params)}")
         for key, value in entry.items():
+            if not isinstance(value, Tensor):
+                continue
+            # per-parameter buffers (momentum, Adam's moments) take the parameter's
+            # shape and dtype; counters such as Adam's ``step`` are scalars of the
+            # default float dtype
             param = params[index]
-            if isinstance(value, Tensor) and value.dim() and (
-                    value.shape != param.shape or value.dtype != param.dtype):
+            shape, dtype = ((param.shape, param.dtype) if value.dim()
+                            else (torch.Size(), torch.get_default_dtype()))
+            if value.shape != shape or value.dtype != dtype:
                 raise DataError(f"{where}: optimiser {name!r} tensor {key!r} of parameter "
-                                f"{index} is {value.dtype} {tuple(value.shape)}, the "
-                                f"parameter {param.dtype} {tuple(param.shape)}")
+                                f"{index} is {value.dtype} {tuple(value.shape)}, this run "
+                                f"needs {dtype} {tuple(shape)}")
 
 
 def _kind(value) -> str:
