@@ -2,8 +2,8 @@
 
 The Python API (see ``docs/python.md``) is imported on first use, so that
 ``import dalab`` stays light: ``dalab.train``, ``dalab.experiment``,
-``dalab.evaluate``, ``dalab.read_run``, ``dalab.make_config`` and
-``dalab.load_domain``.
+``dalab.evaluate``, ``dalab.read_run``, ``dalab.make_config``,
+``dalab.load_domain`` and ``dalab.compare``.
 """
 
 __version__ = "0.1.0"
@@ -15,6 +15,7 @@ _API = {  # name: (module, attribute), imported on first access
     "read_run": ("dalab.api", "read_run"),
     "make_config": ("dalab.api", "make"),
     "load_domain": ("dalab.data", "load_domain"),
+    "compare": ("dalab.sweep", "compare"),
 }
 
 __all__ = ["__version__", *_API]

@@ -20,7 +20,7 @@ def test_import_dalab_does_not_import_torch():
 
 
 @pytest.mark.parametrize("name", ["train", "experiment", "evaluate", "read_run",
-                                  "make_config", "load_domain"])
+                                  "make_config", "load_domain", "compare"])
 def test_api_functions_have_docstrings(name):
     assert len(getattr(dalab, name).__doc__ or "") > 80
     assert name in dir(dalab)
