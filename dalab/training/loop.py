@@ -261,7 +261,7 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
     val_acc = selector.chosen()["score"] if cfg.select in ("source-val", "target-val") else None
     tests = {name: count_correct(model, d.images, d.labels, **eval_kw).item() / len(d)
              for name, d in sets.evals.items() if name.endswith("_test")}
-    _, train_on, test_on = PROTOCOLS[cfg.protocol]
+    test_on = PROTOCOLS[cfg.protocol][2]
     result = Result(
         protocol=cfg.protocol, method=cfg.trained_method, train_on=train_on, test_on=test_on,
         test_accuracy=tests.get(sets.test), selection=cfg.select,
@@ -272,8 +272,7 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
         source_test_accuracy=tests["source_test"],
         target_test_accuracy=tests.get("target_test"), device=str(device),
         class_names=list(sets.class_names), source=sets.source, target=sets.target,
-        validators=validators,
-        warnings=warns,
+        validators=validators, warnings=warns,
     )
     log(runfolder.summary_text(cfg, result))
     if out is not None:
