@@ -142,6 +142,10 @@ def test_unlabelled_target_is_adapted_to_and_predicted_on(pair, tmp_path, capsys
                  "--out", str(tmp_path / "sweep")]) == 2
     assert "sweep: the target" in capsys.readouterr().err
     assert not (tmp_path / "sweep").exists()
+    assert main(["compare", "--methods", "dann", "--source", source, "--target", target,
+                 "--out", str(tmp_path / "compare")]) == 2
+    assert "compare: the target" in capsys.readouterr().err
+    assert not (tmp_path / "compare").exists()
 
 
 def test_mismatched_classes_are_a_clear_error(pair, tmp_path):

@@ -41,8 +41,11 @@ def test_docs_example_runs(data_root, cache_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DALAB_DATA", str(data_root))
     monkeypatch.setenv("DALAB_CACHE", str(cache_dir))
     monkeypatch.chdir(tmp_path)
+    namespace: dict = {}  # one session, as in a notebook: later blocks use earlier names
     for block in blocks:
-        exec(compile(block, "docs/python.md", "exec"), {})
+        exec(compile(block, "docs/python.md", "exec"), namespace)
     out = capsys.readouterr().out
     assert "MNIST-M test accuracy" in out and "step rows" in out
+    assert "dann: target" in out and (tmp_path / "runs" / "notebook-compare" /
+                                      "compare.md").is_file()
     assert (tmp_path / "runs" / "notebook-dann" / "result.json").is_file()

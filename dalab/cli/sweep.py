@@ -93,27 +93,16 @@ def split_overrides(args, skip=SWEPT) -> tuple[dict, dict]:
             {k: v for k, v in given.items() if k not in RUNTIME_FIELDS})
 
 
-def _check_target_labels(spec, runtime: dict) -> None:
-    """A sweep compares target test accuracies: refuse a target without labels."""
-    from dalab.errors import ConfigError
-    from dalab.training.config import make_config
-    from dalab.training.domains import load_pair
-
-    cfg = make_config(spec.presets[0], **spec.overrides, **runtime)
-    target = load_pair(cfg)[1]
-    if not target.class_names:
-        raise ConfigError(f"sweep: the target {target.spec} has no labels, and a sweep "
-                          "compares target test accuracies; use dalab train or dalab "
-                          "experiment (target scores n/a) and dalab predict")
-
-
 def run(args) -> int:
     from pathlib import Path
 
     from dalab.sweep import run_sweep
 
+    from dalab.training.config import make_config
+    from dalab.training.domains import require_target_labels
+
     spec, runtime = spec_from_args(args)
-    _check_target_labels(spec, runtime)
+    require_target_labels(make_config(spec.presets[0], **spec.overrides, **runtime), "sweep")
     outcome = run_sweep(spec, Path(args.out), jobs=args.jobs, backend=args.backend,
                         runtime=runtime, extend=args.extend, address=args.address,
                         cpus_per_point=args.cpus_per_point, gpus_per_point=args.gpus_per_point)

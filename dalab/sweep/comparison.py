@@ -52,7 +52,8 @@ def compare(methods: list[str], out: str | Path, *, seeds=(0,), thetas=None,
     seeds, thetas
         Seeds and MNIST-M blend strengths (default: the preset's θ).
     preset
-        The preset every run starts from; ``overrides`` (Config fields) apply on top.
+        The preset every run starts from; ``overrides`` (Config fields) apply on top
+        (runtime fields such as ``threads`` or ``data_root`` join ``runtime``).
         Without a ``select`` override the runs select on ``source-val``, which keeps a
         validation split so that every selection rule and the oracle are scored.
     jobs, backend, runtime, address, cpus_per_point, gpus_per_point, train_fn
@@ -63,13 +64,17 @@ def compare(methods: list[str], out: str | Path, *, seeds=(0,), thetas=None,
     dict
         ``{"summary": compare.csv rows, "regret": the regret table, "failed": {...}}``.
     """
-    from dalab.training.config import make_config
+    from dalab.training.config import RUNTIME_FIELDS, make_config
+    from dalab.training.domains import require_target_labels
 
     out = Path(out)
     if not methods:
         raise ConfigError("compare: give at least one method (--methods dann,cdan,...)")
-    overrides = {"select": DEFAULT_SELECT, **overrides}
+    runtime = {**{k: v for k, v in overrides.items() if k in RUNTIME_FIELDS}, **(runtime or {})}
+    overrides = {"select": DEFAULT_SELECT,
+                 **{k: v for k, v in overrides.items() if k not in RUNTIME_FIELDS}}
     base = make_config(preset, **overrides)
+    require_target_labels(make_config(preset, **overrides, **runtime), "compare")
     spec = SweepSpec(protocols=[*REFERENCES, ADAPT], methods=list(methods),
                      thetas=[float(t) for t in (thetas or [base.theta])],
                      lambdas=[base.grl_lambda], presets=[preset],

@@ -83,6 +83,16 @@ def load_pair(cfg: Config):
     return load_domain(source_spec(cfg), **dirs), load_domain(target_spec(cfg), **dirs)
 
 
+def require_target_labels(cfg: Config, what: str) -> None:
+    """Refuse, before anything runs, a ``what`` (``sweep``, ``compare``) whose rows are
+    target test accuracies when ``cfg``'s target has no labels."""
+    target = load_pair(cfg)[1]
+    if not target.class_names:
+        raise ConfigError(f"{what}: the target {target.spec} has no labels, and a {what} "
+                          "compares target test accuracies; use dalab train or dalab "
+                          "experiment (target scores n/a) and dalab predict")
+
+
 def check_pair(cfg: Config, source, target) -> None:
     """Refuse, before training, what the pair cannot do: an unlabelled source, a
     protocol or selection needing target labels the target lacks, different classes."""
