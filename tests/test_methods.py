@@ -168,6 +168,21 @@ def test_dann_reverses_exactly_the_domain_gradient_of_the_features():
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_fixmatch_domain_term_trains_the_domain_head_only_when_asked(weight):
+    torch.manual_seed(0)
+    method = _method("fixmatch", fixmatch_domain_weight=weight, lambda_schedule="fixed",
+                     grl_lambda=1.0)
+    out = method.losses(*_batch(), 0.5)
+    head = list(method.model.domain_head.parameters())
+    grads = torch.autograd.grad(out["loss"], head, allow_unused=True, retain_graph=True)
+    if weight == 0:  # the paper's FixMatch: no domain loss, the head is untouched
+        assert "domain_loss" not in out and all(g is None for g in grads)
+        return
+    for total, dom in zip(grads, torch.autograd.grad(out["domain_loss"], head)):
+        torch.testing.assert_close(total, weight * dom)
+
+
 def test_method_signatures_take_no_target_labels():
     for cls in METHODS.values():
         assert list(inspect.signature(cls.update).parameters) == [

@@ -27,7 +27,7 @@ def build_step(method: str, batch: int, device: torch.device, *, network: str = 
     from dalab.training.loop import _build
 
     protocol = "tst_tt" if method == "dann" else "ts_tt"
-    cfg = make_config("quick", protocol=protocol, batch_size=batch, network=network,
+    cfg = make_config("speedrun", protocol=protocol, batch_size=batch, network=network,
                       amp=amp, channels_last=channels_last, compile=compile, seed=seed,
                       device=device.type)
     torch.manual_seed(seed)

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dalab.methods.base import Method
-from dalab.methods.common import accuracy
+from dalab.methods.common import accuracy, grad_reverse, grl_weight
+from dalab.methods.dann import domain_bce
 from dalab.models import Classifier
 
 
@@ -22,24 +23,45 @@ class FixMatch(Method):
     :func:`dalab.training.augment.strong` (affine, colour jitter and inversion, noise)
     stands in for RandAugment. Source and target pass separately, each with its own
     batch-norm statistics (the paper concatenates labelled and unlabelled batches).
+
+    With ``fixmatch_domain_weight`` ``w_d > 0`` (0 by default: the paper's FixMatch) the
+    features of ``weak(xs)`` and ``weak(xt)`` also meet DANN's domain loss through the
+    reversal layer, ``+ w_d * BCE(D(GRL_lambda(f)), domain)``, so the target features are
+    aligned while the pseudo-labels grow (lambda as for DANN: ``grl_lambda``, fixed or
+    ramped).
     """
 
     def __init__(self, model: Classifier, cfg):
         super().__init__(model, cfg)
         self.build_optimizers()
 
+    def grl_weight(self, progress: float) -> float:
+        if not self.cfg.fixmatch_domain_weight:
+            return 0.0
+        return grl_weight(self.cfg.lambda_schedule, self.cfg.grl_lambda, progress)
+
     def losses(self, xs: Tensor, ys: Tensor, xt: Tensor, progress: float
                ) -> dict[str, Tensor]:
         from dalab.training.augment import strong, weak  # dalab.training imports methods
 
         channels = self.model.in_channels
-        logits_s = self.model(weak(xs, channels))
+        adversarial = self.cfg.fixmatch_domain_weight > 0
+        f_s = self.model.features(weak(xs, channels))
+        logits_s = self.model.classify(f_s)
         cls = F.cross_entropy(logits_s, ys)
-        with torch.no_grad():
-            conf, pseudo = F.softmax(self.model(weak(xt, channels)).float(), 1).max(1)
+        with torch.set_grad_enabled(adversarial):  # the weak target pass is a teacher only
+            f_t = self.model.features(weak(xt, channels))
+            conf, pseudo = F.softmax(self.model.classify(f_t).detach().float(), 1).max(1)
         mask = (conf >= self.cfg.fixmatch_threshold).float()
         unsup = (F.cross_entropy(self.model(strong(xt, channels)), pseudo, reduction="none")
                  * mask).mean()
-        return {"loss": cls + self.cfg.fixmatch_weight * unsup, "class_loss": cls,
-                "train_acc": accuracy(logits_s, ys), "pseudo_loss": unsup,
-                "confident": mask.mean()}
+        out = {"loss": cls + self.cfg.fixmatch_weight * unsup, "class_loss": cls,
+               "train_acc": accuracy(logits_s, ys), "pseudo_loss": unsup,
+               "confident": mask.mean()}
+        if adversarial:
+            lam = self.grl_weight(progress)
+            dom, dom_acc = domain_bce(self.model.discriminate(grad_reverse(f_s, lam)),
+                                      self.model.discriminate(grad_reverse(f_t, lam)))
+            out.update(loss=out["loss"] + self.cfg.fixmatch_domain_weight * dom,
+                       domain_loss=dom, domain_acc=dom_acc)
+        return out
