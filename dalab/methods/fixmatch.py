@@ -24,6 +24,8 @@ class FixMatch(Method):
     batch-norm statistics (the paper concatenates labelled and unlabelled batches).
     """
 
+    random_losses = True  # random weak and strong augmentation
+
     def __init__(self, model: Classifier, cfg):
         super().__init__(model, cfg)
         self.build_optimizers()
