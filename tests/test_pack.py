@@ -241,3 +241,19 @@ def test_sweep_falls_back_to_one_by_one_when_a_pack_cannot_be_built(tmp_path):
                         runtime={"cache_dir": str(tmp_path)}, train_fn=fake_train,
                         pack_fn=broken, log=lambda line: None)
     assert len(outcome.failed) == 4 and "out of memory" in next(iter(outcome.failed.values()))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_packed_runs_on_cuda_match_runs_one_by_one(tmp_path, data_root, cache_dir):
+    dirs = dict(data_root=str(data_root), cache_dir=str(cache_dir))
+    tiny = {**TINY, "device": "cuda", "amp": False, "cuda_graphs": False, "optimizer": "sgd"}
+    cfgs = [make_config("quick", seed=s, grl_lambda=lam, **tiny, **dirs)
+            for s, lam in ((0, 0.5), (1, 1.0))]
+    alone = [train(c, out=tmp_path / f"alone{i}", log=lambda line: None)
+             for i, c in enumerate(cfgs)]
+    packed = train_pack(cfgs, [tmp_path / f"packed{i}" for i in range(2)])
+    for a, b in zip(alone, packed):
+        assert not isinstance(b, BaseException), b
+        assert b.device.startswith("cuda")
+        assert b.target_test_accuracy == pytest.approx(a.target_test_accuracy, abs=2 / 128)
