@@ -65,6 +65,14 @@ def test_tiny_bench_json_has_every_field(tiny_bench, capsys):
     table = "\n".join(stdout[:-1])
     assert "| bare step, dann, batch 16 |" in table and "conventional" in table
     assert "median over seeds" in table
+    # the captured step (CUDA only), the packed steps and the sweep: keys on every device
+    assert figures["graph_step_img_s"] is None  # a CPU run
+    assert set(figures["packed_img_s"]) == {"8", "32"}
+    assert all(v > 0 for v in figures["packed_img_s"].values())
+    assert set(figures["sweep_seconds"]) == {"unpacked", "packed"}
+    assert all(v > 0 for v in figures["sweep_seconds"].values())
+    assert "| packed step, 32 DANN runs, batch 16 each |" in table
+    assert "in packs of 4" in table
 
 
 def test_bench_script_is_the_cli():

@@ -3,6 +3,9 @@
 Figures (images/s count every image through the network, source + target for DANN):
 
 * bare step -- :mod:`dalab.bench.bare_step`, source-only and DANN, two batch sizes;
+* captured step, packed step (M = 8 and 32 runs at once) and a small sweep unpacked
+  and packed -- :mod:`dalab.bench.packed` (``graph_step_img_s`` is ``None`` off CUDA;
+  ``sweep_seconds`` is ``None`` on the CPU unless ``tiny``: hours there);
 * train loop -- the engine's ``train`` (DANN, MNIST -> MNIST-M theta=1 colour, one
   epoch), timed through its ``on_step`` hook from step ``skip + 1`` to the last step:
   batch indexing, augmentation, the step and loss bookkeeping are counted; loading,
@@ -30,9 +33,9 @@ from dalab.bench.timing import (
 )
 
 FULL = dict(batches=(128, 512), batch=128, bare_images=8192, conv_steps=60, max_train=0,
-            max_eval=0, skip=20, eval_every=100)
+            max_eval=0, skip=20, eval_every=100, packs=(8, 32), pack_steps=10)
 TINY = dict(batches=(16, 32), batch=16, bare_images=64, conv_steps=3, max_train=256,
-            max_eval=256, skip=2, eval_every=4)
+            max_eval=256, skip=2, eval_every=4, packs=(8, 32), pack_steps=2)
 
 
 def _loop_config(sizes: dict, device: torch.device, opts: dict, **kw):
@@ -144,6 +147,8 @@ def run_suite(data_root=None, cache_dir=None, *, device: str = "auto", threads: 
     out["ratio_to_bare_step"] = loop["median"] / out["bare_step_img_s"]
     log(f"  {loop['median']:,.0f} images/s, {out['ratio_to_bare_step']:.2f} of the bare step")
 
+    _packed_figures(out, sizes, dev, repeats, tiny, threads, dirs, log)
+
     log(f"conventional pipeline: PIL + DataLoader(num_workers={workers}) ...")
     n = min(60_000, sizes["batch"] * sizes["conv_steps"] * (repeats + 1))
     src = load_domain("mnist", root, cache).split("train+val")
@@ -182,6 +187,36 @@ def run_suite(data_root=None, cache_dir=None, *, device: str = "auto", threads: 
     return out
 
 
+def _packed_figures(out: dict, sizes: dict, dev: torch.device, repeats: int, tiny: bool,
+                    threads: int, dirs: dict, log) -> None:
+    """The captured step, the packed steps and the sweep times into ``out``."""
+    from dalab.bench.packed import graph_step_throughput, packed_throughput, sweep_seconds
+
+    batch, on_gpu = sizes["batch"], dev.type == "cuda"
+    steps = sizes["pack_steps"] if (tiny or on_gpu) else 2
+    log("captured step (CUDA graph), DANN ..." if on_gpu else
+        "captured step: CUDA only (null on this device)")
+    out["graph_step"] = graph_step_throughput(batch, dev, repeats=repeats)
+    out["graph_step_img_s"] = out["graph_step"]["median"] if out["graph_step"] else None
+    out["packed_step"] = {}
+    for members in sizes["packs"]:
+        log(f"packed step: {members} DANN runs at once, batch {batch} each ...")
+        out["packed_step"][str(members)] = packed_throughput(members, batch, dev, steps=steps,
+                                                             repeats=repeats)
+        log(f"  {out['packed_step'][str(members)]['median']:,.0f} images/s in all")
+    out["packed_img_s"] = {k: v["median"] for k, v in out["packed_step"].items()}
+    out["sweep_seconds"] = None
+    if tiny or on_gpu:
+        log("sweep: 4 DANN points (theta x lambda), one by one and packed ...")
+        overrides = dict(epochs=1, batch_size=batch, max_train=sizes["max_train"],
+                         max_eval=sizes["max_eval"])
+        runtime = dict(device=dev.type, threads=threads or torch.get_num_threads(), **dirs)
+        out["sweep"] = sweep_seconds(runtime, overrides, pack=4)
+        out["sweep_seconds"] = {k: out["sweep"][k] for k in ("unpacked", "packed")}
+        log(f"  {out['sweep_seconds']['unpacked']:.1f} s one by one, "
+            f"{out['sweep_seconds']['packed']:.1f} s packed")
+
+
 ROWS = (  # (label, key in the result, unit)
     ("MNIST-M generation, cold (70,000 colour)", "mnistm_generation_cold_s", "s"),
     ("MNIST-M load from cache (70,000)", "mnistm_load_cached_s", "s"),
@@ -208,6 +243,12 @@ def format_table(out: dict) -> str:
     for name, stats in out["bare_step"].items():
         method, batch = name.rsplit("_b", 1)
         row(f"bare step, {method}, batch {batch}", stats, "images/s")
+    if out.get("graph_step"):
+        row(f"captured step (CUDA graph), DANN, batch {out['batch_size']}", out["graph_step"],
+            "images/s")
+    for members, stats in out.get("packed_step", {}).items():
+        row(f"packed step, {members} DANN runs, batch {out['batch_size']} each", stats,
+            "images/s")
     row(f"dalab train loop, DANN, batch {out['batch_size']}", out["train_loop"], "images/s")
     row("dalab train call, 1 epoch (load + loop + monitoring + test)", out["train_call_s"],
         "s")
@@ -222,6 +263,10 @@ def format_table(out: dict) -> str:
               f"{out['ratio_to_bare_step']:.2f}; train loop / conventional: "
               f"{out['speedup_vs_conventional']:.2f}x; peak RSS {out['peak_rss_mb']:.0f} MiB"
               + (f"; peak GPU {out['peak_gpu_mb']:.0f} MiB" if out["peak_gpu_mb"] else "")]
+    if out.get("sweep_seconds"):
+        sw = out["sweep"]
+        lines += ["", f"sweep of {sw['points']} DANN points: {sw['unpacked']:.1f} s one by one, "
+                  f"{sw['packed']:.1f} s in packs of {sw['pack']}"]
     if "seconds_to_accuracy" in out:
         tta = out["time_to_accuracy"]
         lines += ["", f"time to accuracy (preset {tta['preset']}, target test every "

@@ -63,6 +63,10 @@ def add_running_options(p, folder: str) -> None:
                    help="Ray: CPUs each point asks for (default: %(default)s)")
     r.add_argument("--gpus-per-point", type=float, default=0.0, metavar="F",
                    help="Ray: GPUs each point asks for; a fraction shares one GPU")
+    r.add_argument("--pack", type=int, default=1, metavar="N",
+                   help="train up to N points that share network, batch size and method "
+                   "at once as one stacked model (one job or Ray task per pack; for GPUs: "
+                   "slower than one by one on the CPU); default 1: every point alone")
 
 
 def spec_from_args(args):
@@ -105,7 +109,8 @@ def run(args) -> int:
     require_target_labels(make_config(spec.presets[0], **spec.overrides, **runtime), "sweep")
     outcome = run_sweep(spec, Path(args.out), jobs=args.jobs, backend=args.backend,
                         runtime=runtime, extend=args.extend, address=args.address,
-                        cpus_per_point=args.cpus_per_point, gpus_per_point=args.gpus_per_point)
+                        cpus_per_point=args.cpus_per_point, gpus_per_point=args.gpus_per_point,
+                        pack=args.pack)
     print(f"sweep: {len(outcome.trained)} trained, {len(outcome.skipped)} already done, "
           f"{len(outcome.failed)} failed; tables and plots in {args.out}")
     return 1 if outcome.failed else 0

@@ -45,6 +45,9 @@ class Method(nn.Module):
     """
 
     uses_target = True  # False: the method never looks at target images
+    # True: losses() draws random numbers (dropout, random augmentation, VAT), so a
+    # packed step could not repeat a lone run's draws (dalab.training.stacked)
+    random_losses = False
 
     def __init__(self, model: Classifier, cfg):
         super().__init__()
@@ -87,6 +90,12 @@ class Method(nn.Module):
                ) -> dict[str, Tensor]:
         """``{"loss": minimised, ...figures}`` on one batch; see the subclasses."""
         raise NotImplementedError(f"{type(self).__name__} overrides update() instead")
+
+    def forward(self, xs: Tensor, ys: Tensor, xt: Tensor | None, progress: float
+                ) -> dict[str, Tensor]:
+        """:meth:`losses` (so that ``torch.func.functional_call`` runs them with other
+        parameters: the packed step, :mod:`dalab.training.stacked`)."""
+        return self.losses(xs, ys, xt, progress)
 
     def update(self, xs: Tensor, ys: Tensor, xt: Tensor | None, progress: float,
                lr: float) -> dict[str, Tensor]:

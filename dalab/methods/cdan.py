@@ -30,6 +30,8 @@ class CDAN(Method):
     domain head is not used.
     """
 
+    random_losses = True  # the discriminator's dropout
+
     def __init__(self, model: Classifier, cfg, entropy_conditioning: bool = False):
         super().__init__(model, cfg)
         self.entropy_conditioning = entropy_conditioning

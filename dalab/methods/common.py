@@ -27,25 +27,43 @@ LAMBDA_SCHEDULES = ("fixed", "ramp")
 
 # -- gradient reversal ------------------------------------------------------------------
 class GradReverse(torch.autograd.Function):
-    """Identity forward; multiplies the gradient by ``-weight`` backward."""
+    """Identity forward; multiplies the gradient by ``-weight`` backward.
+
+    ``weight`` is a float or a 0-d tensor (a device tensor in a captured step, one value
+    per member in a packed step); written in the ``setup_context`` form so that
+    ``torch.func.vmap`` can batch it.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: float) -> Tensor:
-        ctx.weight = weight
+    def forward(x: Tensor, weight: float | Tensor) -> Tensor:
         return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.weight = inputs[1]
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         return grad.neg() * ctx.weight, None
 
 
-def grad_reverse(x: Tensor, weight: float) -> Tensor:
+def grad_reverse(x: Tensor, weight: float | Tensor) -> Tensor:
     """Gradient reversal with weight ``weight`` (the paper's lambda), given per call."""
-    return GradReverse.apply(x, float(weight))
+    return GradReverse.apply(x, _scalar(weight))
 
 
-def ramp(progress: float, gamma: float = 10.0) -> float:
-    """The paper's ramp ``2 / (1 + exp(-gamma * p)) - 1``: 0 at p=0, close to 1 at p=1."""
+def _scalar(value: float | Tensor) -> float | Tensor:
+    """A number as a float; a tensor as it is (no device sync, vmap-safe)."""
+    return value if isinstance(value, Tensor) else float(value)
+
+
+def ramp(progress: float | Tensor, gamma: float = 10.0) -> float | Tensor:
+    """The paper's ramp ``2 / (1 + exp(-gamma * p)) - 1``: 0 at p=0, close to 1 at p=1
+    (a tensor for a tensor ``progress``)."""
+    if isinstance(progress, Tensor):
+        return 2.0 / (1.0 + torch.exp(-gamma * progress)) - 1.0
     return 2.0 / (1.0 + math.exp(-gamma * float(progress))) - 1.0
 
 
@@ -56,9 +74,9 @@ def grl_weight(schedule: str, maximum: float, progress: float) -> float:
     ``maximum * ramp(progress)`` (the DANN paper's lambda_p).
     """
     if schedule == "fixed":
-        return float(maximum)
+        return _scalar(maximum)
     if schedule == "ramp":
-        return float(maximum) * ramp(progress)
+        return _scalar(maximum) * ramp(progress)
     raise ValueError(f"lambda_schedule: unknown value {schedule!r}; choose one of "
                      f"{', '.join(LAMBDA_SCHEDULES)}")
 

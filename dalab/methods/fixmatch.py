@@ -31,6 +31,8 @@ class FixMatch(Method):
     ramped).
     """
 
+    random_losses = True  # random weak and strong augmentation
+
     def __init__(self, model: Classifier, cfg):
         super().__init__(model, cfg)
         self.build_optimizers()

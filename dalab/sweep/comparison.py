@@ -42,7 +42,7 @@ def compare(methods: list[str], out: str | Path, *, seeds=(0,), thetas=None,
             preset: str = "quick", jobs: int = 1, backend: str = "local",
             runtime: dict | None = None, address: str | None = None,
             cpus_per_point: float | None = None, gpus_per_point: float = 0.0,
-            train_fn: TrainFn = engine_train, log=print, **overrides) -> dict:
+            pack: int = 1, train_fn: TrainFn = engine_train, log=print, **overrides) -> dict:
     """Train (or resume) a comparison of ``methods`` into ``out``; write its tables.
 
     Parameters
@@ -56,7 +56,7 @@ def compare(methods: list[str], out: str | Path, *, seeds=(0,), thetas=None,
         (runtime fields such as ``threads`` or ``data_root`` join ``runtime``).
         Without a ``select`` override the runs select on ``source-val``, which keeps a
         validation split so that every selection rule and the oracle are scored.
-    jobs, backend, runtime, address, cpus_per_point, gpus_per_point, train_fn
+    jobs, backend, runtime, address, cpus_per_point, gpus_per_point, pack, train_fn
         As for :func:`dalab.sweep.run_sweep`.
 
     Returns
@@ -84,7 +84,7 @@ def compare(methods: list[str], out: str | Path, *, seeds=(0,), thetas=None,
                                            "select": overrides["select"]})
     outcome = run_sweep(spec, out, jobs=jobs, backend=backend, runtime=runtime,
                         address=address, cpus_per_point=cpus_per_point,
-                        gpus_per_point=gpus_per_point, train_fn=train_fn, log=log)
+                        gpus_per_point=gpus_per_point, pack=pack, train_fn=train_fn, log=log)
     tables = write_compare(out)
     return {**tables, "failed": outcome.failed}
 

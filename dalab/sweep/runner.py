@@ -8,13 +8,16 @@ Layout of a sweep folder ``DIR``::
     DIR/sweep.csv, DIR/sweep_summary.csv, DIR/*.png   results, rewritten as points finish
 
 Points run in this process (``jobs=1``), in a pool of ``jobs`` processes, or as Ray
-tasks (:mod:`dalab.sweep.ray_backend`). Every file is written atomically and a
+tasks (:mod:`dalab.sweep.ray_backend`). With ``pack=N``, up to N points that can share a
+stacked model (:mod:`dalab.training.pack`) train at once as one unit of work; the
+others, and any pack that cannot be built, run one by one. Every file is written atomically and a
 point counts as finished only once its ``result.json`` exists, so a sweep killed at
 any moment resumes when run again with the same arguments.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -98,6 +101,67 @@ def finished(task: Task) -> bool:
     return True
 
 
+def engine_pack(cfgs, outs, logs):
+    """The real packed trainer (:func:`dalab.training.pack.train_pack`)."""
+    from dalab.training.pack import train_pack
+
+    return train_pack(cfgs, outs, logs)
+
+
+def run_pack(configs: list[dict], run_dirs: list[str], log_paths: list[str],
+             pack_fn=engine_pack) -> list[dict | str]:
+    """Train points as one pack; return each one's result.json, or its error message.
+
+    Runs in a worker process as :func:`run_point` does (threads, one log file per
+    point). Raises :class:`dalab.training.stacked.PackError` when the pack cannot be
+    built, before anything is trained: the caller then runs the points one by one.
+    """
+    import torch
+
+    if configs[0].get("threads"):
+        torch.set_num_threads(int(configs[0]["threads"]))
+    with contextlib.ExitStack() as files, silenced():
+        logs = []
+        for path in map(Path, log_paths):
+            make_folder(path.parent)
+            handle = files.enter_context(open(path, "a", buffering=1))
+            logs.append(lambda *a, _h=handle: print(*a, file=_h))
+        outcomes = pack_fn([config_from_dict(c) for c in configs], list(map(Path, run_dirs)),
+                           logs)
+    results: list[dict | str] = []
+    for run_dir, outcome in zip(map(Path, run_dirs), outcomes):
+        if isinstance(outcome, BaseException):
+            results.append(f"{type(outcome).__name__}: {outcome}")
+        elif not (run_dir / "result.json").exists():
+            results.append(f"DalabError: {run_dir}: training returned without writing "
+                           "result.json")
+        else:
+            results.append(json.loads((run_dir / "result.json").read_text()))
+    return results
+
+
+def plan_units(tasks: list[Task], pack: int) -> list[list[Task]]:
+    """``tasks`` as units of work: packs of up to ``pack`` points that can share a
+    stacked model (same :func:`dalab.training.pack.pack_key`, a method that packs),
+    and single points."""
+    if pack <= 1:
+        return [[t] for t in tasks]
+    from dalab.training.pack import pack_key
+    from dalab.training.stacked import pack_problem
+
+    groups: dict[tuple, list[Task]] = {}
+    units = []
+    for task in tasks:
+        cfg = config_from_dict(task.config)
+        if pack_problem(cfg):
+            units.append([task])
+        else:
+            groups.setdefault(pack_key(cfg), []).append(task)
+    for members in groups.values():
+        units += [members[i:i + pack] for i in range(0, len(members), pack)]
+    return units
+
+
 def run_point(config: dict, run_dir: str, log_path: str, train_fn: TrainFn) -> dict:
     """Train one point into ``run_dir``; return its result.json.
 
@@ -146,7 +210,8 @@ class Progress:
 def run_sweep(spec: SweepSpec, out: Path, *, jobs: int = 1, backend: str = "local",
               runtime: dict | None = None, extend: bool = False, address: str | None = None,
               cpus_per_point: float | None = None, gpus_per_point: float = 0.0,
-              train_fn: TrainFn = engine_train, log=info) -> Outcome:
+              pack: int = 1, train_fn: TrainFn = engine_train, pack_fn=engine_pack,
+              log=info) -> Outcome:
     """Run (or resume) the sweep ``spec`` into ``out``; write its CSVs and plots.
 
     Parameters
@@ -162,13 +227,19 @@ def run_sweep(spec: SweepSpec, out: Path, *, jobs: int = 1, backend: str = "loca
         ``"local"`` or ``"ray"`` (``address``, ``cpus_per_point``, ``gpus_per_point``).
     runtime
         Config fields that do not change results (device, threads, data_root, cache_dir).
-    train_fn
-        ``train_fn(cfg, out=run_dir, log=...)``; the real engine by default.
+    pack
+        Up to this many points that can share a stacked model train at once (one pool
+        job or Ray task per pack); 1 = every point alone.
+    train_fn, pack_fn
+        ``train_fn(cfg, out=run_dir, log=...)`` and ``pack_fn(cfgs, outs, logs)``; the
+        real engine by default.
     """
     from dalab.sweep.results import write_results
 
     if jobs < 1:
         raise ConfigError(f"sweep: --jobs must be >= 1, got {jobs}")
+    if pack < 1:
+        raise ConfigError(f"sweep: --pack must be >= 1, got {pack}")
     if backend not in ("local", "ray"):
         raise ConfigError(f"sweep: unknown backend {backend!r}; choices: local, ray")
     out = Path(out)
@@ -204,16 +275,22 @@ def run_sweep(spec: SweepSpec, out: Path, *, jobs: int = 1, backend: str = "loca
                 write_results(out, points, plots=False)
             progress.update(task.point.name, result, error)
 
+        units = plan_units(todo, pack)
+        if pack > 1:
+            cpu = runtime.get("device", "auto") == "cpu" or not _cuda()
+            log(f"sweep: {len(todo)} points to train in {len(units)} units (packs of up "
+                f"to {pack})" + ("; on the CPU a pack is slower than its points one by "
+                                 "one (docs/speed.md)" if cpu else ""))
         if backend == "ray":
             from dalab.sweep.ray_backend import run_ray
 
-            run_ray(todo, done, train_fn, address=address, cpus=cpus_per_point or 1,
-                    gpus=gpus_per_point)
+            run_ray(units, done, train_fn, address=address, cpus=cpus_per_point or 1,
+                    gpus=gpus_per_point, pack_fn=pack_fn)
         elif jobs == 1:
-            for task in todo:
-                _run_here(task, train_fn, done)
+            for unit in units:
+                _run_here(unit, train_fn, pack_fn, done)
         else:
-            _run_pool(todo, jobs, train_fn, done)
+            _run_pool(units, jobs, train_fn, pack_fn, done)
         progress.bar.close()
         write_results(out, points, plots=True)
     if outcome.failed:
@@ -222,25 +299,59 @@ def run_sweep(spec: SweepSpec, out: Path, *, jobs: int = 1, backend: str = "loca
     return outcome
 
 
-def _run_here(task: Task, train_fn: TrainFn, done) -> None:
+def _run_here(unit: list[Task], train_fn: TrainFn, pack_fn, done) -> None:
     try:
-        result = run_point(task.config, str(task.run_dir), str(task.log_path), train_fn)
-    except Exception as err:  # one bad point must not stop the others
-        done(task, None, f"{type(err).__name__}: {err}")
+        results = run_unit(_pack_args(unit), train_fn, pack_fn)
+    except Exception as err:  # noqa: BLE001 - the unit's points fail, the sweep goes on
+        results = [f"{type(err).__name__}: {err}"] * len(unit)
+    for task, result in zip(unit, results):
+        report(task, result, done)
+
+
+def report(task: Task, result: dict | str, done) -> None:
+    """``done(task, result, None)``, or ``done(task, None, message)`` for an error."""
+    if isinstance(result, str):
+        done(task, None, result)
     else:
         done(task, result, None)
 
 
-def _run_pool(todo: list[Task], jobs: int, train_fn: TrainFn, done) -> None:
+def _pack_args(unit: list[Task]) -> tuple[list, list, list]:
+    return ([t.config for t in unit], [str(t.run_dir) for t in unit],
+            [str(t.log_path) for t in unit])
+
+
+def run_unit(unit_args: tuple, train_fn: TrainFn, pack_fn) -> list[dict | str]:
+    """A unit of work in a worker: a pack (falling back to one point after another when
+    it cannot be stacked), or one point; each point's result.json or error message."""
+    from dalab.training.stacked import PackError
+
+    configs, run_dirs, log_paths = unit_args
+    if len(configs) > 1:
+        try:
+            return run_pack(configs, run_dirs, log_paths, pack_fn)
+        except PackError:
+            pass
+    results: list[dict | str] = []
+    for config, run_dir, log_path in zip(configs, run_dirs, log_paths):
+        try:
+            results.append(run_point(config, run_dir, log_path, train_fn))
+        except Exception as err:  # noqa: BLE001 - reported per point
+            results.append(f"{type(err).__name__}: {err}")
+    return results
+
+
+def _run_pool(units: list[list[Task]], jobs: int, train_fn: TrainFn, pack_fn, done) -> None:
     # spawn, not fork: forking a process that has started torch's thread pools can hang.
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_point, t.config, str(t.run_dir), str(t.log_path),
-                               train_fn): t for t in todo}
+        futures = {pool.submit(run_unit, _pack_args(u), train_fn, pack_fn): u for u in units}
         try:
             for fut in as_completed(futures):
                 err = fut.exception()
-                done(futures[fut], None if err else fut.result(),
-                     f"{type(err).__name__}: {err}" if err else None)
+                results = (fut.result() if err is None else
+                           [f"{type(err).__name__}: {err}"] * len(futures[fut]))
+                for task, result in zip(futures[fut], results):
+                    report(task, result, done)
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
@@ -253,6 +364,12 @@ def _report_grid(spec: SweepSpec, n: int, log) -> None:
     note = (f"; {', '.join(once)} ha{'s' if len(once) == 1 else 've'} no domain loss, "
             "so λ does not change them: run once per θ/preset/seed") if once and len(spec.lambdas) > 1 else ""
     log(f"sweep: {n} points{note}")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _cores() -> int:

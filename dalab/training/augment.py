@@ -42,14 +42,21 @@ def to_unit(x: Tensor, channels: int) -> Tensor:
     return x.expand(-1, channels, -1, -1) if x.shape[1] != channels else x
 
 
+def jitter_draws(shape: tuple[int, ...], gen: torch.Generator | None, device: torch.device,
+                 contrast: tuple[float, float] = (0.3, 1.0)) -> tuple[Tensor, Tensor, Tensor]:
+    """The random numbers of :func:`jitter_unit` for ``shape`` ``(N, C, 1, 1)``: inversion
+    mask, contrast ``a`` and brightness ``b``, drawn from ``gen`` in that order."""
+    invert = torch.rand(shape, generator=gen, device=device) < 0.5
+    a = _uniform(shape, contrast[0], contrast[1], gen, device)
+    b = torch.rand(shape, generator=gen, device=device).mul_(1.0 - a)
+    return invert, a, b
+
+
 def jitter_unit(x: Tensor, gen: torch.Generator | None,
                 contrast: tuple[float, float] = (0.3, 1.0)) -> Tensor:
     """Random per-channel inversion (probability 1/2), contrast ``a`` and brightness
     ``b`` in ``[0, 1 - a]`` of float images in [0, 1]: ``a * (1 - x or x) + b``."""
-    shape, device = (x.shape[0], x.shape[1], 1, 1), x.device
-    invert = torch.rand(shape, generator=gen, device=device) < 0.5
-    a = _uniform(shape, contrast[0], contrast[1], gen, device)
-    b = torch.rand(shape, generator=gen, device=device).mul_(1.0 - a)
+    invert, a, b = jitter_draws((x.shape[0], x.shape[1], 1, 1), gen, x.device, contrast)
     return torch.where(invert, 1.0 - x, x).mul_(a).add_(b)
 
 
@@ -122,3 +129,20 @@ def augment(name: str, x: Tensor, gen: torch.Generator, channels: int = 3) -> Te
     if name == "color":
         return color_jitter(x, gen, channels)
     raise ValueError(f"augment: unknown value {name!r}; choose one of {', '.join(AUGMENTS)}")
+
+
+def augment_stacked(name: str, x: Tensor, gens: list[torch.Generator], channels: int = 3
+                    ) -> Tensor:
+    """:func:`augment` of a stack of batches ``(M, N, C, H, W)``, batch ``m`` drawing
+    from ``gens[m]``: the same images as ``M`` separate calls, in one pass of
+    arithmetic (only the random draws are made per batch)."""
+    if name == "none":
+        return x
+    if name != "color":
+        return augment(name, x, gens[0], channels)  # the error message
+    m, n = x.shape[:2]
+    draws = [jitter_draws((n, channels, 1, 1), g, x.device) for g in gens]
+    invert, a, b = (torch.cat(parts) for parts in zip(*draws))
+    x = to_unit(x.flatten(0, 1), channels)
+    x = torch.where(invert, 1.0 - x, x).mul_(a).add_(b)
+    return x.mul_(255.0).round_().to(torch.uint8).unflatten(0, (m, n))

@@ -43,7 +43,7 @@ CHOICES = {
 # Fields that say where and how a run executes, not what it computes: they may differ
 # between a run (or sweep) and its resumption (another machine, other --jobs).
 RUNTIME_FIELDS = frozenset({"device", "threads", "data_root", "cache_dir", "keep_checkpoints",
-                            "log_every", "logger", "tracking_uri"})
+                            "log_every", "logger", "tracking_uri", "cuda_graphs"})
 
 
 @dataclass
@@ -127,6 +127,7 @@ class Config:
     amp: bool = False  # bf16 autocast on CUDA
     channels_last: bool = True  # channels-last convolutions (faster on CPU and GPU)
     compile: bool = False  # torch.compile the model (CUDA only; warns and skips otherwise)
+    cuda_graphs: bool = True  # CUDA: the whole training step as one CUDA graph (ignored on CPU)
     eval_batch_size: int = 2048  # images per batch in evaluation
     keep_checkpoints: bool = False  # keep every epoch's checkpoint (default: the last, until done)
     # -- monitoring (no effect on the result) ----------------------------------------------
@@ -161,7 +162,8 @@ class Config:
         for name in ("lr", "grl_lambda", "momentum", "weight_decay", "lr_decay",
                      "anneal_alpha", "anneal_beta", "patience_increase"):
             _check_range(self, name, 0.0, math.inf)
-        for name in ("early_stopping", "amp", "channels_last", "compile", "keep_checkpoints"):
+        for name in ("early_stopping", "amp", "channels_last", "compile", "cuda_graphs",
+                     "keep_checkpoints"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
         for name in ("data_root", "cache_dir"):

@@ -32,6 +32,7 @@ from dalab.training.allocator import keep_freed_memory
 from dalab.training.augment import augment
 from dalab.training.config import PROTOCOLS, Config
 from dalab.training.domains import Sets, load_sets
+from dalab.training.graph import captured_step
 from dalab.training.monitor import Monitor
 from dalab.training.optim import lr_at
 from dalab.training.selection import Selector
@@ -198,6 +199,7 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
         selector.load_state_dict(state.selection)
         rows, step_no = state.rows, state.step
         warns, stopped, spent = state.warnings, state.stopped, state.seconds
+    graph = captured_step(cfg, method, (xs_all, ys_all, xt_all), gen_aug, sets.channels, device)
     train_on = PROTOCOLS[cfg.protocol][1]
     watch = ("target" if train_on == "target" else "source") + "_train_acc"
     classes = len(sets.labelled.class_names) or NUM_CLASSES
@@ -218,13 +220,17 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
         for i in range(steps_per_epoch):
             progress = step_no / total
             lr = lr_at(cfg, progress, epoch)
-            xs, ys = xs_all[idx_s[i]], ys_all[idx_s[i]]
-            xt = xt_all[idx_t[i]] if idx_t is not None else None
-            xs = augment(cfg.augment, xs, gen_aug, sets.channels)
-            if cfg.channels_last:
-                xs = xs.contiguous(memory_format=torch.channels_last)
-                xt = xt.contiguous(memory_format=torch.channels_last) if xt is not None else None
-            figures = method.update(xs, ys, xt, progress, lr)
+            if graph is not None:  # CUDA: one graph replay (dalab.training.graph)
+                figures = graph(idx_s[i], idx_t[i] if idx_t is not None else None, progress, lr)
+            else:
+                xs, ys = xs_all[idx_s[i]], ys_all[idx_s[i]]
+                xt = xt_all[idx_t[i]] if idx_t is not None else None
+                xs = augment(cfg.augment, xs, gen_aug, sets.channels)
+                if cfg.channels_last:
+                    xs = xs.contiguous(memory_format=torch.channels_last)
+                    xt = (xt.contiguous(memory_format=torch.channels_last) if xt is not None
+                          else None)
+                figures = method.update(xs, ys, xt, progress, lr)
             step_no += 1
             monitor.step(step_no, progress, lr, figures)
             if on_step is not None:

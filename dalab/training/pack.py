@@ -1,0 +1,271 @@
+"""``train_pack(cfgs, outs)``: several runs trained at once, as one stacked model.
+
+Each run of a pack is built exactly as :func:`dalab.training.train` builds it (seeded
+data, model, method, optimisers, generators, selection, monitor, run folder lock and
+resume) and ends the same way (evaluation rows, validators, guards, checkpoints,
+``result.json`` last); only the optimisation steps are shared: one
+:class:`dalab.training.stacked.StackedStep` per step trains every member, each with its
+own batch order, augmentation draws, λ and learning-rate schedule. A member's run
+folder holds what a lone run's holds (figures equal within float tolerance).
+
+Members train in lockstep, so they need the same network, batch size, method, epochs,
+training-set size and optimiser settings (:func:`pack_key`); what may differ: seeds, θ
+and the other MNIST-M options, λ, learning rates and their schedule, selection and the
+methods' loss weights. A member that stops early (patience, collapse) or diverges is
+finished or failed on its own while the others go on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from dalab.evaluation import count_correct
+from dalab.methods import METHODS
+from dalab.models import NUM_CLASSES
+from dalab.paths import folder_lock
+from dalab.progress import info
+from dalab.training import checkpoint, guard, resume
+from dalab.training.config import PROTOCOLS, RUNTIME_FIELDS, Config
+from dalab.training.domains import load_sets
+from dalab.training.loop import Result, _build, _prepare, batch_indices, resolve_device
+from dalab.training.monitor import Monitor
+from dalab.training.optim import lr_at
+from dalab.training.selection import Selector
+from dalab.training.stacked import VARYING, PackError, StackedStep, pack_problem
+
+# Config fields that may differ between the members of one pack
+FREE = frozenset({"seed", "data_seed", "theta", "mask", "patch_split", "preset", "lr",
+                  "lr_schedule", "lr_decay", "anneal_alpha", "anneal_beta", "max_eval",
+                  "early_stopping", "patience", "patience_increase",
+                  "improvement_threshold", "on_collapse", *VARYING}) | RUNTIME_FIELDS
+
+
+def pack_key(cfg: Config) -> tuple:
+    """Runs with equal keys can share a pack (when :func:`pack_problem` allows it)."""
+    return (cfg.trained_method, PROTOCOLS[cfg.protocol][1],
+            *sorted((k, repr(v)) for k, v in cfg.to_dict().items()
+                    if k not in FREE and k not in ("protocol", "method")))
+
+
+@dataclass
+class Member:
+    """One run of a pack: what :func:`dalab.training.train` holds in local variables."""
+
+    cfg: Config
+    out: Path | None
+    log: Callable[[str], None]
+    begin: resume.Start
+    start: float = field(default_factory=time.perf_counter)
+    rows: list = field(default_factory=list)
+    step_no: int = 0
+    warns: list = field(default_factory=list)
+    stopped: bool = False
+    spent: float = 0.0
+    result: Result | None = None
+    error: BaseException | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.result is None and self.error is None
+
+
+def train_pack(cfgs: list[Config], outs: list[Path | None],
+               logs: list[Callable[[str], None]] | None = None) -> list[Result | BaseException]:
+    """Train ``cfgs`` as one pack into the run folders ``outs`` (None: no folder).
+
+    Returns each member's :class:`Result`, or the exception that failed it. Finished
+    folders are returned as they are; unfinished ones resume from their checkpoints
+    (members resuming from different epochs train as separate packs). Raises
+    :class:`PackError` when the runs cannot be packed at all (nothing is trained).
+    """
+    logs = logs or [info] * len(cfgs)
+    if len({pack_key(c) for c in cfgs}) != 1:
+        raise PackError("pack: the runs differ in network, batch size, method, epochs or "
+                        "optimiser settings")
+    problem = pack_problem(cfgs[0])
+    if problem:
+        raise PackError(f"pack: {problem}")
+    with contextlib.ExitStack() as locks:
+        members = []
+        for cfg, out, log in zip(cfgs, outs, logs):
+            if out is not None:
+                locks.enter_context(folder_lock(out, what="dalab process"))
+            begin = (resume.start_run(Path(out), cfg, log) if out is not None
+                     else resume.Start())
+            member = Member(cfg, None if out is None else Path(out), log, begin)
+            if begin.result is not None:
+                member.result = Result.from_dict(begin.result, str(Path(out) / "result.json"))
+            members.append(member)
+        epochs = {m.begin.state.epoch if m.begin.state else 0 for m in members if m.live}
+        for epoch in sorted(epochs):
+            _train([m for m in members if m.live and
+                    (m.begin.state.epoch if m.begin.state else 0) == epoch])
+    return [m.result if m.result is not None else m.error for m in members]
+
+
+def _train(members: list[Member]) -> None:
+    """Train ``members`` (same start epoch) to their ends."""
+    from dalab.training import runfolder
+
+    cfg = members[0].cfg
+    device = resolve_device(cfg.device)
+    runs = [_setup(m, device) for m in members]
+    sizes = {(len(r["ys"]), None if r["xt"] is None else len(r["xt"])) for r in runs}
+    if len(sizes) != 1:
+        raise PackError(f"pack: the members' training sets differ in size ({sorted(sizes)})")
+    n_s, n_t = sizes.pop()
+    step = StackedStep([r["method"] for r in runs], [m.cfg for m in members],
+                       [(r["xs"], r["ys"], r["xt"]) for r in runs],
+                       [r["gens"]["augment"] for r in runs], runs[0]["sets"].channels)
+    steps_per_epoch = max(1, n_s // cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    for m, r in zip(members, runs):
+        r["monitor"] = Monitor(m.cfg, m.out, r["method"], steps_per_epoch, m.log,
+                               done=len(m.rows), spent=m.spent)
+    progress = lr = 0.0
+    for epoch in range(len(members[0].rows), cfg.epochs):
+        live = [(m, r) for m, r in zip(members, runs) if m.live]
+        if not live:
+            break
+        t_epoch = time.perf_counter()
+        idx_s = torch.stack([batch_indices(n_s, cfg.batch_size, steps_per_epoch,
+                                           r["gens"]["source"]) for r in runs]).to(device)
+        idx_t = (torch.stack([batch_indices(n_t, cfg.batch_size, steps_per_epoch,
+                                            r["gens"]["target"]) for r in runs]).to(device)
+                 if n_t is not None else None)
+        for m, r in live:
+            r["monitor"].start_epoch(epoch)
+            r["model"].train()
+        step_no = members[0].step_no
+        for i in range(steps_per_epoch):
+            progress = step_no / total
+            lrs = [lr_at(m.cfg, progress, epoch) for m in members]
+            step.optimizer.set_lr(lrs)
+            figures = step(idx_s[:, i], idx_t[:, i] if idx_t is not None else None, progress,
+                           torch.tensor(lrs, dtype=torch.float64, device=device))
+            step_no += 1
+            for j, (m, r) in enumerate(zip(members, runs)):
+                if m.live:
+                    r["monitor"].step(step_no, progress, lrs[j],
+                                      {k: v[j] for k, v in figures.items()})
+        for j, (m, r) in enumerate(zip(members, runs)):
+            m.step_no = step_no
+            if not m.live:
+                continue
+            try:
+                if _end_epoch(m, r, epoch, progress, lr_at(m.cfg, progress, epoch), t_epoch,
+                              runfolder):
+                    _finish(m, r, runfolder)
+            except Exception as err:  # noqa: BLE001 - one member's failure ends it alone
+                m.error = err
+    for m, r in zip(members, runs):
+        if m.live:
+            try:
+                _finish(m, r, runfolder)
+            except Exception as err:  # noqa: BLE001
+                m.error = err
+
+
+def _setup(m: Member, device: torch.device) -> dict:
+    """Build one member as :func:`dalab.training.train` builds a run (same seeding)."""
+    from dalab.training import runfolder
+
+    cfg, log = m.cfg, m.log
+    amp = _prepare(cfg, device, log)
+    sets = load_sets(cfg)
+    model = _build(cfg, sets, device, log)
+    method = METHODS[cfg.trained_method](model, cfg).to(device)
+    state = m.begin.state
+    if m.out is not None and (state is None or m.begin.changes):
+        runfolder.write_config(m.out, cfg, device, m.begin.changes,
+                               state.epoch if state else 0)
+    gens = {"source": torch.Generator().manual_seed(cfg.seed),
+            "target": torch.Generator().manual_seed(cfg.seed + 1_000_003),
+            "augment": torch.Generator(device).manual_seed(cfg.seed + 2_000_003)}
+    selector = Selector.for_run(cfg, sets)
+    if state is not None:
+        checkpoint.restore(state, m.out, method, method.optimizers, gens)
+        selector.load_state_dict(state.selection)
+        m.rows, m.step_no = state.rows, state.step
+        m.warns, m.stopped, m.spent = state.warnings, state.stopped, state.seconds
+    if m.stopped:
+        raise PackError(f"pack: {m.out} stopped early and only needs finishing")
+    log(f"train {cfg.protocol} ({cfg.trained_method}, {cfg.network}, {device}, packed): "
+        f"{sets.source} -> {sets.target}, {cfg.epochs} epochs of batch {cfg.batch_size}")
+    return {"sets": sets, "model": model, "method": method, "gens": gens,
+            "selector": selector,
+            "xs": sets.labelled.images.to(device), "ys": sets.labelled.labels.to(device),
+            "xt": sets.unlabelled.to(device) if sets.unlabelled is not None else None,
+            "eval_kw": dict(batch_size=cfg.eval_batch_size, device=device, amp=amp)}
+
+
+def _end_epoch(m: Member, r: dict, epoch: int, progress: float, lr: float, t_epoch: float,
+               runfolder) -> bool:
+    """The loop's end of an epoch for one member; True when it stops here."""
+    cfg, model, selector, monitor = m.cfg, r["model"], r["selector"], r["monitor"]
+    train_on = PROTOCOLS[cfg.protocol][1]
+    watch = ("target" if train_on == "target" else "source") + "_train_acc"
+    classes = len(r["sets"].labelled.class_names) or NUM_CLASSES
+    row = {"epoch": epoch + 1, "step": m.step_no}
+    means = monitor.epoch_means()
+    row.update(means)
+    row.update({f"{name}_acc": count_correct(model, d.images, d.labels, **r["eval_kw"]).item()
+                / len(d) for name, d in r["sets"].evals.items() if not name.endswith("_test")})
+    row["lambda"] = r["method"].grl_weight(progress)
+    row["lr"] = lr
+    row["seconds"] = time.perf_counter() - t_epoch
+    guard.check_finite(row, means, m.out)
+    row.update(selector.update(model, row))
+    m.rows.append(row)
+    stop = selector.should_stop(m.step_no)
+    collapsed = guard.note_collapse(m.rows, m.warns, watch, classes, cfg.on_collapse, m.log)
+    monitor.end_epoch(row)
+    if m.out is not None:
+        runfolder.write_metrics(m.out, m.rows)
+        checkpoint.save_state(m.out, checkpoint.TrainState(
+            epoch + 1, m.step_no, m.rows, selector.state_dict(), r["method"].state_dict(),
+            {name: o.state_dict() for name, o in r["method"].optimizers.items()},
+            checkpoint.rng_states(r["gens"]), m.warns, stop or collapsed,
+            m.spent + time.perf_counter() - m.start), cfg.keep_checkpoints)
+    if stop:
+        m.log(f"early stop after epoch {epoch + 1}: no real improvement for "
+              f"{m.step_no - selector.chosen()['step']} steps")
+    return stop or collapsed
+
+
+def _finish(m: Member, r: dict, runfolder) -> None:
+    """The loop's final test, Result and run folder for one member."""
+    cfg, model, selector, sets = m.cfg, r["model"], r["selector"], r["sets"]
+    validators = selector.finish(model, sets.evals.get("target_test"), **r["eval_kw"])
+    val_acc = selector.chosen()["score"] if cfg.select in ("source-val", "target-val") else None
+    tests = {name: count_correct(model, d.images, d.labels, **r["eval_kw"]).item() / len(d)
+             for name, d in sets.evals.items() if name.endswith("_test")}
+    _, train_on, test_on = PROTOCOLS[cfg.protocol]
+    device = r["eval_kw"]["device"]
+    result = Result(
+        protocol=cfg.protocol, method=cfg.trained_method, train_on=train_on, test_on=test_on,
+        test_accuracy=tests.get(sets.test), selection=cfg.select,
+        oracle_selection=cfg.oracle_selection, best_epoch=selector.chosen()["epoch"],
+        epochs=len(m.rows), steps=m.step_no,
+        seconds=round(m.spent + time.perf_counter() - m.start, 3), theta=cfg.theta,
+        mode=cfg.mode, grl_lambda=cfg.grl_lambda, lambda_schedule=cfg.lambda_schedule,
+        seed=cfg.seed, preset=cfg.preset, network=cfg.network, val_accuracy=val_acc,
+        source_test_accuracy=tests["source_test"],
+        target_test_accuracy=tests.get("target_test"), device=str(device),
+        class_names=list(sets.class_names), source=sets.source, target=sets.target,
+        validators=validators, warnings=m.warns,
+    )
+    m.log(runfolder.summary_text(cfg, result))
+    if m.out is not None:
+        runfolder.write_run(m.out, model, cfg, result, m.rows, r["monitor"].rows)
+        if not cfg.keep_checkpoints:
+            checkpoint.remove_all(m.out)
+    r["monitor"].close(result, cfg)
+    m.result = result
+

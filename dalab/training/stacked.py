@@ -1,0 +1,287 @@
+"""Several runs of one network as one: stacked parameters, optimiser state and step.
+
+A :class:`Stack` puts the parameters and buffers of ``M`` members' methods (same
+modules, same shapes) into tensors with a leading member dimension, and makes each
+member's own tensors views of its slice: a member's model still evaluates, saves and
+checkpoints as a lone run's does, while the stack trains every member at once.
+:class:`StackedOptimizer` is SGD or Adam over the stacked tensors with one learning
+rate per member (a device tensor); its state is linked, slice by slice, into each
+member's own ``torch.optim`` optimiser, so checkpoints hold exactly what a lone run's
+hold. :class:`StackedStep` is one training step of all members: gather by index from
+the device-resident data, augmentation, the method's losses under ``torch.func.vmap``
+(``functional_call`` over the stacked tensors), backward and the optimiser update.
+
+Its shapes never change and its schedules (learning rates, progress) live in device
+tensors, so on CUDA the whole step can be captured as one CUDA graph
+(:mod:`dalab.training.graph`); with one member it is the captured step of a lone run.
+
+What packs (:func:`pack_problem`): a method whose ``update`` is the default one step of
+one optimiser on ``losses()`` and whose losses draw no random numbers (source only,
+DANN, DAN, JAN, CORAL, MCC, BNM), a network without dropout, and SGD (no dampening or
+Nesterov) or Adam. Config values the losses read as numbers (λ, the methods' weights)
+may differ between members: each member's values reach the losses as tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from types import SimpleNamespace
+
+import torch
+from torch import Tensor
+
+from dalab.errors import ConfigError
+from dalab.methods import Method
+
+# Numeric Config fields that methods' losses read and that may differ within a pack
+VARYING = ("grl_lambda", "dan_weight", "jan_weight", "coral_weight", "mcc_weight",
+           "mcc_temperature", "bnm_weight")
+OPTIMIZERS = ("sgd", "adam")
+
+
+class PackError(ConfigError):
+    """These runs cannot be trained as one stack (the caller runs them one by one)."""
+
+
+def pack_problem(cfg) -> str | None:
+    """Why runs of ``cfg`` cannot be stacked, or None when they can."""
+    from dalab.methods import METHODS
+
+    cls = METHODS[cfg.trained_method]
+    if cls.update is not Method.update:
+        return f"{cfg.trained_method} has its own update (several steps, optimisers or a teacher)"
+    if cls.random_losses:
+        return f"{cfg.trained_method} draws random numbers in its losses"
+    if cfg.dropout:
+        return "dropout draws random numbers"
+    if cfg.optimizer not in OPTIMIZERS:
+        return f"optimizer {cfg.optimizer} (packs use {' or '.join(OPTIMIZERS)})"
+    if cfg.compile:
+        return "compile"
+    return None
+
+
+def _batched(template: Tensor, members: list[Tensor], where: str) -> Tensor:
+    if any(t.shape != template.shape or t.dtype != template.dtype for t in members):
+        raise PackError(f"pack: {where} differs in shape or type between members")
+    return torch.stack([t.detach() for t in members])
+
+
+class Stack:
+    """The parameters and buffers of ``methods`` stacked along a new first dimension;
+    each member's tensors become views of its slice (``tensor.data = stacked[i]``)."""
+
+    def __init__(self, methods: list[Method]):
+        self.methods = methods
+        self.params: dict[str, Tensor] = {}
+        self.buffers: dict[str, Tensor] = {}
+        named = [dict(m.named_parameters()) for m in methods]
+        for name, ref in named[0].items():
+            members = [n.get(name, ref.new_empty(0)) for n in named]
+            stacked = _batched(ref, members, f"parameter {name}").requires_grad_(
+                ref.requires_grad)
+            for i, p in enumerate(members):
+                p.data = stacked[i]
+            self.params[name] = stacked
+        named = [dict(m.named_buffers()) for m in methods]
+        for name, ref in named[0].items():
+            members = [n.get(name, ref.new_empty(0)) for n in named]
+            stacked = _batched(ref, members, f"buffer {name}")
+            for i, b in enumerate(members):
+                b.data = stacked[i]
+            self.buffers[name] = stacked
+        self.of_member = {id(p): (name, i) for i, n in enumerate(
+            dict(m.named_parameters()) for m in methods) for name, p in n.items()}
+
+    @property
+    def size(self) -> int:
+        return len(self.methods)
+
+
+def _view(shape_of: Tensor, per_member: Tensor) -> Tensor:
+    """``per_member`` (M,) shaped to broadcast over a stacked tensor."""
+    return per_member.view(-1, *([1] * (shape_of.dim() - 1)))
+
+
+class StackedOptimizer:
+    """SGD or Adam, as ``torch.optim`` computes them, over a :class:`Stack`'s trainable
+    tensors with a per-member learning rate; state linked into every member's
+    optimiser ``name`` (built by the method from its Config)."""
+
+    def __init__(self, stack: Stack, name: str = "main"):
+        opts = [m.optimizers[name] for m in stack.methods]
+        self.opts = opts
+        kinds = {type(o) for o in opts}
+        if len(kinds) != 1 or type(opts[0]) not in (torch.optim.SGD, torch.optim.Adam):
+            raise PackError("pack: members need the same optimiser, SGD or Adam")
+        self.adam = isinstance(opts[0], torch.optim.Adam)
+        groups = [o.param_groups for o in opts]
+        if any(len(g) != 1 for g in groups):
+            raise PackError("pack: one parameter group per optimiser")
+        hyper = {k: v for k, v in groups[0][0].items() if k not in ("params", "lr")}
+        for g in groups[1:]:
+            other = {k: v for k, v in g[0].items() if k not in ("params", "lr")}
+            if other != hyper:
+                raise PackError(f"pack: optimiser settings differ ({hyper} vs {other})")
+        if hyper.get("maximize") or hyper.get("amsgrad") or hyper.get("nesterov") or \
+                hyper.get("dampening"):
+            raise PackError("pack: maximize, amsgrad, nesterov and dampening are not stacked")
+        self.hyper = hyper
+        names = [[stack.of_member[id(p)] for p in g[0]["params"]] for g in groups]
+        if any([n for n, _ in row] != [n for n, _ in names[0]] for row in names):
+            raise PackError("pack: members' optimisers hold other parameters")
+        self.params = [stack.params[n] for n, _ in names[0]]
+        self.member_params = [g[0]["params"] for g in groups]
+        self.keys = (("exp_avg", "exp_avg_sq") if self.adam else
+                     ("momentum_buffer",) if hyper["momentum"] else ())
+        self.state: list[dict[str, Tensor] | None] = [None] * len(self.params)
+        self.step_count = None
+        if self.adam:  # one count for all (every used parameter steps every time)
+            zero = torch.zeros((), dtype=torch.get_default_dtype())
+            self.step_count = torch.stack([
+                next((o.state[p]["step"] for p in ps if "step" in o.state.get(p, {})), zero)
+                .detach().float() for o, ps in zip(opts, self.member_params)]
+            ).to(self.params[0].device)
+
+    def _link(self, j: int) -> dict[str, Tensor]:
+        """Parameter ``j``'s state: the members' (zeros where a member has none yet)
+        stacked, each member's entry made a view of its slice. Done at the first step
+        with a gradient, as ``torch.optim`` creates state (unused parameters get none)."""
+        p = self.params[j]
+        state = {k: torch.stack([o.state.get(ps[j], {}).get(k, torch.zeros_like(p[0]))
+                                 for o, ps in zip(self.opts, self.member_params)]).to(p.device)
+                 for k in self.keys}
+        for m, (opt, ps) in enumerate(zip(self.opts, self.member_params)):
+            entry = opt.state[ps[j]]
+            if self.adam:
+                entry["step"] = self.step_count[m]
+            for k, tensors in state.items():
+                entry[k] = tensors[m]
+        self.state[j] = state
+        return state
+
+    def set_lr(self, lrs: list[float]) -> None:
+        """Record each member's learning rate in its optimiser (as a lone run's step
+        does), for its checkpoint."""
+        for opt, lr in zip(self.opts, lrs):
+            opt.param_groups[0]["lr"] = lr
+
+    @torch.no_grad()
+    def step(self, grads: list[Tensor | None], lr: Tensor) -> None:
+        """One update with gradients ``grads`` (stacked; None: the parameter was not
+        used, and is left alone as torch.optim does) and learning rates ``lr`` (M,)."""
+        wd = self.hyper["weight_decay"]
+        used = [(j, p, g if not wd else g.add(p, alpha=wd))
+                for j, (p, g) in enumerate(zip(self.params, grads)) if g is not None]
+        states = [self.state[j] or self._link(j) for j, _, _ in used]
+        if not self.adam:
+            momentum = self.hyper["momentum"]
+            for (_, p, g), state in zip(used, states):
+                if momentum:
+                    g = state["momentum_buffer"].mul_(momentum).add_(g)
+                p.add_(g * _view(p, -lr.to(p.dtype)))
+            return
+        beta1, beta2 = self.hyper["betas"]
+        self.step_count.add_(1)
+        count = self.step_count.double()
+        step_size = (lr.double() / (1 - beta1 ** count)).float()
+        bc2_sqrt = (1 - beta2 ** count).sqrt().float()
+        for (_, p, g), state in zip(used, states):
+            m, v = state["exp_avg"], state["exp_avg_sq"]
+            m.lerp_(g, 1 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            denom = (v.sqrt() / _view(v, bc2_sqrt)).add_(self.hyper["eps"])
+            p.add_(m * _view(m, -step_size) / denom)
+
+
+class StackedStep:
+    """One training step of every member of a :class:`Stack` (see the module docstring).
+
+    Parameters
+    ----------
+    methods, cfgs
+        The members' methods (built as a lone run builds them) and Configs.
+    data
+        Per member ``(xs_all, ys_all, xt_all)`` on the device (``xt_all`` None without a
+        target); members holding equal sets share one copy.
+    augment_gens
+        Per member, the generator of its augmentation draws.
+    channels
+        Channels the augmentation produces.
+    """
+
+    def __init__(self, methods: list[Method], cfgs: list, data: list[tuple],
+                 augment_gens: list[torch.Generator], channels: int):
+        cfg = cfgs[0]
+        self.stack = Stack(methods)
+        self.optimizer = StackedOptimizer(self.stack)
+        self.cfgs, self.gens, self.channels = cfgs, augment_gens, channels
+        self.augment = cfg.augment
+        self.xs, self.xs_of = _shared([d[0] for d in data])
+        self.ys = torch.stack([d[1] for d in data])
+        self.xt, self.xt_of = (_shared([d[2] for d in data]) if data[0][2] is not None
+                               else (None, None))
+        self.trainable = [n for n, p in self.stack.params.items() if p.requires_grad]
+        fixed = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+        varying = {k: torch.tensor([float(getattr(c, k)) for c in cfgs],
+                                   device=self.ys.device) for k in VARYING}
+        self.base = {k: v for k, v in fixed.items() if k not in varying}
+        self.scalars = varying
+        self.method = methods[0]
+
+    def _losses(self, params: dict, buffers: dict, xs: Tensor, ys: Tensor, xt, progress,
+                scalars: dict) -> dict[str, Tensor]:
+        """One member's losses (called under vmap): its parameters, buffers, batch and
+        Config numbers stand in for the first member's."""
+        own = self.method.cfg
+        self.method.cfg = SimpleNamespace(**self.base, **scalars)
+        try:
+            with self.method.autocast(xs):
+                return torch.func.functional_call(self.method, {**params, **buffers},
+                                                  (xs, ys, xt, progress))
+        finally:
+            self.method.cfg = own
+
+    def __call__(self, idx_s: Tensor, idx_t: Tensor | None, progress: float | Tensor,
+                 lr: Tensor) -> dict[str, Tensor]:
+        """One step: ``idx_s``/``idx_t`` (M, B) indices into each member's data,
+        ``progress`` in [0, 1], ``lr`` (M,). Returns detached figures, each (M,)."""
+        rows = torch.arange(len(self.ys), device=idx_s.device).unsqueeze(1)
+        xs = self.xs[self.xs_of.unsqueeze(1), idx_s]
+        ys = self.ys[rows, idx_s]
+        xt = self.xt[self.xt_of.unsqueeze(1), idx_t] if self.xt is not None else None
+        from dalab.training.augment import augment_stacked
+
+        xs = augment_stacked(self.augment, xs, self.gens, self.channels)
+        params = {k: v for k, v in self.stack.params.items()}
+        in_dims = (0, 0, 0, 0, None if xt is None else 0, None, 0)
+        out = torch.func.vmap(self._losses, in_dims=in_dims, randomness="error")(
+            params, self.stack.buffers, xs, ys, xt, progress, self.scalars)
+        grads = torch.autograd.grad(out["loss"].sum(), [params[n] for n in self.trainable],
+                                    allow_unused=True)
+        by_name = dict(zip(self.trainable, grads))
+        self.optimizer.step([by_name[n] for n in self._opt_names()], lr)
+        return {k: v.detach() for k, v in out.items()}
+
+    def _opt_names(self) -> list[str]:
+        names = getattr(self, "_names", None)
+        if names is None:
+            index = {id(p): n for n, p in self.stack.params.items()}
+            names = self._names = [index[id(p)] for p in self.optimizer.params]
+        return names
+
+
+def _shared(sets: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Distinct tensors of ``sets`` stacked once, and each member's index into them."""
+    unique: list[Tensor] = []
+    of = []
+    for t in sets:
+        at = next((j for j, u in enumerate(unique) if u is t or (
+            u.shape == t.shape and torch.equal(u, t))), None)
+        if at is None:
+            unique.append(t)
+            at = len(unique) - 1
+        of.append(at)
+    if any(u.shape != unique[0].shape for u in unique):
+        raise PackError("pack: members' training sets differ in size or image shape")
+    return torch.stack(unique), torch.tensor(of, device=sets[0].device)
