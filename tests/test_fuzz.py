@@ -254,7 +254,7 @@ def trained_state():
     from dalab.training import checkpoint
     from dalab.training.optim import make_optimizer
 
-    cfg = make_config("quick", optimizer="adam")  # moments and a scalar step counter
+    cfg = make_config("quick", optimizer="adam", network="dann")  # Adam: moments, scalar step
     torch.manual_seed(0)
     method = METHODS["dann"](build_model("dann", 3, [0.5] * 3, [0.25] * 3), cfg)
     optimizer = make_optimizer(list(method.parameters()), cfg)
