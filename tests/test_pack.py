@@ -38,7 +38,7 @@ def one_thread():
 
 
 def _member(seed: int, **kw):
-    cfg = make_config("quick", seed=seed, channels_last=False, **kw)
+    cfg = make_config("speedrun", seed=seed, channels_last=False, **kw)
     torch.manual_seed(seed)
     model = build_model(cfg.network, 3, [0.5] * 3, [0.25] * 3)
     return cfg, METHODS[cfg.trained_method](model, cfg)
@@ -90,26 +90,26 @@ def test_stacked_step_matches_each_members_update(optimizer, method, tol, one_th
 
 
 def test_what_packs():
-    assert pack_problem(make_config("quick")) is None
-    assert pack_problem(make_config("quick", method="coral")) is None
-    assert "update" in pack_problem(make_config("quick", method="mcd"))
-    assert "random" in pack_problem(make_config("quick", method="cdan"))
-    assert "random" in pack_problem(make_config("quick", method="fixmatch"))
-    assert "dropout" in pack_problem(make_config("quick", dropout=0.5))
-    assert "rmsprop" in pack_problem(make_config("quick", optimizer="rmsprop"))
-    assert pack_problem(make_config("quick", protocol="ts_tt", method="mcd")) is None
-    same = pack_key(make_config("quick"))
-    assert pack_key(make_config("quick", seed=3, theta=0.2, grl_lambda=0.1, lr=0.01)) == same
-    assert pack_key(make_config("quick", batch_size=64)) != same
-    assert pack_key(make_config("quick", network="lenet")) != same
-    assert pack_key(make_config("quick", protocol="ts_tt")) != same
+    assert pack_problem(make_config("speedrun")) is None
+    assert pack_problem(make_config("speedrun", method="coral")) is None
+    assert "update" in pack_problem(make_config("speedrun", method="mcd"))
+    assert "random" in pack_problem(make_config("speedrun", method="cdan"))
+    assert "random" in pack_problem(make_config("speedrun", method="fixmatch"))
+    assert "dropout" in pack_problem(make_config("speedrun", dropout=0.5))
+    assert "rmsprop" in pack_problem(make_config("speedrun", optimizer="rmsprop"))
+    assert pack_problem(make_config("speedrun", protocol="ts_tt", method="mcd")) is None
+    same = pack_key(make_config("speedrun"))
+    assert pack_key(make_config("speedrun", seed=3, theta=0.2, grl_lambda=0.1, lr=0.01)) == same
+    assert pack_key(make_config("speedrun", batch_size=64)) != same
+    assert pack_key(make_config("speedrun", network="lenet")) != same
+    assert pack_key(make_config("speedrun", protocol="ts_tt")) != same
     # ts_ts and ts_tt train the same thing (source only on the source)
-    assert pack_key(make_config("quick", protocol="ts_ts")) == pack_key(
-        make_config("quick", protocol="ts_tt", method="cdan"))
+    assert pack_key(make_config("speedrun", protocol="ts_ts")) == pack_key(
+        make_config("speedrun", protocol="ts_tt", method="cdan"))
     with pytest.raises(PackError):
-        train_pack([make_config("quick"), make_config("quick", batch_size=64)], [None, None])
+        train_pack([make_config("speedrun"), make_config("speedrun", batch_size=64)], [None, None])
     with pytest.raises(PackError, match="update"):
-        train_pack([make_config("quick", method="mcd")] * 2, [None, None])
+        train_pack([make_config("speedrun", method="mcd")] * 2, [None, None])
 
 
 def _rows(path: Path) -> list[dict]:
@@ -148,7 +148,7 @@ def _same_run(a: Path, b: Path) -> None:
 
 def test_train_pack_writes_the_run_folders_of_runs_one_by_one(tmp_path, data_root, cache_dir):
     dirs = dict(data_root=str(data_root), cache_dir=str(cache_dir))
-    cfgs = [make_config("quick", optimizer="sgd", **TINY, **dirs, **kw) for kw in (
+    cfgs = [make_config("speedrun", optimizer="sgd", **TINY, **dirs, **kw) for kw in (
         dict(seed=0, grl_lambda=0.5, theta=0.5, lr=0.01),
         dict(seed=1, grl_lambda=1.0, theta=1.0, lr=0.02, lr_schedule="constant"),
         dict(seed=2, grl_lambda=0.1, theta=0.5, lr=0.01, mask="grey"))]
@@ -163,7 +163,7 @@ def test_train_pack_writes_the_run_folders_of_runs_one_by_one(tmp_path, data_roo
 
 def test_one_member_of_a_pack_resumes_from_its_checkpoint(tmp_path, data_root, cache_dir):
     dirs = dict(data_root=str(data_root), cache_dir=str(cache_dir), keep_checkpoints=True)
-    cfgs = [make_config("quick", seed=s, **TINY, **dirs) for s in (0, 1)]
+    cfgs = [make_config("speedrun", seed=s, **TINY, **dirs) for s in (0, 1)]
     outs = [tmp_path / "a", tmp_path / "b"]
     first = train_pack(cfgs, outs)
     before = json.loads((outs[1] / "result.json").read_text())
@@ -184,8 +184,8 @@ def _tasks(tmp_path, **kw) -> list[Task]:
 
     tasks = []
     for seed in range(5):
-        cfg = make_config("quick", seed=seed, **kw)
-        point = Point("tst_tt", cfg.theta, cfg.grl_lambda, "quick", seed)
+        cfg = make_config("speedrun", seed=seed, **kw)
+        point = Point("tst_tt", cfg.theta, cfg.grl_lambda, "speedrun", seed)
         tasks.append(Task(point, json.loads(json.dumps(asdict(cfg))), tmp_path / point.name,
                           tmp_path / f"{point.name}.log"))
     return tasks
@@ -248,7 +248,7 @@ def test_sweep_falls_back_to_one_by_one_when_a_pack_cannot_be_built(tmp_path):
 def test_packed_runs_on_cuda_match_runs_one_by_one(tmp_path, data_root, cache_dir):
     dirs = dict(data_root=str(data_root), cache_dir=str(cache_dir))
     tiny = {**TINY, "device": "cuda", "amp": False, "cuda_graphs": False, "optimizer": "sgd"}
-    cfgs = [make_config("quick", seed=s, grl_lambda=lam, **tiny, **dirs)
+    cfgs = [make_config("speedrun", seed=s, grl_lambda=lam, **tiny, **dirs)
             for s, lam in ((0, 0.5), (1, 1.0))]
     alone = [train(c, out=tmp_path / f"alone{i}", log=lambda line: None)
              for i, c in enumerate(cfgs)]
