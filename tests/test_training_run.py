@@ -17,6 +17,7 @@ from dalab.evaluation import predict
 from dalab.training import load_run, make_config, train
 from dalab.training import domains as domains_module
 from dalab.training.experiment import run_experiment
+from dalab.training.runfolder import load_model
 
 TINY = dict(max_train=2000, max_eval=1000, threads=1, device="cpu")
 
@@ -138,6 +139,33 @@ def test_experiment_runs_four_protocols_and_flags_oracle(data_root, cache_dir, t
     assert saved["results"]["tst_tt"]["oracle_selection"] is True
     for protocol in results:
         assert (tmp_path / protocol / "result.json").is_file()
+
+
+def test_experiment_derives_ts_tt_from_ts_ts_as_its_own_training_would(data_root, cache_dir,
+                                                                         tmp_path):
+    cfg = _cfg(data_root, cache_dir, max_train=256, max_eval=256, epochs=2, batch_size=32)
+    lines: list[str] = []
+    results = run_experiment(cfg, tmp_path / "exp", log=lines.append,
+                             protocols=("ts_ts", "ts_tt"))
+    assert any("same training" in line for line in lines)
+    alone = train(dataclasses.replace(cfg, protocol="ts_tt"), tmp_path / "alone",
+                  log=lambda s: None)
+    derived = results["ts_tt"]
+    assert (derived["protocol"], derived["test_on"]) == ("ts_tt", "target")
+    assert derived["test_accuracy"] == alone.test_accuracy == alone.target_test_accuracy
+    assert derived["validators"] == alone.to_dict()["validators"]
+    a, b = (load_model(tmp_path / d)[0].state_dict() for d in ("exp/ts_tt", "alone"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for name in ("metrics.csv", "steps.csv"):
+        rows = [[{k: v for k, v in r.items() if k != "seconds"}
+                 for r in csv.DictReader(open(tmp_path / d / name))]
+                for d in ("exp/ts_tt", "alone")]
+        assert rows[0] == rows[1], name
+    saved = json.loads((tmp_path / "exp" / "ts_tt" / "config.json").read_text())["config"]
+    assert saved == json.loads((tmp_path / "alone" / "config.json").read_text())["config"]
+    again = run_experiment(cfg, tmp_path / "exp", log=lambda s: None,
+                           protocols=("ts_ts", "ts_tt"))
+    assert again["ts_tt"] == derived  # a finished folder is kept as it is
 
 
 def test_train_command_writes_a_run_folder(data_root, cache_dir, tmp_path, capsys):

@@ -4,7 +4,9 @@
 protocol field of ``cfg`` is replaced) into ``out/<protocol>/`` and writes
 ``summary.md``, ``summary.csv`` and ``experiment.json`` beside them. A protocol whose
 run folder already holds ``result.json`` is not trained again; a half-trained one
-resumes from its last checkpoint.
+resumes from its last checkpoint. ``ts_tt`` trains exactly what ``ts_ts`` trains
+(unless the selection reads target labels), so its folder is written from the
+``ts_ts`` model, tested on the target, instead of training it twice.
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from dalab.paths import write_json_atomic, write_text_atomic
+from dalab.paths import folder_lock, write_json_atomic, write_text_atomic
 from dalab.progress import info
 from dalab.training.config import PROTOCOLS, Config
 
 COLUMNS = ("protocol", "trains_on", "tests_on", "test_accuracy", "selection", "epochs",
            "seconds")
 NEEDS_TARGET_LABELS = ("tt_tt",)  # skipped, with a note, for a target without labels
+# ts_tt trains exactly what ts_ts trains (source only on the source, same seeds, and both
+# runs score both test sets); only its test domain differs
+SAME_TRAINING = {"ts_tt": "ts_ts"}
 
 
 def selection_label(result: dict) -> str:
@@ -130,8 +135,12 @@ def run_experiment(cfg: Config, out: Path, log: Callable[[str], None] = info,
         log(f"== {', '.join(skipped)}: skipped, the target {cfg.target} has no labels")
     for protocol in protocols:  # train() skips finished runs and resumes unfinished ones
         log(f"== {protocol}")
-        results[protocol] = train(dataclasses.replace(cfg, protocol=protocol), out / protocol,
-                                  log).to_dict()
+        run_cfg = dataclasses.replace(cfg, protocol=protocol)
+        twin = SAME_TRAINING.get(protocol)
+        if twin in results and shares_training(cfg):
+            results[protocol] = retest(out / twin, out / protocol, run_cfg, log)
+        else:
+            results[protocol] = train(run_cfg, out / protocol, log).to_dict()
     seconds = time.perf_counter() - start
     write_text_atomic(out / "summary.md", summary_markdown(cfg, results, seconds, skipped))
     write_text_atomic(out / "summary.csv", summary_csv(results, cfg))
@@ -140,3 +149,37 @@ def run_experiment(cfg: Config, out: Path, log: Callable[[str], None] = info,
                        "gap_closed": gap_closed(results), "results": results,
                        "skipped": list(skipped)})
     return results
+
+
+def shares_training(cfg: Config) -> bool:
+    """True when ``ts_ts`` and ``ts_tt`` of ``cfg`` train the same model: always, unless
+    the selection reads target labels (then ``ts_tt`` keeps another epoch)."""
+    return cfg.select != "target-val"
+
+
+def retest(trained: Path, out: Path, cfg: Config, log: Callable[[str], None] = info) -> dict:
+    """Write the run folder ``out`` of ``cfg`` (``ts_tt``) from the finished run
+    ``trained`` (``ts_ts``), which trained the same model: its model, curves and figures,
+    with ``cfg``'s protocol, test domain and test accuracy. A finished ``out`` is kept."""
+    from dalab.training import runfolder
+    from dalab.training.loop import Result
+
+    if (out / "result.json").is_file():
+        log(f"{out}: finished run found (result.json); not retrained")
+        return runfolder.read_result(out)
+    model, _ = runfolder.load_model(trained)
+    done = Result.from_dict(runfolder.read_result(trained), str(trained / "result.json"))
+    test_on = PROTOCOLS[cfg.protocol][2]
+    result = dataclasses.replace(
+        done, protocol=cfg.protocol, test_on=test_on,
+        test_accuracy=getattr(done, f"{test_on}_test_accuracy"))
+    steps = runfolder.read_steps(trained)
+    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out):
+        runfolder.write_config(out, cfg, done.device)
+        if steps:
+            runfolder.write_csv(out / "steps.csv", steps)
+        runfolder.write_run(out, model, cfg, result, runfolder.read_metrics(trained), steps)
+    log(f"{cfg.protocol}: the model of {trained.name} (same training), tested on the "
+        f"{test_on}: {runfolder.score(result.test_accuracy)}")
+    return result.to_dict()
