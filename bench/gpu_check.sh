@@ -13,6 +13,7 @@
 # Run from the repository root (dalab runs from the checkout, nothing is installed):
 #   OUT=/some/folder bash bench/gpu_check.sh
 # Generated MNIST-M sets are cached in gpu-data/cache; run folders go to gpu-data/runs.
+# The limits add up to 11 min, inside a 15-minute device slot with the machine's start.
 set -u
 OUT=${OUT:-gpu-check}
 PY=${PYTHON:-python}
@@ -38,12 +39,12 @@ step() {  # step NAME SECONDS COMMAND...: run, log to $OUT/NAME.log, note rc and
 SWEEP=(--theta 0.2,0.4,0.6,0.8,1.0 --lambda 0,0.03,0.1,0.3,1 --protocol ts_tt,tst_tt
        --seeds 0 --preset quick --device cuda)
 
-step tests 150 $PY -m pytest -q -m gpu tests
-step bench 240 $PY -m dalab bench --device cuda --repeats 3 --workers 8 --json-out "$OUT/bench.json"
-step sweep_packed 150 $PY -m dalab sweep "${SWEEP[@]}" --pack 32 --out "$DATA/runs/sweep-packed"
+step tests 120 $PY -m pytest -q -m gpu tests
+step bench 180 $PY -m dalab bench --device cuda --repeats 3 --workers 8 --json-out "$OUT/bench.json"
+step sweep_packed 120 $PY -m dalab sweep "${SWEEP[@]}" --pack 32 --out "$DATA/runs/sweep-packed"
 cp "$DATA/runs/sweep-packed/sweep.csv" "$OUT/sweep-packed.csv" 2>/dev/null
-step speedrun 150 $PY bench/time_to_accuracy.py --device cuda --seeds 0 1 2
-step sweep_unpacked 240 $PY -m dalab sweep "${SWEEP[@]}" --out "$DATA/runs/sweep-unpacked"
+step speedrun 90 $PY bench/time_to_accuracy.py --device cuda --seeds 0 1 2
+step sweep_unpacked 150 $PY -m dalab sweep "${SWEEP[@]}" --out "$DATA/runs/sweep-unpacked"
 cp "$DATA/runs/sweep-unpacked/sweep.csv" "$OUT/sweep-unpacked.csv" 2>/dev/null
 ls "$DATA/runs/sweep-unpacked/runs" 2>/dev/null | wc -l | sed 's/^/   unpacked points finished: /' \
     | tee -a "$SUMMARY"
