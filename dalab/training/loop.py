@@ -262,21 +262,31 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
         if stop or collapsed:
             break
 
+    return finish_run(cfg, out, log, model, sets, selector, monitor, rows, step_no, warns,
+                      spent + time.perf_counter() - start, eval_kw)
+
+
+def finish_run(cfg: Config, out: Path | None, log: Callable[[str], None], model, sets: Sets,
+               selector: Selector, monitor: Monitor, rows: list[dict], step_no: int,
+               warns: list, seconds: float, eval_kw: dict) -> Result:
+    """A trained run's end (also a packed member's): each selection rule's verdict, the
+    final tests, the :class:`Result`, the run folder (``result.json`` last), the monitor."""
+    from dalab.training import runfolder  # matplotlib etc. only when writing
+
     validators = selector.finish(model, sets.evals.get("target_test"), **eval_kw)
-    best_epoch = selector.chosen()["epoch"]
     val_acc = selector.chosen()["score"] if cfg.select in ("source-val", "target-val") else None
     tests = {name: count_correct(model, d.images, d.labels, **eval_kw).item() / len(d)
              for name, d in sets.evals.items() if name.endswith("_test")}
-    test_on = PROTOCOLS[cfg.protocol][2]
+    _, train_on, test_on = PROTOCOLS[cfg.protocol]
     result = Result(
         protocol=cfg.protocol, method=cfg.trained_method, train_on=train_on, test_on=test_on,
         test_accuracy=tests.get(sets.test), selection=cfg.select,
-        oracle_selection=cfg.oracle_selection, best_epoch=best_epoch, epochs=len(rows),
-        steps=step_no, seconds=round(spent + time.perf_counter() - start, 3), theta=cfg.theta,
+        oracle_selection=cfg.oracle_selection, best_epoch=selector.chosen()["epoch"],
+        epochs=len(rows), steps=step_no, seconds=round(seconds, 3), theta=cfg.theta,
         mode=cfg.mode, grl_lambda=cfg.grl_lambda, lambda_schedule=cfg.lambda_schedule,
         seed=cfg.seed, preset=cfg.preset, network=cfg.network, val_accuracy=val_acc,
         source_test_accuracy=tests["source_test"],
-        target_test_accuracy=tests.get("target_test"), device=str(device),
+        target_test_accuracy=tests.get("target_test"), device=str(eval_kw["device"]),
         class_names=list(sets.class_names), source=sets.source, target=sets.target,
         validators=validators, warnings=warns,
     )

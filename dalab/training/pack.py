@@ -33,7 +33,8 @@ from dalab.progress import info
 from dalab.training import checkpoint, guard, resume
 from dalab.training.config import PROTOCOLS, RUNTIME_FIELDS, Config
 from dalab.training.domains import load_sets
-from dalab.training.loop import Result, _build, _prepare, batch_indices, resolve_device
+from dalab.training.loop import (Result, _build, _prepare, batch_indices, finish_run,
+                                 resolve_device)
 from dalab.training.monitor import Monitor
 from dalab.training.optim import lr_at
 from dalab.training.selection import Selector
@@ -161,13 +162,13 @@ def _train(members: list[Member]) -> None:
             try:
                 if _end_epoch(m, r, epoch, progress, lr_at(m.cfg, progress, epoch), t_epoch,
                               runfolder):
-                    _finish(m, r, runfolder)
+                    _finish(m, r)
             except Exception as err:  # noqa: BLE001 - one member's failure ends it alone
                 m.error = err
     for m, r in zip(members, runs):
         if m.live:
             try:
-                _finish(m, r, runfolder)
+                _finish(m, r)
             except Exception as err:  # noqa: BLE001
                 m.error = err
 
@@ -239,33 +240,8 @@ def _end_epoch(m: Member, r: dict, epoch: int, progress: float, lr: float, t_epo
     return stop or collapsed
 
 
-def _finish(m: Member, r: dict, runfolder) -> None:
+def _finish(m: Member, r: dict) -> None:
     """The loop's final test, Result and run folder for one member."""
-    cfg, model, selector, sets = m.cfg, r["model"], r["selector"], r["sets"]
-    validators = selector.finish(model, sets.evals.get("target_test"), **r["eval_kw"])
-    val_acc = selector.chosen()["score"] if cfg.select in ("source-val", "target-val") else None
-    tests = {name: count_correct(model, d.images, d.labels, **r["eval_kw"]).item() / len(d)
-             for name, d in sets.evals.items() if name.endswith("_test")}
-    _, train_on, test_on = PROTOCOLS[cfg.protocol]
-    device = r["eval_kw"]["device"]
-    result = Result(
-        protocol=cfg.protocol, method=cfg.trained_method, train_on=train_on, test_on=test_on,
-        test_accuracy=tests.get(sets.test), selection=cfg.select,
-        oracle_selection=cfg.oracle_selection, best_epoch=selector.chosen()["epoch"],
-        epochs=len(m.rows), steps=m.step_no,
-        seconds=round(m.spent + time.perf_counter() - m.start, 3), theta=cfg.theta,
-        mode=cfg.mode, grl_lambda=cfg.grl_lambda, lambda_schedule=cfg.lambda_schedule,
-        seed=cfg.seed, preset=cfg.preset, network=cfg.network, val_accuracy=val_acc,
-        source_test_accuracy=tests["source_test"],
-        target_test_accuracy=tests.get("target_test"), device=str(device),
-        class_names=list(sets.class_names), source=sets.source, target=sets.target,
-        validators=validators, warnings=m.warns,
-    )
-    m.log(runfolder.summary_text(cfg, result))
-    if m.out is not None:
-        runfolder.write_run(m.out, model, cfg, result, m.rows, r["monitor"].rows)
-        if not cfg.keep_checkpoints:
-            checkpoint.remove_all(m.out)
-    r["monitor"].close(result, cfg)
-    m.result = result
-
+    m.result = finish_run(m.cfg, m.out, m.log, r["model"], r["sets"], r["selector"],
+                          r["monitor"], m.rows, m.step_no, m.warns,
+                          m.spent + time.perf_counter() - m.start, r["eval_kw"])
