@@ -1,31 +1,39 @@
 #!/usr/bin/env bash
 # The GPU figures of docs/speed.md in one command, each step under its own time limit,
 # everything written under $OUT (default gpu-check/):
-#   1. the CUDA tests (pytest -m gpu);
-#   2. dalab bench --device cuda (bare, captured and packed steps, train loop,
-#      conventional pipeline, evaluation, the small sweep one by one and packed);
-#   3. the speedrun's time to accuracy, 3 seeds;
-#   4. the theta x lambda sweep of BENCHMARKS.md (30 points, preset quick) packed,
-#      then the same sweep one point at a time (cut at its limit if slower).
+#   prepare         the five MNIST-M sets of the sweep generated into the cache (so that
+#                   the timed sweeps below read them, packed and unpacked alike);
+#   tests           the CUDA tests (pytest -m gpu on the files that hold them);
+#   bench           dalab bench --device cuda (bare, captured and packed steps, train
+#                   loop, conventional pipeline, evaluation, a small sweep both ways);
+#   speedrun        the speedrun's time to accuracy, 3 seeds;
+#   sweep_packed    the theta x lambda sweep of BENCHMARKS.md (30 points, preset quick)
+#                   with --pack 32;
+#   sweep_unpacked  the same sweep one point at a time (cut at its limit if slower);
+#   sota_probe      one epoch of the sota recipe on CUDA (its time per epoch);
+#   sota_gpu        the sota-gpu preset, seeds 0 1 2 side by side on the one GPU.
+# STEPS picks some (default: all but sota_gpu), e.g. STEPS="tests bench".
 #
 # Data: MNIST and BSDS500 copied into the git-ignored gpu-data/ of the checkout:
 #   mkdir -p gpu-data && cp -r "$DALAB_DATA"/mnist "$DALAB_DATA"/BSR gpu-data/
 # Run from the repository root (dalab runs from the checkout, nothing is installed):
 #   OUT=/some/folder bash bench/gpu_check.sh
 # Generated MNIST-M sets are cached in gpu-data/cache; run folders go to gpu-data/runs.
-# The limits add up to 11 min, inside a 15-minute device slot with the machine's start.
+# The default steps' limits add up to 9 min 50 s.
 set -u
 OUT=${OUT:-gpu-check}
 PY=${PYTHON:-python}
 DATA=${DATA:-$PWD/gpu-data}
+STEPS=${STEPS:-prepare tests bench speedrun sweep_packed sweep_unpacked sota_probe}
 mkdir -p "$OUT" "$DATA/cache" "$DATA/runs"
 export PYTHONPATH=$PWD DALAB_DATA=$DATA DALAB_CACHE=$DATA/cache
 SUMMARY=$OUT/summary.txt
-: > "$SUMMARY"
+touch "$SUMMARY"
 
-step() {  # step NAME SECONDS COMMAND...: run, log to $OUT/NAME.log, note rc and time
+step() {  # step NAME SECONDS COMMAND...: run if picked, log to $OUT/NAME.log, note rc, time
     local name=$1 limit=$2
     shift 2
+    [[ " $STEPS " == *" $name "* ]] || return 0
     local start=$SECONDS
     echo "== $name (limit ${limit} s): $*" | tee -a "$SUMMARY"
     timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
@@ -34,17 +42,42 @@ step() {  # step NAME SECONDS COMMAND...: run, log to $OUT/NAME.log, note rc and
         | tee -a "$SUMMARY"
 }
 
+prepare() {  # the sweep's MNIST-M sets, in parallel
+    for theta in 0.2 0.4 0.6 0.8 1.0; do
+        $PY -m dalab data mnistm --theta $theta &
+    done
+    wait
+}
+
+sota_gpu() {  # three seeds side by side; each run folder holds its time and figures
+    for seed in 0 1 2; do
+        $PY -m dalab train --preset sota-gpu --device cuda --seed $seed \
+            --out "$DATA/runs/sota-gpu-$seed" > "$OUT/sota-gpu-$seed.log" 2>&1 &
+    done
+    wait
+    for seed in 0 1 2; do cp "$DATA/runs/sota-gpu-$seed/result.json" \
+        "$OUT/sota-gpu-$seed.json" 2>/dev/null; done
+}
+
 { nvidia-smi; git rev-parse HEAD; $PY -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"; } \
     > "$OUT/machine.txt" 2>&1
 SWEEP=(--theta 0.2,0.4,0.6,0.8,1.0 --lambda 0,0.03,0.1,0.3,1 --protocol ts_tt,tst_tt
        --seeds 0 --preset quick --device cuda)
 
-step tests 120 $PY -m pytest -q -m gpu tests
-step bench 180 $PY -m dalab bench --device cuda --repeats 3 --workers 8 --json-out "$OUT/bench.json"
-step sweep_packed 120 $PY -m dalab sweep "${SWEEP[@]}" --pack 32 --out "$DATA/runs/sweep-packed"
+export -f prepare sota_gpu
+export PY OUT DATA
+step prepare 60 bash -c prepare
+step tests 100 $PY -m pytest -q -m gpu tests/test_graph.py tests/test_pack.py tests/test_speed.py
+step bench 140 $PY -m dalab bench --device cuda --repeats 3 --workers 8 --json-out "$OUT/bench.json"
+step speedrun 60 $PY bench/time_to_accuracy.py --device cuda --seeds 0 1 2
+step sweep_packed 90 $PY -m dalab sweep "${SWEEP[@]}" --pack 32 --out "$DATA/runs/sweep-packed"
 cp "$DATA/runs/sweep-packed/sweep.csv" "$OUT/sweep-packed.csv" 2>/dev/null
-step speedrun 90 $PY bench/time_to_accuracy.py --device cuda --seeds 0 1 2
-step sweep_unpacked 150 $PY -m dalab sweep "${SWEEP[@]}" --out "$DATA/runs/sweep-unpacked"
+step sweep_unpacked 100 $PY -m dalab sweep "${SWEEP[@]}" --out "$DATA/runs/sweep-unpacked"
 cp "$DATA/runs/sweep-unpacked/sweep.csv" "$OUT/sweep-unpacked.csv" 2>/dev/null
-ls "$DATA/runs/sweep-unpacked/runs" 2>/dev/null | wc -l | sed 's/^/   unpacked points finished: /' \
-    | tee -a "$SUMMARY"
+[[ " $STEPS " == *" sweep_unpacked "* ]] && ls "$DATA/runs/sweep-unpacked/runs" 2>/dev/null \
+    | wc -l | sed 's/^/   unpacked points finished: /' | tee -a "$SUMMARY"
+step sota_probe 40 $PY -m dalab train --preset sota --device cuda --epochs 1 \
+    --out "$DATA/runs/sota-probe"
+cp "$DATA/runs/sota-probe/result.json" "$OUT/sota-probe.json" 2>/dev/null
+step sota_gpu 300 bash -c sota_gpu
+exit 0

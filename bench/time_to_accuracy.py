@@ -25,7 +25,6 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=100, help="steps between scores")
     args = parser.parse_args()
 
-    import torch
 
     from dalab.bench.time_to_accuracy import time_to_accuracy
     from dalab.bench.timing import machine

@@ -10,6 +10,7 @@ import torch
 
 from dalab.training import loop, make_config, train
 from dalab.training.graph import GraphStep, captured_step
+from dalab.training.stacked import StackedStep
 
 TINY = dict(max_train=128, max_eval=128, epochs=2, batch_size=32, threads=1, log_every=2)
 
@@ -26,7 +27,8 @@ def test_static_step_run_eagerly_matches_the_loops_step(tmp_path, data_root, cac
     made = []
 
     def static(cfg, method, data, gen, channels, device):
-        made.append(GraphStep(method, cfg, data, gen, channels, capture=False))
+        step = StackedStep([method], [cfg], [data], [gen], channels)
+        made.append(GraphStep(step, cfg.batch_size, capture=False))
         return made[-1]
 
     monkeypatch.setattr(loop, "captured_step", static)
@@ -56,8 +58,9 @@ def test_which_runs_are_captured():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("amp", [False, True])
 def test_captured_step_matches_eager_steps_on_cuda(tmp_path, data_root, cache_dir,
-                                                   monkeypatch):
+                                                   monkeypatch, amp):
     made = []
     real = loop.captured_step
 
@@ -66,7 +69,7 @@ def test_captured_step_matches_eager_steps_on_cuda(tmp_path, data_root, cache_di
         return made[-1]
 
     monkeypatch.setattr(loop, "captured_step", spy)
-    cfg = _cfg(data_root, cache_dir, device="cuda", amp=False, epochs=3)
+    cfg = _cfg(data_root, cache_dir, device="cuda", amp=amp, epochs=3)
     eager = train(make_config(**{**cfg.to_dict(), "cuda_graphs": False}),
                   out=tmp_path / "eager", log=lambda line: None)
     graph = train(cfg, out=tmp_path / "graph", log=lambda line: None)

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import inspect
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from dalab.methods import METHODS, grad_reverse, grl_weight, ramp
 from dalab.methods.common import features_st

@@ -245,10 +245,15 @@ def test_sweep_falls_back_to_one_by_one_when_a_pack_cannot_be_built(tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_packed_runs_on_cuda_match_runs_one_by_one(tmp_path, data_root, cache_dir):
+@pytest.mark.parametrize("preset, optimizer, graphs", [("speedrun", "sgd", False),
+                                                       ("speedrun", "sgd", True),
+                                                       ("quick", "adam", True)])
+def test_packed_runs_on_cuda_match_runs_one_by_one(tmp_path, data_root, cache_dir, preset,
+                                                   optimizer, graphs):
     dirs = dict(data_root=str(data_root), cache_dir=str(cache_dir))
-    tiny = {**TINY, "device": "cuda", "amp": False, "cuda_graphs": False, "optimizer": "sgd"}
-    cfgs = [make_config("speedrun", seed=s, grl_lambda=lam, **tiny, **dirs)
+    tiny = {**TINY, "device": "cuda", "amp": False, "cuda_graphs": graphs,
+            "optimizer": optimizer}
+    cfgs = [make_config(preset, seed=s, grl_lambda=lam, **tiny, **dirs)
             for s, lam in ((0, 0.5), (1, 1.0))]
     alone = [train(c, out=tmp_path / f"alone{i}", log=lambda line: None)
              for i, c in enumerate(cfgs)]

@@ -4,7 +4,8 @@
   graph) of the ``dann`` network on random uint8 data already on the device; CUDA
   only (``None`` elsewhere);
 * packed step -- :class:`dalab.training.stacked.StackedStep` of ``M`` DANN runs at
-  once (M = 8 and 32), images/s counting every member's source + target images;
+  once (M = 8 and 32; captured as one CUDA graph on CUDA), images/s counting every
+  member's source + target images;
 * sweep -- wall time of one small θ × λ sweep (``dalab.sweep.run_sweep``) run one
   point at a time and then packed, back to back, into temporary folders.
 """
@@ -34,38 +35,35 @@ def graph_step_throughput(batch: int, device: torch.device, steps: int = 30,
     """Images/s of the captured DANN step (``None`` off CUDA)."""
     if device.type != "cuda":
         return None
-    from dalab.training.graph import GraphStep
-
-    _, method = build_step("dann", batch, device)
-    data = _data(batch * 8, device)
-    gen = torch.Generator(device).manual_seed(0)
-    step = GraphStep(method, method.cfg, data, gen, 3, capture=True)
-    idx = torch.randint(0, batch * 8, (steps, batch), device=device)
-
-    def run() -> None:
-        for i in range(steps):
-            step(idx[i], idx[i], i / steps, 1e-3)
-
-    run()  # warm-up and capture
-    return repeat(lambda: rate(steps * 2 * batch, run, device), repeats)
+    return _throughput(1, batch, device, steps, repeats)
 
 
 def packed_throughput(members: int, batch: int, device: torch.device, steps: int = 10,
                       repeats: int = 3) -> dict:
     """Images/s of ``members`` DANN runs stepped as one stack (all members' images)."""
+    return _throughput(members, batch, device, steps, repeats)
+
+
+def _throughput(members: int, batch: int, device: torch.device, steps: int,
+                repeats: int) -> dict:
+    from dalab.training.graph import GraphStep
     from dalab.training.stacked import StackedStep
 
     methods = [build_step("dann", batch, device, seed=m)[1] for m in range(members)]
     data = _data(batch * 8, device)
     gens = [torch.Generator(device).manual_seed(m) for m in range(members)]
-    step = StackedStep(methods, [m.cfg for m in methods], [data] * members, gens, 3)
+    stacked = StackedStep(methods, [m.cfg for m in methods], [data] * members, gens, 3)
+    step = GraphStep(stacked, batch, capture=device.type == "cuda")
     idx = torch.randint(0, batch * 8, (steps, members, batch), device=device)
-    lr = torch.full((members,), 1e-3, dtype=torch.float64, device=device)
+    lrs = [1e-3] * members
 
     def run() -> None:
         for i in range(steps):
-            step(idx[i], idx[i], i / steps, lr)
+            step(idx[i], idx[i], i / steps, lrs)
 
+    run()  # warm-up
+    while step.capture and step.graph is None:  # and the capture, on CUDA
+        run()
     return repeat(lambda: rate(steps * members * 2 * batch, run, device), repeats)
 
 

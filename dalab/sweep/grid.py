@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dalab.errors import ConfigError
-from dalab.training.config import RUNTIME_FIELDS
 
 PROTOCOLS = ("ts_ts", "ts_tt", "tt_tt", "tst_tt")
 DOMAIN_LOSS_PROTOCOLS = frozenset({"tst_tt"})  # the only ones λ changes

@@ -31,7 +31,8 @@ from pathlib import Path
 from dalab.errors import ConfigError, DalabError
 from dalab.paths import folder_lock, make_folder, write_json_atomic
 from dalab.progress import info, progress, silenced
-from dalab.sweep.grid import RUNTIME_FIELDS, SPEC_FILE, Point, SweepSpec, check_spec, expand_grid
+from dalab.training.config import RUNTIME_FIELDS
+from dalab.sweep.grid import SPEC_FILE, Point, SweepSpec, check_spec, expand_grid
 
 # train_fn(cfg, out, log) writes a run folder under `out` (result.json last).
 TrainFn = Callable[..., object]

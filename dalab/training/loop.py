@@ -200,9 +200,6 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
         rows, step_no = state.rows, state.step
         warns, stopped, spent = state.warnings, state.stopped, state.seconds
     graph = captured_step(cfg, method, (xs_all, ys_all, xt_all), gen_aug, sets.channels, device)
-    train_on = PROTOCOLS[cfg.protocol][1]
-    watch = ("target" if train_on == "target" else "source") + "_train_acc"
-    classes = len(sets.labelled.class_names) or NUM_CLASSES
     eval_kw = dict(batch_size=cfg.eval_batch_size, device=device, amp=amp)
     log(f"train {cfg.protocol} ({cfg.trained_method}, {cfg.network}, {device}): "
         f"{sets.source} -> {sets.target}, {len(sets.class_names)} classes, {cfg.size} px; "
@@ -221,7 +218,9 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
             progress = step_no / total
             lr = lr_at(cfg, progress, epoch)
             if graph is not None:  # CUDA: one graph replay (dalab.training.graph)
-                figures = graph(idx_s[i], idx_t[i] if idx_t is not None else None, progress, lr)
+                figures = graph(idx_s[i:i + 1], idx_t[i:i + 1] if idx_t is not None else None,
+                                progress, [lr])
+                figures = {k: v[0] for k, v in figures.items()}
             else:
                 xs, ys = xs_all[idx_s[i]], ys_all[idx_s[i]]
                 xt = xt_all[idx_t[i]] if idx_t is not None else None
@@ -235,35 +234,52 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
             monitor.step(step_no, progress, lr, figures)
             if on_step is not None:
                 on_step(step_no, model)
-        row = {"epoch": epoch + 1, "step": step_no}
-        means = monitor.epoch_means()  # one read from the device
-        row.update(means)
-        row.update({f"{name}_acc": count_correct(model, d.images, d.labels, **eval_kw).item()
-                    / len(d) for name, d in sets.evals.items() if not name.endswith("_test")})
-        row["lambda"] = method.grl_weight(progress)
-        row["lr"] = lr
-        row["seconds"] = time.perf_counter() - t_epoch
-        guard.check_finite(row, means, out)
-        row.update(selector.update(model, row))
-        rows.append(row)
-        stop = selector.should_stop(step_no)
-        collapsed = guard.note_collapse(rows, warns, watch, classes, cfg.on_collapse, log)
-        monitor.end_epoch(row)
-        if out is not None:
-            runfolder.write_metrics(out, rows)
-            checkpoint.save_state(out, checkpoint.TrainState(
-                epoch + 1, step_no, rows, selector.state_dict(), method.state_dict(),
-                {name: o.state_dict() for name, o in optimizers.items()},
-                checkpoint.rng_states(generators), warns, stop or collapsed,
-                spent + time.perf_counter() - start), cfg.keep_checkpoints)
-        if stop:
-            log(f"early stop after epoch {epoch + 1}: no real improvement for "
-                f"{step_no - selector.chosen()['step']} steps")
-        if stop or collapsed:
+        if end_epoch(cfg, out, log, method, sets, selector, monitor, rows, warns, epoch,
+                     step_no, progress, lr, t_epoch, eval_kw, generators, start - spent):
             break
 
     return finish_run(cfg, out, log, model, sets, selector, monitor, rows, step_no, warns,
                       spent + time.perf_counter() - start, eval_kw)
+
+
+def end_epoch(cfg: Config, out: Path | None, log: Callable[[str], None], method, sets: Sets,
+              selector: Selector, monitor: Monitor, rows: list[dict], warns: list, epoch: int,
+              step_no: int, progress: float, lr: float, t_epoch: float, eval_kw: dict,
+              generators: dict, clock: float) -> bool:
+    """The end of 0-based ``epoch`` (also a packed member's): the evaluation row, guards,
+    selection, ``metrics.csv`` and the checkpoint (``seconds`` counted from ``clock``);
+    True when the run stops here (patience or collapse)."""
+    from dalab.training import runfolder  # matplotlib etc. only when writing
+
+    model = method.model
+    train_on = PROTOCOLS[cfg.protocol][1]
+    watch = ("target" if train_on == "target" else "source") + "_train_acc"
+    classes = len(sets.labelled.class_names) or NUM_CLASSES
+    row = {"epoch": epoch + 1, "step": step_no}
+    means = monitor.epoch_means()  # one read from the device
+    row.update(means)
+    row.update({f"{name}_acc": count_correct(model, d.images, d.labels, **eval_kw).item()
+                / len(d) for name, d in sets.evals.items() if not name.endswith("_test")})
+    row["lambda"] = method.grl_weight(progress)
+    row["lr"] = lr
+    row["seconds"] = time.perf_counter() - t_epoch
+    guard.check_finite(row, means, out)
+    row.update(selector.update(model, row))
+    rows.append(row)
+    stop = selector.should_stop(step_no)
+    collapsed = guard.note_collapse(rows, warns, watch, classes, cfg.on_collapse, log)
+    monitor.end_epoch(row)
+    if out is not None:
+        runfolder.write_metrics(out, rows)
+        checkpoint.save_state(out, checkpoint.TrainState(
+            epoch + 1, step_no, rows, selector.state_dict(), method.state_dict(),
+            {name: o.state_dict() for name, o in method.optimizers.items()},
+            checkpoint.rng_states(generators), warns, stop or collapsed,
+            time.perf_counter() - clock), cfg.keep_checkpoints)
+    if stop:
+        log(f"early stop after epoch {epoch + 1}: no real improvement for "
+            f"{step_no - selector.chosen()['step']} steps")
+    return stop or collapsed
 
 
 def finish_run(cfg: Config, out: Path | None, log: Callable[[str], None], model, sets: Sets,

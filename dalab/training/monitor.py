@@ -4,9 +4,11 @@ The loop calls a :class:`Monitor` at four points: ``start_epoch``, ``step`` (wit
 step's detached figures), ``end_epoch`` (with the epoch's evaluation row) and
 ``close`` (with the result). The monitor
 
-- sums the figures on the device and closes a *step row* every ``cfg.log_every``
-  steps (default: about 300 rows per run): the mean of each figure over the interval,
-  with lambda and the learning rate at its last step;
+- keeps each step's figures (device tensors, never read one by one) and closes a
+  *step row* every ``cfg.log_every`` steps (default: about 300 rows per run): the
+  mean of each figure over the interval, summed on the device in one stacking, with
+  lambda and the learning rate at its last step (a step thus costs no device work
+  here: a captured step's figures arrive as views of one tensor);
 - reads those rows from the device at most once a second and at the end of each
   epoch (one transfer each time; the loop itself never waits on the device);
 - drives the progress bar (or plain lines) of each epoch, with the latest loss;
@@ -19,6 +21,7 @@ step's detached figures), ``end_epoch`` (with the epoch's evaluation row) and
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,10 +74,9 @@ class Monitor:
         if done and out is not None:  # resumed: the rows up to the checkpoint's epoch
             from dalab.training.runfolder import read_steps
             self.rows = [r for r in read_steps(out) if r["epoch"] <= done]
-        self._pending: list[tuple[dict, Tensor]] = []  # closed rows still on the device
-        self._interval: dict[str, Tensor] = {}
-        self._epoch: dict[str, Tensor] = {}
-        self._count = self._epoch_count = 0
+        self._pending: list[tuple[dict, list[Segment]]] = []  # closed rows on the device
+        self._steps: list[dict[str, Tensor]] = []  # figures of the open row's steps
+        self._epoch: list[Segment] = []  # sums of the epoch's closed rows
         self._bar = None
         self._flushed = time.monotonic()
         self.start = time.perf_counter()
@@ -83,20 +85,14 @@ class Monitor:
     # -- the loop's calls ----------------------------------------------------------------
     def start_epoch(self, epoch: int) -> None:
         """Before the first step of 0-based ``epoch``."""
-        self._epoch, self._epoch_count, self.epoch = {}, 0, epoch + 1
+        self._epoch, self.epoch = [], epoch + 1
         self._bar = progress(self.steps_per_epoch,
                              f"{self.cfg.protocol} epoch {epoch + 1}/{self.cfg.epochs}")
 
     def step(self, step_no: int, progress: float, lr: float,
              figures: dict[str, Tensor]) -> None:
         """After optimisation step ``step_no`` (1-based) at training ``progress``."""
-        for key, value in figures.items():
-            value = value.detach().float()
-            self._interval[key] = self._interval[key] + value if key in self._interval \
-                else value
-            self._epoch[key] = self._epoch[key] + value if key in self._epoch else value
-        self._count += 1
-        self._epoch_count += 1
+        self._steps.append(figures)
         self._progress, self._lr = progress, lr
         if step_no % self.every == 0:
             self._close_row(step_no)
@@ -106,7 +102,7 @@ class Monitor:
 
     def end_epoch(self, row: dict) -> None:
         """After the epoch's evaluation: log its line, write ``steps.csv``, track it."""
-        if self._count:
+        if self._steps:
             self._close_row(row["step"])
         self._flush()
         self._bar.close()
@@ -121,11 +117,7 @@ class Monitor:
 
     def epoch_means(self) -> dict[str, float]:
         """Mean of each figure over the current epoch (one read from the device)."""
-        keys = list(self._epoch)
-        if not keys:
-            return {}
-        values = (torch.stack([self._epoch[k] for k in keys]) / self._epoch_count).tolist()
-        return dict(zip(keys, values))
+        return means(self._epoch + sums(self._steps))
 
     def close(self, result, cfg) -> None:
         """After the run folder is written: the final figures and files to the tracker."""
@@ -140,26 +132,24 @@ class Monitor:
 
     # -- internals -------------------------------------------------------------------------
     def _close_row(self, step_no: int) -> None:
-        keys = list(self._interval)
-        values = torch.stack([self._interval[k] for k in keys]) / self._count
-        meta = {"step": step_no, "epoch": self.epoch, "keys": keys,
+        segments = sums(self._steps)
+        self._epoch += segments
+        meta = {"step": step_no, "epoch": self.epoch,
                 "lambda": self.weight(self._progress) if self.weight is not None else None,
                 "lr": self._lr,
                 "seconds": round(self.spent + time.perf_counter() - self.start, 3)}
-        self._pending.append((meta, values))
-        self._interval, self._count = {}, 0
+        self._pending.append((meta, segments))
+        self._steps = []
 
     def _flush(self) -> None:
         """Read the pending rows from the device in one transfer."""
         self._flushed = time.monotonic()
         if not self._pending:
             return
-        numbers = torch.cat([v for _, v in self._pending]).tolist()
-        at = 0
-        for meta, values in self._pending:
-            keys = meta["keys"]
-            figures = dict(zip(keys, (_csv_float(v) for v in numbers[at:at + len(keys)])))
-            at += len(keys)
+        rows = iter(means([s for _, segments in self._pending for s in segments], per=[
+            len(segments) for _, segments in self._pending]))
+        for meta, _ in self._pending:
+            figures = {k: _csv_float(v) for k, v in next(rows).items()}
             row = {"step": meta["step"], "epoch": meta["epoch"], **figures}
             if meta["lambda"] is not None:
                 row["lambda"] = _csv_float(meta["lambda"])
@@ -175,6 +165,40 @@ class Monitor:
         debug("  " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                               for k, v in last.items()))
         self._pending = []
+
+
+# A run of steps with the same figure names: (names, their sums (K,) on the device, steps)
+Segment = tuple[tuple[str, ...], Tensor, int]
+
+
+def sums(steps: list[dict[str, Tensor]]) -> list[Segment]:
+    """The steps' figures summed on the device: one segment per run of steps with the
+    same names (a method's phases may name different figures), one stacking each."""
+    out = []
+    for keys, group in itertools.groupby(steps, key=lambda figures: tuple(figures)):
+        group = list(group)
+        stacked = torch.stack([f[k].detach().float() for f in group for k in keys])
+        out.append((keys, stacked.view(len(group), len(keys)).sum(0), len(group)))
+    return out
+
+
+def means(segments: list[Segment], per: list[int] | None = None):
+    """The mean of each figure over ``segments`` (one read from the device); with
+    ``per``, one dict for each consecutive group of ``per[i]`` segments instead."""
+    if not segments:
+        return [{} for _ in per] if per is not None else {}
+    numbers = iter(torch.cat([s for _, s, _ in segments]).tolist())
+    groups, at = [], 0
+    for size in (per if per is not None else [len(segments)]):
+        total: dict[str, float] = {}
+        count: dict[str, int] = {}
+        for keys, _, n in segments[at:at + size]:
+            for key in keys:
+                total[key] = total.get(key, 0.0) + next(numbers)
+                count[key] = count.get(key, 0) + n
+        groups.append({k: total[k] / count[k] for k in total})
+        at += size
+    return groups if per is not None else groups[0]
 
 
 def _csv_float(value: float) -> float:

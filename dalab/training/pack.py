@@ -25,19 +25,18 @@ from pathlib import Path
 
 import torch
 
-from dalab.evaluation import count_correct
 from dalab.methods import METHODS
-from dalab.models import NUM_CLASSES
 from dalab.paths import folder_lock
 from dalab.progress import info
-from dalab.training import checkpoint, guard, resume
+from dalab.training import checkpoint, resume
 from dalab.training.config import PROTOCOLS, RUNTIME_FIELDS, Config
 from dalab.training.domains import load_sets
-from dalab.training.loop import (Result, _build, _prepare, batch_indices, finish_run,
-                                 resolve_device)
+from dalab.training.loop import (Result, _build, _prepare, batch_indices, end_epoch,
+                                 finish_run, resolve_device)
 from dalab.training.monitor import Monitor
 from dalab.training.optim import lr_at
 from dalab.training.selection import Selector
+from dalab.training.graph import GraphStep
 from dalab.training.stacked import VARYING, PackError, StackedStep, pack_problem
 
 # Config fields that may differ between the members of one pack
@@ -112,7 +111,6 @@ def train_pack(cfgs: list[Config], outs: list[Path | None],
 
 def _train(members: list[Member]) -> None:
     """Train ``members`` (same start epoch) to their ends."""
-    from dalab.training import runfolder
 
     cfg = members[0].cfg
     device = resolve_device(cfg.device)
@@ -121,15 +119,17 @@ def _train(members: list[Member]) -> None:
     if len(sizes) != 1:
         raise PackError(f"pack: the members' training sets differ in size ({sorted(sizes)})")
     n_s, n_t = sizes.pop()
-    step = StackedStep([r["method"] for r in runs], [m.cfg for m in members],
-                       [(r["xs"], r["ys"], r["xt"]) for r in runs],
-                       [r["gens"]["augment"] for r in runs], runs[0]["sets"].channels)
+    stacked = StackedStep([r["method"] for r in runs], [m.cfg for m in members],
+                          [(r["xs"], r["ys"], r["xt"]) for r in runs],
+                          [r["gens"]["augment"] for r in runs], runs[0]["sets"].channels)
+    step = GraphStep(stacked, cfg.batch_size,
+                     capture=device.type == "cuda" and bool(cfg.cuda_graphs))
     steps_per_epoch = max(1, n_s // cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     for m, r in zip(members, runs):
         r["monitor"] = Monitor(m.cfg, m.out, r["method"], steps_per_epoch, m.log,
                                done=len(m.rows), spent=m.spent)
-    progress = lr = 0.0
+    progress = 0.0
     for epoch in range(len(members[0].rows), cfg.epochs):
         live = [(m, r) for m, r in zip(members, runs) if m.live]
         if not live:
@@ -147,9 +147,8 @@ def _train(members: list[Member]) -> None:
         for i in range(steps_per_epoch):
             progress = step_no / total
             lrs = [lr_at(m.cfg, progress, epoch) for m in members]
-            step.optimizer.set_lr(lrs)
             figures = step(idx_s[:, i], idx_t[:, i] if idx_t is not None else None, progress,
-                           torch.tensor(lrs, dtype=torch.float64, device=device))
+                           lrs)
             step_no += 1
             for j, (m, r) in enumerate(zip(members, runs)):
                 if m.live:
@@ -160,8 +159,10 @@ def _train(members: list[Member]) -> None:
             if not m.live:
                 continue
             try:
-                if _end_epoch(m, r, epoch, progress, lr_at(m.cfg, progress, epoch), t_epoch,
-                              runfolder):
+                if end_epoch(m.cfg, m.out, m.log, r["method"], r["sets"], r["selector"],
+                             r["monitor"], m.rows, m.warns, epoch, m.step_no, progress,
+                             lr_at(m.cfg, progress, epoch), t_epoch, r["eval_kw"], r["gens"],
+                             m.start - m.spent):
                     _finish(m, r)
             except Exception as err:  # noqa: BLE001 - one member's failure ends it alone
                 m.error = err
@@ -204,40 +205,6 @@ def _setup(m: Member, device: torch.device) -> dict:
             "xs": sets.labelled.images.to(device), "ys": sets.labelled.labels.to(device),
             "xt": sets.unlabelled.to(device) if sets.unlabelled is not None else None,
             "eval_kw": dict(batch_size=cfg.eval_batch_size, device=device, amp=amp)}
-
-
-def _end_epoch(m: Member, r: dict, epoch: int, progress: float, lr: float, t_epoch: float,
-               runfolder) -> bool:
-    """The loop's end of an epoch for one member; True when it stops here."""
-    cfg, model, selector, monitor = m.cfg, r["model"], r["selector"], r["monitor"]
-    train_on = PROTOCOLS[cfg.protocol][1]
-    watch = ("target" if train_on == "target" else "source") + "_train_acc"
-    classes = len(r["sets"].labelled.class_names) or NUM_CLASSES
-    row = {"epoch": epoch + 1, "step": m.step_no}
-    means = monitor.epoch_means()
-    row.update(means)
-    row.update({f"{name}_acc": count_correct(model, d.images, d.labels, **r["eval_kw"]).item()
-                / len(d) for name, d in r["sets"].evals.items() if not name.endswith("_test")})
-    row["lambda"] = r["method"].grl_weight(progress)
-    row["lr"] = lr
-    row["seconds"] = time.perf_counter() - t_epoch
-    guard.check_finite(row, means, m.out)
-    row.update(selector.update(model, row))
-    m.rows.append(row)
-    stop = selector.should_stop(m.step_no)
-    collapsed = guard.note_collapse(m.rows, m.warns, watch, classes, cfg.on_collapse, m.log)
-    monitor.end_epoch(row)
-    if m.out is not None:
-        runfolder.write_metrics(m.out, m.rows)
-        checkpoint.save_state(m.out, checkpoint.TrainState(
-            epoch + 1, m.step_no, m.rows, selector.state_dict(), r["method"].state_dict(),
-            {name: o.state_dict() for name, o in r["method"].optimizers.items()},
-            checkpoint.rng_states(r["gens"]), m.warns, stop or collapsed,
-            m.spent + time.perf_counter() - m.start), cfg.keep_checkpoints)
-    if stop:
-        m.log(f"early stop after epoch {epoch + 1}: no real improvement for "
-              f"{m.step_no - selector.chosen()['step']} steps")
-    return stop or collapsed
 
 
 def _finish(m: Member, r: dict) -> None:
