@@ -9,6 +9,7 @@ its fallback and its resume.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 from pathlib import Path
@@ -262,3 +263,34 @@ def test_packed_runs_on_cuda_match_runs_one_by_one(tmp_path, data_root, cache_di
         assert not isinstance(b, BaseException), b
         assert b.device.startswith("cuda")
         assert b.target_test_accuracy == pytest.approx(a.target_test_accuracy, abs=2 / 128)
+
+
+@pytest.mark.parametrize("shape", [(16, 4, 5, 5), (16, 4)])
+def test_batch_norm_by_hand_matches_torchs(shape):
+    from dalab.training.stacked import batch_norm_by_hand, vmap_safe_batch_norm
+
+    torch.manual_seed(0)
+    x = torch.randn(shape) * 3 + 1
+    fused = torch.nn.BatchNorm2d(4) if len(shape) == 4 else torch.nn.BatchNorm1d(4)
+    fused.weight.data.uniform_()
+    fused.bias.data.uniform_()
+    by_hand = copy.deepcopy(fused)
+    for train_mode in (True, True, False):
+        fused.train(train_mode)
+        by_hand.train(train_mode)
+        with vmap_safe_batch_norm():
+            y = by_hand(x)
+        torch.testing.assert_close(y, fused(x))
+        torch.testing.assert_close(by_hand.running_mean, fused.running_mean)
+        torch.testing.assert_close(by_hand.running_var, fused.running_var)
+    assert torch.nn.functional.batch_norm is not batch_norm_by_hand  # swapped back
+    assert by_hand.num_batches_tracked == 2
+    x_stack = torch.randn(3, *shape)  # three members, each with its own statistics
+    stacked = {k: torch.stack([v] * 3) for k, v in fused.state_dict().items()}
+    with vmap_safe_batch_norm():
+        fused.train()
+        ys = torch.func.vmap(lambda s, xi: torch.func.functional_call(fused, s, (xi,)))(
+            stacked, x_stack)
+    for i in range(3):
+        torch.testing.assert_close(ys[i], torch.nn.functional.batch_norm(
+            x_stack[i], None, None, fused.weight, fused.bias, training=True))

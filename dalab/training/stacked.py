@@ -24,10 +24,12 @@ may differ between members: each member's values reach the losses as tensors.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from types import SimpleNamespace
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from dalab.errors import ConfigError
@@ -59,6 +61,43 @@ def pack_problem(cfg) -> str | None:
     if cfg.compile:
         return "compile"
     return None
+
+
+def batch_norm_by_hand(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
+                       weight: Tensor | None = None, bias: Tensor | None = None,
+                       training: bool = False, momentum: float = 0.1, eps: float = 1e-5
+                       ) -> Tensor:
+    """``F.batch_norm`` written out in tensor ops (float32), for members under ``vmap``:
+    CUDA's fused batch norm asks a batched tensor for its memory format, which ``vmap``
+    does not support. Same statistics and running-average update as torch's."""
+    dims = [0, *range(2, x.dim())]
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    xf = x.float()
+    if training:
+        mean, var = xf.mean(dims), xf.var(dims, unbiased=False)
+        if running_mean is not None:
+            n = xf.numel() / xf.shape[1]
+            with torch.no_grad():
+                running_mean.mul_(1 - momentum).add_(mean.detach() * momentum)
+                running_var.mul_(1 - momentum).add_(var.detach() * (momentum * n / (n - 1)))
+    else:
+        mean, var = running_mean, running_var
+    y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + eps)
+    if weight is not None:
+        y = y * weight.view(shape) + bias.view(shape)
+    return y.to(x.dtype)
+
+
+@contextlib.contextmanager
+def vmap_safe_batch_norm():
+    """Batch-norm layers compute with :func:`batch_norm_by_hand` inside the block (they
+    call ``torch.nn.functional.batch_norm``; it is swapped back on leaving)."""
+    fused = F.batch_norm
+    F.batch_norm = batch_norm_by_hand
+    try:
+        yield
+    finally:
+        F.batch_norm = fused
 
 
 def _batched(template: Tensor, members: list[Tensor], where: str) -> Tensor:
@@ -236,7 +275,7 @@ class StackedStep:
         own = self.method.cfg
         self.method.cfg = SimpleNamespace(**self.base, **scalars)
         try:
-            with self.method.autocast(xs):
+            with self.method.autocast(xs), vmap_safe_batch_norm():
                 return torch.func.functional_call(self.method, {**params, **buffers},
                                                   (xs, ys, xt, progress))
         finally:
