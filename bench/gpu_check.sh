@@ -10,6 +10,8 @@
 #   sweep_packed    the theta x lambda sweep of BENCHMARKS.md (30 points, preset quick)
 #                   with --pack 32;
 #   sweep_unpacked  the same sweep one point at a time (cut at its limit if slower);
+#   speedrun_variants  time to accuracy of candidate speedrun recipes (VARIANTS, one
+#                   "--preset P --set k=v ..." per line), 3 seeds each;
 #   sota_probe      one epoch of the sota recipe on CUDA (its time per epoch);
 #   sota_gpu        the sota-gpu preset, seeds 0 1 2 side by side on the one GPU.
 # STEPS picks some (default: all but sota_gpu), e.g. STEPS="tests bench".
@@ -49,6 +51,18 @@ prepare() {  # the sweep's MNIST-M sets, in parallel
     wait
 }
 
+speedrun_variants() {  # each line of $VARIANTS: arguments of bench/time_to_accuracy.py
+    local i=0
+    while read -r line; do
+        [ -z "$line" ] && continue
+        i=$((i + 1))
+        echo "variant $i: $line" >> "$OUT/variants.txt"
+        $PY bench/time_to_accuracy.py --device cuda --seeds 0 1 2 $line > "$OUT/variant-$i.log" 2>&1
+        tail -1 "$OUT/variant-$i.log" | $PY -c "import json,sys; r=json.loads(sys.stdin.read()); print('   ', r['seconds_to_accuracy'], [p['final_accuracy'] for p in r['per_seed']], [p['train_seconds'] for p in r['per_seed']])" >> "$OUT/variants.txt" 2>/dev/null \
+            || echo "    no result (variant-$i.log)" >> "$OUT/variants.txt"
+    done <<< "$VARIANTS"
+}
+
 sota_gpu() {  # three seeds side by side; each run folder holds its time and figures
     for seed in 0 1 2; do
         $PY -m dalab train --preset sota-gpu --device cuda --seed $seed \
@@ -64,12 +78,13 @@ sota_gpu() {  # three seeds side by side; each run folder holds its time and fig
 SWEEP=(--theta 0.2,0.4,0.6,0.8,1.0 --lambda 0,0.03,0.1,0.3,1 --protocol ts_tt,tst_tt
        --seeds 0 --preset quick --device cuda)
 
-export -f prepare sota_gpu
-export PY OUT DATA
+export -f prepare sota_gpu speedrun_variants
+export PY OUT DATA VARIANTS=${VARIANTS:-"--preset speedrun"}
 step prepare 60 bash -c prepare
 step tests 100 $PY -m pytest -q -m gpu tests/test_graph.py tests/test_pack.py tests/test_speed.py
 step bench 140 $PY -m dalab bench --device cuda --repeats 3 --workers 8 --json-out "$OUT/bench.json"
 step speedrun 60 $PY bench/time_to_accuracy.py --device cuda --seeds 0 1 2
+step speedrun_variants 150 bash -c speedrun_variants
 step sweep_packed 90 $PY -m dalab sweep "${SWEEP[@]}" --pack 32 --out "$DATA/runs/sweep-packed"
 cp "$DATA/runs/sweep-packed/sweep.csv" "$OUT/sweep-packed.csv" 2>/dev/null
 step sweep_unpacked 100 $PY -m dalab sweep "${SWEEP[@]}" --out "$DATA/runs/sweep-unpacked"

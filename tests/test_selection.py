@@ -127,3 +127,18 @@ def test_selector_without_target_images_or_test_labels():
                  "oracle": False},
         "source-val": {"epoch": 2, "step": 2, "score": 0.9, "target_test_accuracy": None,
                        "oracle": False}}
+
+
+@pytest.mark.parametrize("select", ["none", "source-val", "bnm"])
+def test_validators_off_scores_only_what_selection_needs(select, tiny_sets, data_root,
+                                                          cache_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(loop_module, "load_sets", lambda cfg: tiny_sets)
+    cfg = _cfg(data_root, cache_dir, select=select, validators=False)
+    result = train(cfg, tmp_path / "run", log=lambda s: None)
+    header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0].split(",")
+    scored = {h for h in header if h.startswith("score_")}
+    if select == "bnm":  # a validator chooses: every validator is scored
+        assert "bnm" in result.validators and "score_bnm" in scored
+    else:
+        assert not scored and not set(result.validators) & set(VALIDATORS)
+        assert select in result.validators

@@ -116,6 +116,7 @@ class Config:
     anneal_beta: float = 0.75  # beta in mu_p = mu_0 / (1 + alpha p)**beta
     # -- model selection ---------------------------------------------------------------
     select: str = "none"  # none (last) | source-val | target-val (oracle) | entropy | im | bnm | snd | dev | classami
+    validators: bool = True  # score every unsupervised validator each epoch (always when select is one)
     early_stopping: bool = False  # stop when patience runs out (select source-val or target-val)
     patience: int = 10000  # steps to wait for a new best before stopping
     patience_increase: float = 2.0  # on a real improvement, patience >= step * this
@@ -163,7 +164,7 @@ class Config:
                      "anneal_alpha", "anneal_beta", "patience_increase"):
             _check_range(self, name, 0.0, math.inf)
         for name in ("early_stopping", "amp", "channels_last", "compile", "cuda_graphs",
-                     "keep_checkpoints"):
+                     "keep_checkpoints", "validators"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
         for name in ("data_root", "cache_dir"):
@@ -256,7 +257,7 @@ PRESETS: dict[str, dict] = {
 }
 # Time to accuracy (``dalab bench --time-to-accuracy``): the quick recipe on the paper's
 # network without batch norm (a cheaper step; BENCHMARKS.md's time-to-accuracy figures).
-PRESETS["speedrun"] = dict(PRESETS["quick"], network="dann")
+PRESETS["speedrun"] = dict(PRESETS["quick"], network="dann", validators=False)
 
 FIELDS = {f.name for f in dataclasses.fields(Config)}
 

@@ -95,6 +95,8 @@ class Selector:
         if target is None and "target_train" in sets.evals:  # source-only protocols
             target = sets.evals["target_train"].images
         target = None if target is None else target[:n]
+        if not cfg.validators and cfg.select not in VALIDATORS:
+            target = None  # no validator scores (a speed run's choice)
         labelled_val = "target_val" if PROTOCOLS[cfg.protocol][1] == "target" else "source_val"
         keys = {rule: f"{name}_acc" for rule, name in
                 (("source-val", labelled_val), ("target-val", "target_val"))
