@@ -66,11 +66,9 @@ speedrun_variants() {  # each line of $VARIANTS: arguments of bench/time_to_accu
 sota_gpu() {  # three seeds side by side; each run folder holds its time and figures
     for seed in 0 1 2; do
         $PY -m dalab train --preset sota-gpu --device cuda --seed $seed \
-            --out "$DATA/runs/sota-gpu-$seed" > "$OUT/sota-gpu-$seed.log" 2>&1 &
+            --out "$DATA/runs/sota-gpu-$seed" > "$DATA/runs/sota-gpu-$seed.log" 2>&1 &
     done
     wait
-    for seed in 0 1 2; do cp "$DATA/runs/sota-gpu-$seed/result.json" \
-        "$OUT/sota-gpu-$seed.json" 2>/dev/null; done
 }
 
 { nvidia-smi; git rev-parse HEAD; $PY -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"; } \
@@ -95,4 +93,10 @@ step sota_probe 40 $PY -m dalab train --preset sota --device cuda --epochs 1 \
     --out "$DATA/runs/sota-probe"
 cp "$DATA/runs/sota-probe/result.json" "$OUT/sota-probe.json" 2>/dev/null
 step sota_gpu 300 bash -c sota_gpu
+if [[ " $STEPS " == *" sota_gpu "* ]]; then  # results, or each epoch's figures if cut
+    for seed in 0 1 2; do
+        cp "$DATA/runs/sota-gpu-$seed/result.json" "$OUT/sota-gpu-$seed.json" 2>/dev/null
+        cp "$DATA/runs/sota-gpu-$seed/metrics.csv" "$OUT/sota-gpu-$seed.csv" 2>/dev/null
+    done
+fi
 exit 0
