@@ -1,5 +1,6 @@
-"""Time to accuracy alone: the ``speedrun`` preset's part of ``dalab bench
---time-to-accuracy`` (same function, same settings), without the throughput figures.
+"""Time to accuracy alone: the ``speedrun`` preset's (``speedrun-gpu`` on CUDA) part of
+``dalab bench --time-to-accuracy`` (same function, same settings), without the
+throughput figures.
 
 Usage::
 
@@ -24,18 +25,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--eval-every", type=int, default=100, help="steps between scores")
-    parser.add_argument("--preset", default="speedrun", help="the recipe (default speedrun)")
+    parser.add_argument("--preset", default=None,
+                        help="the recipe (default: speedrun, speedrun-gpu on CUDA)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a Config field over the preset (a JSON value or a string), "
                              "e.g. --set batch_size=256 --set network=dann_bn")
     args = parser.parse_args()
 
-    from dalab.bench.time_to_accuracy import time_to_accuracy
+    from dalab.bench.time_to_accuracy import speedrun_preset, time_to_accuracy
     from dalab.bench.timing import machine
     from dalab.training import make_config
     from dalab.training.loop import resolve_device
 
-    cfg = make_config(args.preset, device=args.device, threads=args.threads,
+    preset = args.preset or speedrun_preset(resolve_device(args.device).type)
+    cfg = make_config(preset, device=args.device, threads=args.threads,
                       data_root=args.data_root, cache_dir=args.cache_dir,
                       **dict(_setting(item) for item in args.set))
     device = resolve_device(cfg.device)

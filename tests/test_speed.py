@@ -98,10 +98,11 @@ def test_augment_registry():
         augment("flip", x, gen)
 
 
-def test_speedrun_preset_reads_no_target_labels():
-    cfg = make_config("speedrun")
+@pytest.mark.parametrize("preset", ["speedrun", "speedrun-gpu"])
+def test_speedrun_presets_read_no_target_labels(preset):
+    cfg = make_config(preset)
     assert cfg.protocol == "tst_tt" and cfg.select == "none" and not cfg.oracle_selection
-    assert cfg.augment == "color"
+    assert cfg.augment == "color" and not cfg.validators
 
 
 @pytest.mark.gpu

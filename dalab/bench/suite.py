@@ -170,12 +170,12 @@ def run_suite(data_root=None, cache_dir=None, *, device: str = "auto", threads: 
     out["eval_images"] = m
 
     if time_to_accuracy:
-        from dalab.bench.time_to_accuracy import time_to_accuracy as tta
+        from dalab.bench.time_to_accuracy import speedrun_preset, time_to_accuracy as tta
 
         extra = dict(max_train=sizes["max_train"], max_eval=sizes["max_eval"])
         if tiny:
             extra.update(epochs=1, batch_size=sizes["batch"])
-        scfg = make_config("speedrun", device=dev.type, **opts, **dirs, **extra)
+        scfg = make_config(speedrun_preset(dev.type), device=dev.type, **opts, **dirs, **extra)
         res = tta(scfg, seeds=seeds, eval_every=sizes["eval_every"], log=log)
         out["seconds_to_accuracy"] = res["seconds_to_accuracy"]
         out["final_accuracy"] = res["final_accuracy"]

@@ -19,6 +19,11 @@ from collections.abc import Callable, Sequence
 THRESHOLDS = (0.70, 0.75, 0.80)
 
 
+def speedrun_preset(device_type: str) -> str:
+    """The time-to-accuracy recipe of a device: ``speedrun-gpu`` on CUDA, else ``speedrun``."""
+    return "speedrun-gpu" if device_type == "cuda" else "speedrun"
+
+
 def _target_test(cfg, device):
     from dalab.data import load_domain
     from dalab.training.domains import target_spec

@@ -1,6 +1,6 @@
 """`dalab bench`: training throughput against the bare step and a conventional
 DataLoader pipeline, evaluation and MNIST-M generation speed, peak memory and,
-optionally, time to accuracy of the ``speedrun`` preset."""
+optionally, time to accuracy of the ``speedrun`` preset (``speedrun-gpu`` on CUDA)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ def add_bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the network (CUDA; falls back to eager)")
     p.add_argument("--time-to-accuracy", action="store_true",
-                   help="also time the speedrun preset to 0.70/0.75/0.80 target accuracy")
+                   help="also time the speedrun preset (speedrun-gpu on CUDA) to "
+                        "0.70/0.75/0.80 target accuracy")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED",
                    help="seeds of the time-to-accuracy runs (default 0 1 2)")
     p.add_argument("--json-out", metavar="FILE", default=None,
