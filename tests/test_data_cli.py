@@ -76,3 +76,12 @@ def test_location_options_work_before_the_action(data_root, cache_dir, capsys, m
     code, out, err = _run(capsys, "--data-root", str(data_root), "--cache-dir",
                           str(cache_dir), "mnistm")
     assert code == 0 and "cache hit" in out, err
+
+
+def test_quiet_and_verbose_are_flags_after_the_action(data_root, cache_dir, capsys):
+    common = ["--data-root", str(data_root), "--cache-dir", str(cache_dir)]
+    _run(capsys, "mnistm", *common)  # generated or found
+    code, out, err = _run(capsys, "mnistm", "-q", "--theta", "1", *common)
+    assert code == 0, err
+    code, _, err = _run(capsys, "mnistm", "--verbose", *common)
+    assert code == 0, err

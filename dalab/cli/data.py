@@ -39,11 +39,16 @@ def _location_after_action(common: argparse.ArgumentParser) -> argparse.Argument
     of None, the action's parser would overwrite a value given at the ``data`` level.
     """
     late = argparse.ArgumentParser(add_help=False)
-    group = late.add_argument_group("data location")
-    for option in common._actions:
-        if option.option_strings:
-            group.add_argument(*option.option_strings, dest=option.dest, help=option.help,
-                               metavar=option.metavar, default=argparse.SUPPRESS)
+    for group in common._action_groups:
+        options = [o for o in group._group_actions if o.option_strings]
+        if not options:
+            continue
+        copy = late.add_argument_group(group.title)
+        for option in options:
+            kind = ({"action": "store_true"} if isinstance(option, argparse._StoreTrueAction)
+                    else {"metavar": option.metavar})
+            copy.add_argument(*option.option_strings, dest=option.dest, help=option.help,
+                              default=argparse.SUPPRESS, **kind)
     return late
 
 
