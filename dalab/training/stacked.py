@@ -63,13 +63,36 @@ def pack_problem(cfg) -> str | None:
     return None
 
 
+# (device type, dtype) where torch's batch norm cannot run under vmap
+_NOT_UNDER_VMAP: set[tuple[str, torch.dtype]] = set()
+
+
+def batch_norm_in_vmap(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
+                       weight: Tensor | None = None, bias: Tensor | None = None,
+                       training: bool = False, momentum: float = 0.1, eps: float = 1e-5
+                       ) -> Tensor:
+    """``F.batch_norm`` for members under ``vmap``. ``F.batch_norm`` asks a batched tensor
+    for its memory format on CUDA (choosing cuDNN), which ``vmap`` does not support;
+    ``torch.native_batch_norm`` goes straight to its batching rule (the members fold
+    into the channels: one fused kernel). Where that fails too, the formula written out
+    in tensor ops (:func:`batch_norm_by_hand`)."""
+    where = (x.device.type, x.dtype)
+    if where not in _NOT_UNDER_VMAP:
+        try:
+            return torch.native_batch_norm(x, weight, bias, running_mean, running_var,
+                                           training, momentum, eps)[0]
+        except RuntimeError:  # refused at dispatch, before any work
+            _NOT_UNDER_VMAP.add(where)
+    return batch_norm_by_hand(x, running_mean, running_var, weight, bias, training,
+                              momentum, eps)
+
+
 def batch_norm_by_hand(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
                        weight: Tensor | None = None, bias: Tensor | None = None,
                        training: bool = False, momentum: float = 0.1, eps: float = 1e-5
                        ) -> Tensor:
-    """``F.batch_norm`` written out in tensor ops (float32), for members under ``vmap``:
-    CUDA's fused batch norm asks a batched tensor for its memory format, which ``vmap``
-    does not support. Same statistics and running-average update as torch's."""
+    """``F.batch_norm`` written out in tensor ops (float32): same statistics and
+    running-average update as torch's."""
     dims = [0, *range(2, x.dim())]
     shape = [1, -1] + [1] * (x.dim() - 2)
     xf = x.float()
@@ -90,10 +113,10 @@ def batch_norm_by_hand(x: Tensor, running_mean: Tensor | None, running_var: Tens
 
 @contextlib.contextmanager
 def vmap_safe_batch_norm():
-    """Batch-norm layers compute with :func:`batch_norm_by_hand` inside the block (they
+    """Batch-norm layers compute with :func:`batch_norm_in_vmap` inside the block (they
     call ``torch.nn.functional.batch_norm``; it is swapped back on leaving)."""
     fused = F.batch_norm
-    F.batch_norm = batch_norm_by_hand
+    F.batch_norm = batch_norm_in_vmap
     try:
         yield
     finally:
