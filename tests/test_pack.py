@@ -144,7 +144,7 @@ def _same_run(a: Path, b: Path) -> None:
     wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     assert wa.keys() == wb.keys()
     for key in wa:
-        assert torch.allclose(wa[key], wb[key], atol=1e-6), key
+        assert torch.allclose(wa[key], wb[key], atol=1e-5), key  # summation order
 
 
 def test_train_pack_writes_the_run_folders_of_runs_one_by_one(tmp_path, data_root, cache_dir):

@@ -131,17 +131,36 @@ def _batched(template: Tensor, members: list[Tensor], where: str) -> Tensor:
 
 class Stack:
     """The parameters and buffers of ``methods`` stacked along a new first dimension;
-    each member's tensors become views of its slice (``tensor.data = stacked[i]``)."""
+    each member's tensors become views of its slice (``tensor.data = stacked[i]``).
+
+    The trainable parameters all live in one ``(M, P)`` tensor, :attr:`flat` (each
+    stacked parameter a view of its columns), so that an optimiser update is a handful
+    of whole-tensor operations, not a handful per parameter."""
 
     def __init__(self, methods: list[Method]):
         self.methods = methods
         self.params: dict[str, Tensor] = {}
         self.buffers: dict[str, Tensor] = {}
         named = [dict(m.named_parameters()) for m in methods]
+        trainable = {name: ref for name, ref in named[0].items() if ref.requires_grad}
+        self.columns: dict[str, tuple[int, int]] = {}  # name -> (first, last + 1) of flat
+        at = 0
+        for name, ref in trainable.items():
+            self.columns[name] = (at, at + ref.numel())
+            at += ref.numel()
+        if not trainable or len({r.dtype for r in trainable.values()}) > 1:
+            raise PackError("pack: the networks need trainable parameters of one type")
+        ref = next(iter(trainable.values()))
+        self.flat = torch.empty(len(methods), at, dtype=ref.dtype, device=ref.device)
         for name, ref in named[0].items():
             members = [n.get(name, ref.new_empty(0)) for n in named]
-            stacked = _batched(ref, members, f"parameter {name}").requires_grad_(
-                ref.requires_grad)
+            stacked = _batched(ref, members, f"parameter {name}")
+            if name in self.columns:
+                first, last = self.columns[name]
+                view = self.flat[:, first:last].view(stacked.shape)
+                view.copy_(stacked)
+                stacked = view
+            stacked.requires_grad_(ref.requires_grad)
             for i, p in enumerate(members):
                 p.data = stacked[i]
             self.params[name] = stacked
@@ -160,19 +179,15 @@ class Stack:
         return len(self.methods)
 
 
-def _view(shape_of: Tensor, per_member: Tensor) -> Tensor:
-    """``per_member`` (M,) shaped to broadcast over a stacked tensor."""
-    return per_member.view(-1, *([1] * (shape_of.dim() - 1)))
-
-
 class StackedOptimizer:
     """SGD or Adam, as ``torch.optim`` computes them, over a :class:`Stack`'s trainable
-    tensors with a per-member learning rate; state linked into every member's
-    optimiser ``name`` (built by the method from its Config)."""
+    tensors with a per-member learning rate, in whole-``(M, P)`` operations on the
+    stack's flat tensor; state linked into every member's optimiser ``name`` (built by
+    the method from its Config), so checkpoints hold what a lone run's hold."""
 
     def __init__(self, stack: Stack, name: str = "main"):
         opts = [m.optimizers[name] for m in stack.methods]
-        self.opts = opts
+        self.stack, self.opts = stack, opts
         kinds = {type(o) for o in opts}
         if len(kinds) != 1 or type(opts[0]) not in (torch.optim.SGD, torch.optim.Adam):
             raise PackError("pack: members need the same optimiser, SGD or Adam")
@@ -192,35 +207,47 @@ class StackedOptimizer:
         names = [[stack.of_member[id(p)] for p in g[0]["params"]] for g in groups]
         if any([n for n, _ in row] != [n for n, _ in names[0]] for row in names):
             raise PackError("pack: members' optimisers hold other parameters")
-        self.params = [stack.params[n] for n, _ in names[0]]
+        self.names = [n for n, _ in names[0]]
+        if any(n not in stack.columns for n in self.names):
+            raise PackError("pack: the optimiser holds a parameter that is not trainable")
         self.member_params = [g[0]["params"] for g in groups]
         self.keys = (("exp_avg", "exp_avg_sq") if self.adam else
                      ("momentum_buffer",) if hyper["momentum"] else ())
-        self.state: list[dict[str, Tensor] | None] = [None] * len(self.params)
+        self.state: dict[str, Tensor] | None = None  # key -> (M, P), made at the first step
+        self.used: list[str] = []  # the optimiser's parameters that get gradients
+        self.mask: Tensor | None = None  # (P,) 1 on the used parameters' columns
         self.step_count = None
         if self.adam:  # one count for all (every used parameter steps every time)
             zero = torch.zeros((), dtype=torch.get_default_dtype())
             self.step_count = torch.stack([
                 next((o.state[p]["step"] for p in ps if "step" in o.state.get(p, {})), zero)
                 .detach().float() for o, ps in zip(opts, self.member_params)]
-            ).to(self.params[0].device)
+            ).to(stack.flat.device)
 
-    def _link(self, j: int) -> dict[str, Tensor]:
-        """Parameter ``j``'s state: the members' (zeros where a member has none yet)
-        stacked, each member's entry made a view of its slice. Done at the first step
-        with a gradient, as ``torch.optim`` creates state (unused parameters get none)."""
-        p = self.params[j]
-        state = {k: torch.stack([o.state.get(ps[j], {}).get(k, torch.zeros_like(p[0]))
-                                 for o, ps in zip(self.opts, self.member_params)]).to(p.device)
-                 for k in self.keys}
-        for m, (opt, ps) in enumerate(zip(self.opts, self.member_params)):
-            entry = opt.state[ps[j]]
-            if self.adam:
-                entry["step"] = self.step_count[m]
-            for k, tensors in state.items():
-                entry[k] = tensors[m]
-        self.state[j] = state
-        return state
+    def _link(self, used: list[str]) -> None:
+        """At the first step, as ``torch.optim`` creates state (unused parameters get
+        none): the members' state (zeros where a member has none yet) copied into
+        ``(M, P)`` tensors, each member's entries made views of them."""
+        flat = self.stack.flat
+        self.used = used
+        self.state = {k: torch.zeros_like(flat) for k in self.keys}
+        self.mask = torch.zeros(flat.shape[1], dtype=flat.dtype, device=flat.device)
+        index = {n: j for j, n in enumerate(self.names)}
+        for name in used:
+            first, last = self.stack.columns[name]
+            self.mask[first:last] = 1
+            shape = self.stack.params[name].shape[1:]
+            for m, (opt, ps) in enumerate(zip(self.opts, self.member_params)):
+                entry = opt.state[ps[index[name]]]
+                for k, tensors in self.state.items():
+                    view = tensors[m, first:last].view(shape)
+                    if k in entry:
+                        view.copy_(entry[k])
+                    entry[k] = view
+                if self.adam:
+                    entry["step"] = self.step_count[m]
+        if len(used) == len(self.stack.columns):
+            self.mask = None  # every column steps: nothing to mask
 
     def set_lr(self, lrs: list[float]) -> None:
         """Record each member's learning rate in its optimiser (as a lone run's step
@@ -229,31 +256,35 @@ class StackedOptimizer:
             opt.param_groups[0]["lr"] = lr
 
     @torch.no_grad()
-    def step(self, grads: list[Tensor | None], lr: Tensor) -> None:
-        """One update with gradients ``grads`` (stacked; None: the parameter was not
-        used, and is left alone as torch.optim does) and learning rates ``lr`` (M,)."""
-        wd = self.hyper["weight_decay"]
-        used = [(j, p, g if not wd else g.add(p, alpha=wd))
-                for j, (p, g) in enumerate(zip(self.params, grads)) if g is not None]
-        states = [self.state[j] or self._link(j) for j, _, _ in used]
+    def step(self, grads: dict[str, Tensor | None], lr: Tensor) -> None:
+        """One update with gradients ``grads`` (by name, stacked; None: the parameter
+        was not used, and is left alone as torch.optim does) and learning rates ``lr``
+        (M,)."""
+        if self.state is None:
+            self._link([n for n in self.names if grads.get(n) is not None])
+        flat = self.stack.flat
+        g = torch.cat([grads[n].reshape(len(flat), -1) if n in self.used else
+                       flat.new_zeros(len(flat), last - first)
+                       for n, (first, last) in self.stack.columns.items()], 1)
+        if self.hyper["weight_decay"]:
+            g = g.add(flat, alpha=self.hyper["weight_decay"])
+        if self.mask is not None:
+            g = g.mul_(self.mask)
+        lr = lr.view(-1, 1)
         if not self.adam:
-            momentum = self.hyper["momentum"]
-            for (_, p, g), state in zip(used, states):
-                if momentum:
-                    g = state["momentum_buffer"].mul_(momentum).add_(g)
-                p.add_(g * _view(p, -lr.to(p.dtype)))
+            if self.hyper["momentum"]:
+                g = self.state["momentum_buffer"].mul_(self.hyper["momentum"]).add_(g)
+            flat.sub_(g * lr.to(flat.dtype))
             return
         beta1, beta2 = self.hyper["betas"]
         self.step_count.add_(1)
         count = self.step_count.double()
-        step_size = (lr.double() / (1 - beta1 ** count)).float()
-        bc2_sqrt = (1 - beta2 ** count).sqrt().float()
-        for (_, p, g), state in zip(used, states):
-            m, v = state["exp_avg"], state["exp_avg_sq"]
-            m.lerp_(g, 1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            denom = (v.sqrt() / _view(v, bc2_sqrt)).add_(self.hyper["eps"])
-            p.add_(m * _view(m, -step_size) / denom)
+        step_size = (lr.double() / (1 - beta1 ** count).view(-1, 1)).to(flat.dtype)
+        bc2_sqrt = (1 - beta2 ** count).sqrt().to(flat.dtype).view(-1, 1)
+        m, v = self.state["exp_avg"], self.state["exp_avg_sq"]
+        m.lerp_(g, 1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        flat.sub_(m * step_size / (v.sqrt() / bc2_sqrt).add_(self.hyper["eps"]))
 
 
 class StackedStep:
@@ -321,16 +352,8 @@ class StackedStep:
             params, self.stack.buffers, xs, ys, xt, progress, self.scalars)
         grads = torch.autograd.grad(out["loss"].sum(), [params[n] for n in self.trainable],
                                     allow_unused=True)
-        by_name = dict(zip(self.trainable, grads))
-        self.optimizer.step([by_name[n] for n in self._opt_names()], lr)
+        self.optimizer.step(dict(zip(self.trainable, grads)), lr)
         return {k: v.detach() for k, v in out.items()}
-
-    def _opt_names(self) -> list[str]:
-        names = getattr(self, "_names", None)
-        if names is None:
-            index = {id(p): n for n, p in self.stack.params.items()}
-            names = self._names = [index[id(p)] for p in self.optimizer.params]
-        return names
 
 
 def _shared(sets: list[Tensor]) -> tuple[Tensor, Tensor]:
