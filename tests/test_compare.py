@@ -115,3 +115,17 @@ def test_compare_report_and_command_line(tmp_path, monkeypatch):
     assert (seen["epochs"], seen["grl_lambda"], seen["select"]) == (1, 0.3, "entropy")
     assert seen["runtime"] == {"threads": 1}
     assert json.loads((out / "compare.json").read_text())["methods"] == ["dann", "cdan"]
+
+
+def test_compare_all_means_every_adaptation_method(tmp_path, monkeypatch):
+    from dalab.methods import METHODS
+    from dalab.sweep import comparison
+
+    monkeypatch.setitem(GAIN, "mcc", 0.25)
+    monkeypatch.setattr("dalab.methods.METHODS", {k: METHODS[k] for k in
+                                                  ("source_only", "dann", "cdan", "mcc")})
+    tables = comparison.compare(["all"], tmp_path / "cmp", seeds=[0], thetas=[1.0],
+                                train_fn=fake_train, log=lambda s: None,
+                                runtime={"cache_dir": str(tmp_path)}, epochs=3)
+    assert [r["method"] for r in tables["summary"]] == [
+        "source only", "dann", "cdan", "mcc", "target trained (oracle)"]

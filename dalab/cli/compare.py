@@ -31,7 +31,7 @@ def add_parser(sub, common) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("what is compared (comma-separated lists)")
     g.add_argument("--methods", required=True, metavar="LIST",
-                   help="adaptation methods (keys of dalab.methods.METHODS)")
+                   help="adaptation methods (keys of dalab.methods.METHODS), or all")
     g.add_argument("--seeds", default="0", metavar="LIST", help="seeds (default: %(default)s)")
     g.add_argument("--theta", default=None, metavar="LIST",
                    help="MNIST-M blend strengths (default: the preset's)")

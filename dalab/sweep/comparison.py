@@ -48,7 +48,8 @@ def compare(methods: list[str], out: str | Path, *, seeds=(0,), thetas=None,
     Parameters
     ----------
     methods
-        Adaptation methods (keys of :data:`dalab.methods.METHODS`).
+        Adaptation methods (keys of :data:`dalab.methods.METHODS`), or ``["all"]``:
+        every method but ``source_only`` (a reference row anyway).
     seeds, thetas
         Seeds and MNIST-M blend strengths (default: the preset's θ).
     preset
@@ -67,9 +68,13 @@ def compare(methods: list[str], out: str | Path, *, seeds=(0,), thetas=None,
     from dalab.training.config import RUNTIME_FIELDS, make_config
     from dalab.training.domains import require_target_labels
 
+    from dalab.methods import METHODS
+
     out = Path(out)
     if not methods:
-        raise ConfigError("compare: give at least one method (--methods dann,cdan,...)")
+        raise ConfigError("compare: give at least one method (--methods dann,cdan,... or all)")
+    if list(methods) == ["all"]:
+        methods = [m for m in METHODS if m != "source_only"]
     runtime = {**{k: v for k, v in overrides.items() if k in RUNTIME_FIELDS}, **(runtime or {})}
     overrides = {"select": DEFAULT_SELECT,
                  **{k: v for k, v in overrides.items() if k not in RUNTIME_FIELDS}}
