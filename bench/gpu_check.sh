@@ -13,7 +13,11 @@
 #   speedrun_variants  time to accuracy of candidate speedrun recipes (VARIANTS, one
 #                   "--preset P --set k=v ..." per line), 3 seeds each;
 #   sota_probe      one epoch of the sota recipe on CUDA (its time per epoch);
-#   sota_gpu        the sota-gpu preset, seeds 0 1 2 side by side on the one GPU.
+#   sota_gpu        the sota-gpu preset, seeds 0 1 2 side by side on the one GPU;
+#   compare         dalab compare --methods all (3 seeds, theta 0.2 0.6 1.0, preset
+#                   quick) with 8 runs side by side; its tables and every run's
+#                   result.json and metrics.csv come back as compare.tar.gz (a second
+#                   call with the tar in gpu-data/ resumes where the first was cut).
 # STEPS picks some (default: all but sota_gpu), e.g. STEPS="tests bench".
 #
 # Data: MNIST and BSDS500 copied into the git-ignored gpu-data/ of the checkout:
@@ -51,6 +55,13 @@ prepare() {  # the sweep's MNIST-M sets, in parallel
     wait
 }
 
+compare() {  # resumable: unpack an earlier call's runs first (gpu-data/compare.tar.gz)
+    local dir=$DATA/runs/compare
+    [ -f "$DATA/compare.tar.gz" ] && mkdir -p "$DATA/runs" && tar -xzf "$DATA/compare.tar.gz" -C "$DATA/runs"
+    $PY -m dalab compare --methods all --seeds 0,1,2 --theta 0.2,0.6,1.0 --preset quick \
+        --device cuda --jobs 8 --out "$dir"
+}
+
 speedrun_variants() {  # each line of $VARIANTS: arguments of bench/time_to_accuracy.py
     local i=0
     while read -r line; do
@@ -76,7 +87,7 @@ sota_gpu() {  # three seeds side by side; each run folder holds its time and fig
 SWEEP=(--theta 0.2,0.4,0.6,0.8,1.0 --lambda 0,0.03,0.1,0.3,1 --protocol ts_tt,tst_tt
        --seeds 0 --preset quick --device cuda)
 
-export -f prepare sota_gpu speedrun_variants
+export -f prepare sota_gpu speedrun_variants compare
 export PY OUT DATA VARIANTS=${VARIANTS:-"--preset speedrun"}
 step prepare 40 bash -c prepare
 step tests 60 $PY -m pytest -q -m gpu tests/test_graph.py tests/test_pack.py tests/test_speed.py
@@ -98,5 +109,10 @@ if [[ " $STEPS " == *" sota_gpu "* ]]; then  # results, or each epoch's figures 
         cp "$DATA/runs/sota-gpu-$seed/result.json" "$OUT/sota-gpu-$seed.json" 2>/dev/null
         cp "$DATA/runs/sota-gpu-$seed/metrics.csv" "$OUT/sota-gpu-$seed.csv" 2>/dev/null
     done
+fi
+step compare 420 bash -c compare
+if [[ " $STEPS " == *" compare "* ]]; then  # the runs' results and curves, no weights
+    (cd "$DATA/runs" && tar -czf "$OUT/compare.tar.gz" --exclude='*.safetensors' \
+        --exclude=checkpoints --exclude='*.png' compare)
 fi
 exit 0

@@ -262,6 +262,16 @@ def test_ray_missing_gives_clear_error(tmp_path, monkeypatch):
         sweep(small_spec(thetas=[0.5], seeds=[0]), tmp_path, backend="ray")
 
 
+def test_cuda_without_a_gpu_is_one_error_before_any_point(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="torch sees no CUDA device"):
+        run_sweep(small_spec(), tmp_path / "sweep", runtime={"device": "cuda"},
+                  train_fn=fake_train, log=lambda *a: None)
+    assert not (tmp_path / "sweep" / "runs").exists()
+
+
 def test_cli_flags_become_spec_and_runtime(tmp_path):
     from dalab.cli import build_parser
     from dalab.cli.sweep import spec_from_args

@@ -249,6 +249,10 @@ def run_sweep(spec: SweepSpec, out: Path, *, jobs: int = 1, backend: str = "loca
     bad = set(runtime) - RUNTIME_FIELDS
     if bad:
         raise ConfigError(f"sweep: {sorted(bad)} are not runtime fields ({sorted(RUNTIME_FIELDS)})")
+    if backend == "local" and runtime.get("device") == "cuda":
+        from dalab.training.loop import resolve_device
+
+        resolve_device("cuda")  # no CUDA here: one clear error, not one per point
     if backend == "local" and not runtime.get("threads"):
         runtime["threads"] = max(1, _cores() // jobs)
     if backend == "ray" and cpus_per_point and not runtime.get("threads"):
