@@ -31,25 +31,26 @@ def _data(n: int, device: torch.device) -> tuple:
 
 
 def graph_step_throughput(batch: int, device: torch.device, steps: int = 30,
-                          repeats: int = 3) -> dict | None:
-    """Images/s of the captured DANN step (``None`` off CUDA)."""
+                          repeats: int = 3, **flags) -> dict | None:
+    """Images/s of the captured DANN step (``None`` off CUDA); ``flags`` as for
+    :func:`dalab.bench.bare_step.build_step` (amp, channels_last, compile)."""
     if device.type != "cuda":
         return None
-    return _throughput(1, batch, device, steps, repeats)
+    return _throughput(1, batch, device, steps, repeats, **flags)
 
 
 def packed_throughput(members: int, batch: int, device: torch.device, steps: int = 10,
-                      repeats: int = 3) -> dict:
+                      repeats: int = 3, **flags) -> dict:
     """Images/s of ``members`` DANN runs stepped as one stack (all members' images)."""
-    return _throughput(members, batch, device, steps, repeats)
+    return _throughput(members, batch, device, steps, repeats, **flags)
 
 
 def _throughput(members: int, batch: int, device: torch.device, steps: int,
-                repeats: int) -> dict:
+                repeats: int, **flags) -> dict:
     from dalab.training.graph import GraphStep
     from dalab.training.stacked import StackedStep
 
-    methods = [build_step("dann", batch, device, seed=m)[1] for m in range(members)]
+    methods = [build_step("dann", batch, device, seed=m, **flags)[1] for m in range(members)]
     data = _data(batch * 8, device)
     gens = [torch.Generator(device).manual_seed(m) for m in range(members)]
     stacked = StackedStep(methods, [m.cfg for m in methods], [data] * members, gens, 3)

@@ -147,7 +147,7 @@ def run_suite(data_root=None, cache_dir=None, *, device: str = "auto", threads: 
     out["ratio_to_bare_step"] = loop["median"] / out["bare_step_img_s"]
     log(f"  {loop['median']:,.0f} images/s, {out['ratio_to_bare_step']:.2f} of the bare step")
 
-    _packed_figures(out, sizes, dev, repeats, tiny, threads, dirs, log)
+    _packed_figures(out, sizes, dev, repeats, tiny, threads, dirs, fast, log)
 
     log(f"conventional pipeline: PIL + DataLoader(num_workers={workers}) ...")
     n = min(60_000, sizes["batch"] * sizes["conv_steps"] * (repeats + 1))
@@ -188,20 +188,24 @@ def run_suite(data_root=None, cache_dir=None, *, device: str = "auto", threads: 
 
 
 def _packed_figures(out: dict, sizes: dict, dev: torch.device, repeats: int, tiny: bool,
-                    threads: int, dirs: dict, log) -> None:
-    """The captured step, the packed steps and the sweep times into ``out``."""
+                    threads: int, dirs: dict, fast: dict, log) -> None:
+    """The captured step, the packed steps (with the bare step's flags ``fast``) and the
+    sweep times into ``out``."""
     from dalab.bench.packed import graph_step_throughput, packed_throughput, sweep_seconds
+
+    fast = {k: v for k, v in fast.items() if k != "compile"}  # a stack is not compiled
 
     batch, on_gpu = sizes["batch"], dev.type == "cuda"
     steps = sizes["pack_steps"] if (tiny or on_gpu) else 2
     log("captured step (CUDA graph), DANN ..." if on_gpu else
         "captured step: CUDA only (null on this device)")
-    out["graph_step"] = graph_step_throughput(batch, dev, repeats=repeats)
+    out["graph_step"] = graph_step_throughput(batch, dev, repeats=repeats, **fast)
     out["graph_step_img_s"] = out["graph_step"]["median"] if out["graph_step"] else None
     out["packed_step"] = {}
     for members in sizes["packs"]:
         log(f"packed step: {members} DANN runs at once, batch {batch} each ...")
         out["packed_step"][str(members)] = packed_throughput(members, batch, dev, steps=steps,
+                                                             **fast,
                                                              repeats=repeats)
         log(f"  {out['packed_step'][str(members)]['median']:,.0f} images/s in all")
     out["packed_img_s"] = {k: v["median"] for k, v in out["packed_step"].items()}

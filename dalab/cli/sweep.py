@@ -65,8 +65,8 @@ def add_running_options(p, folder: str) -> None:
                    help="Ray: GPUs each point asks for; a fraction shares one GPU")
     r.add_argument("--pack", type=int, default=1, metavar="N",
                    help="train up to N points that share network, batch size and method "
-                   "at once as one stacked model (one job or Ray task per pack; for GPUs: "
-                   "slower than one by one on the CPU); default 1: every point alone")
+                   "at once as one stacked model (one job or Ray task per pack; faster on "
+                   "a GPU, on par on the CPU); default 1: every point alone")
 
 
 def spec_from_args(args):

@@ -282,10 +282,8 @@ def run_sweep(spec: SweepSpec, out: Path, *, jobs: int = 1, backend: str = "loca
 
         units = plan_units(todo, pack)
         if pack > 1:
-            cpu = runtime.get("device", "auto") == "cpu" or not _cuda()
             log(f"sweep: {len(todo)} points to train in {len(units)} units (packs of up "
-                f"to {pack})" + ("; on the CPU a pack is slower than its points one by "
-                                 "one (docs/speed.md)" if cpu else ""))
+                f"to {pack})")
         if backend == "ray":
             from dalab.sweep.ray_backend import run_ray
 
@@ -369,12 +367,6 @@ def _report_grid(spec: SweepSpec, n: int, log) -> None:
     note = (f"; {', '.join(once)} ha{'s' if len(once) == 1 else 've'} no domain loss, "
             "so λ does not change them: run once per θ/preset/seed") if once and len(spec.lambdas) > 1 else ""
     log(f"sweep: {n} points{note}")
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _cores() -> int:

@@ -144,6 +144,10 @@ class Stack:
         named = [dict(m.named_parameters()) for m in methods]
         trainable = {name: ref for name, ref in named[0].items() if ref.requires_grad}
         self.columns: dict[str, tuple[int, int]] = {}  # name -> (first, last + 1) of flat
+        self.shapes = {name: (len(methods), *ref.shape) for name, ref in trainable.items()}
+        self.orders = {name: (0, 2, 3, 1) for name, ref in trainable.items()
+                       if ref.dim() == 4 and not ref.is_contiguous()
+                       and ref.is_contiguous(memory_format=torch.channels_last)}
         at = 0
         for name, ref in trainable.items():
             self.columns[name] = (at, at + ref.numel())
@@ -156,8 +160,7 @@ class Stack:
             members = [n.get(name, ref.new_empty(0)) for n in named]
             stacked = _batched(ref, members, f"parameter {name}")
             if name in self.columns:
-                first, last = self.columns[name]
-                view = self.flat[:, first:last].view(stacked.shape)
+                view = self.view_of(name, self.flat)
                 view.copy_(stacked)
                 stacked = view
             stacked.requires_grad_(ref.requires_grad)
@@ -177,6 +180,23 @@ class Stack:
     @property
     def size(self) -> int:
         return len(self.methods)
+
+    def view_of(self, name: str, table: Tensor) -> Tensor:
+        """Parameter ``name``'s columns of a ``(M, P)`` tensor, shaped as the stacked
+        parameter and laid out as the members' own (channels-last weights stay so)."""
+        first, last = self.columns[name]
+        shape, order = self.shapes[name], self.orders.get(name)
+        if order is None:
+            return table[:, first:last].view(shape)
+        block = table[:, first:last].view(shape[0], *(shape[1 + d] for d in order))
+        return block.permute(0, *(1 + order.index(d) for d in range(len(order))))
+
+    def columns_of(self, name: str, stacked: Tensor) -> Tensor:
+        """A stacked tensor shaped as parameter ``name`` as its ``(M, n)`` columns."""
+        order = self.orders.get(name)
+        if order is not None:
+            stacked = stacked.permute(0, *(1 + d for d in order))
+        return stacked.reshape(len(stacked), -1)
 
 
 class StackedOptimizer:
@@ -236,11 +256,11 @@ class StackedOptimizer:
         for name in used:
             first, last = self.stack.columns[name]
             self.mask[first:last] = 1
-            shape = self.stack.params[name].shape[1:]
+            views = {k: self.stack.view_of(name, tensors) for k, tensors in self.state.items()}
             for m, (opt, ps) in enumerate(zip(self.opts, self.member_params)):
                 entry = opt.state[ps[index[name]]]
-                for k, tensors in self.state.items():
-                    view = tensors[m, first:last].view(shape)
+                for k in self.state:
+                    view = views[k][m]
                     if k in entry:
                         view.copy_(entry[k])
                     entry[k] = view
@@ -263,7 +283,7 @@ class StackedOptimizer:
         if self.state is None:
             self._link([n for n in self.names if grads.get(n) is not None])
         flat = self.stack.flat
-        g = torch.cat([grads[n].reshape(len(flat), -1) if n in self.used else
+        g = torch.cat([self.stack.columns_of(n, grads[n]) if n in self.used else
                        flat.new_zeros(len(flat), last - first)
                        for n, (first, last) in self.stack.columns.items()], 1)
         if self.hyper["weight_decay"]:
@@ -290,6 +310,12 @@ class StackedOptimizer:
 class StackedStep:
     """One training step of every member of a :class:`Stack` (see the module docstring).
 
+    On CUDA the members' losses run as one batched computation (``vmap``: one kernel
+    per layer for all members). On the CPU they run one after another inside the step,
+    each with its own convolutions (``vmap`` turns a convolution into a grouped one,
+    which is slower there than the members' own); the gradients, the optimiser update
+    and the figures are still the stack's.
+
     Parameters
     ----------
     methods, cfgs
@@ -301,15 +327,20 @@ class StackedStep:
         Per member, the generator of its augmentation draws.
     channels
         Channels the augmentation produces.
+    batched
+        Losses under ``vmap`` (True) or member by member (False); default: ``vmap``
+        on CUDA only.
     """
 
     def __init__(self, methods: list[Method], cfgs: list, data: list[tuple],
-                 augment_gens: list[torch.Generator], channels: int):
+                 augment_gens: list[torch.Generator], channels: int,
+                 batched: bool | None = None):
         cfg = cfgs[0]
         self.stack = Stack(methods)
+        self.batched = self.stack.flat.is_cuda if batched is None else batched
         self.optimizer = StackedOptimizer(self.stack)
         self.cfgs, self.gens, self.channels = cfgs, augment_gens, channels
-        self.augment = cfg.augment
+        self.augment, self.channels_last = cfg.augment, cfg.channels_last
         self.xs, self.xs_of = _shared([d[0] for d in data])
         self.ys = torch.stack([d[1] for d in data])
         self.xt, self.xt_of = (_shared([d[2] for d in data]) if data[0][2] is not None
@@ -347,13 +378,31 @@ class StackedStep:
 
         xs = augment_stacked(self.augment, xs, self.gens, self.channels)
         params = {k: v for k, v in self.stack.params.items()}
-        in_dims = (0, 0, 0, 0, None if xt is None else 0, None, 0)
-        out = torch.func.vmap(self._losses, in_dims=in_dims, randomness="error")(
-            params, self.stack.buffers, xs, ys, xt, progress, self.scalars)
+        if not self.batched:  # members one after another (see the class docstring)
+            outs = []
+            for i in range(len(xs)):
+                p, b, xs_i, ys_i, xt_i = _member(i, params, self.stack.buffers, xs, ys, xt)
+                if self.channels_last:  # as the loop feeds a lone run
+                    xs_i, xt_i = (None if x is None else
+                                  x.contiguous(memory_format=torch.channels_last)
+                                  for x in (xs_i, xt_i))
+                outs.append(self._losses(p, b, xs_i, ys_i, xt_i, progress,
+                                         _member(i, self.scalars)[0]))
+            out = {k: torch.stack([o[k] for o in outs]) for k in outs[0]}
+        else:
+            in_dims = (0, 0, 0, 0, None if xt is None else 0, None, 0)
+            out = torch.func.vmap(self._losses, in_dims=in_dims, randomness="error")(
+                params, self.stack.buffers, xs, ys, xt, progress, self.scalars)
         grads = torch.autograd.grad(out["loss"].sum(), [params[n] for n in self.trainable],
                                     allow_unused=True)
         self.optimizer.step(dict(zip(self.trainable, grads)), lr)
         return {k: v.detach() for k, v in out.items()}
+
+
+def _member(i: int, *stacked):
+    """Member ``i``'s slice of each stacked dict or tensor (None stays None)."""
+    return [None if x is None else {k: v[i] for k, v in x.items()} if isinstance(x, dict)
+            else x[i] for x in stacked]
 
 
 def _shared(sets: list[Tensor]) -> tuple[Tensor, Tensor]:
