@@ -1,15 +1,17 @@
 """Several runs of one network as one: stacked parameters, optimiser state and step.
 
 A :class:`Stack` puts the parameters and buffers of ``M`` members' methods (same
-modules, same shapes) into tensors with a leading member dimension, and makes each
-member's own tensors views of its slice: a member's model still evaluates, saves and
-checkpoints as a lone run's does, while the stack trains every member at once.
-:class:`StackedOptimizer` is SGD or Adam over the stacked tensors with one learning
-rate per member (a device tensor); its state is linked, slice by slice, into each
-member's own ``torch.optim`` optimiser, so checkpoints hold exactly what a lone run's
-hold. :class:`StackedStep` is one training step of all members: gather by index from
-the device-resident data, augmentation, the method's losses under ``torch.func.vmap``
-(``functional_call`` over the stacked tensors), backward and the optimiser update.
+modules, same shapes) into tensors with a leading member dimension (the trainable
+parameters all in one ``(M, P)`` tensor), and makes each member's own tensors views of
+its slice: a member's model still evaluates, saves and checkpoints as a lone run's
+does, while the stack trains every member at once. :class:`StackedOptimizer` is SGD or
+Adam over that ``(M, P)`` tensor with one learning rate per member (a device tensor);
+its state is linked, slice by slice, into each member's own ``torch.optim`` optimiser,
+so checkpoints hold exactly what a lone run's hold. :class:`StackedStep` is one
+training step of all members: gather by index from the device-resident data,
+augmentation, the method's losses (``functional_call`` over the stacked tensors, under
+``torch.func.vmap`` on CUDA, member by member on the CPU), backward and the optimiser
+update.
 
 Its shapes never change and its schedules (learning rates, progress) live in device
 tensors, so on CUDA the whole step can be captured as one CUDA graph
