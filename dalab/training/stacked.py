@@ -238,6 +238,7 @@ class StackedOptimizer:
         self.state: dict[str, Tensor] | None = None  # key -> (M, P), made at the first step
         self.used: list[str] = []  # the optimiser's parameters that get gradients
         self.mask: Tensor | None = None  # (P,) 1 on the used parameters' columns
+        self.zeros: dict[str, Tensor] = {}
         self.step_count = None
         if self.adam:  # one count for all (every used parameter steps every time)
             zero = torch.zeros((), dtype=torch.get_default_dtype())
@@ -268,7 +269,9 @@ class StackedOptimizer:
                     entry[k] = view
                 if self.adam:
                     entry["step"] = self.step_count[m]
-        if len(used) == len(self.stack.columns):
+        self.zeros = {n: flat.new_zeros(len(flat), last - first)  # the unused' gradients
+                      for n, (first, last) in self.stack.columns.items() if n not in used}
+        if not self.zeros:
             self.mask = None  # every column steps: nothing to mask
 
     def set_lr(self, lrs: list[float]) -> None:
@@ -286,12 +289,11 @@ class StackedOptimizer:
             self._link([n for n in self.names if grads.get(n) is not None])
         flat = self.stack.flat
         g = torch.cat([self.stack.columns_of(n, grads[n]) if n in self.used else
-                       flat.new_zeros(len(flat), last - first)
-                       for n, (first, last) in self.stack.columns.items()], 1)
+                       self.zeros[n] for n in self.stack.columns], 1)
         if self.hyper["weight_decay"]:
             g = g.add(flat, alpha=self.hyper["weight_decay"])
-        if self.mask is not None:
-            g = g.mul_(self.mask)
+            if self.mask is not None:  # no decay of the unused (their gradient stays 0)
+                g = g.mul_(self.mask)
         lr = lr.view(-1, 1)
         if not self.adam:
             if self.hyper["momentum"]:
