@@ -25,7 +25,7 @@
 # Run from the repository root (dalab runs from the checkout, nothing is installed):
 #   OUT=/some/folder bash bench/gpu_check.sh
 # Generated MNIST-M sets are cached in gpu-data/cache; run folders go to gpu-data/runs.
-# The default steps' limits add up to 9 min 50 s.
+# The default steps' limits add up to 8 min 50 s (a 15-minute slot leaves room for one more call).
 set -u
 OUT=${OUT:-gpu-check}
 PY=${PYTHON:-python}
