@@ -364,7 +364,7 @@ class StackedStep:
         own = self.method.cfg
         self.method.cfg = SimpleNamespace(**self.base, **scalars)
         try:
-            with self.method.autocast(xs), vmap_safe_batch_norm():
+            with self.method.autocast(xs):
                 return torch.func.functional_call(self.method, {**params, **buffers},
                                                   (xs, ys, xt, progress))
         finally:
@@ -395,8 +395,9 @@ class StackedStep:
             out = {k: torch.stack([o[k] for o in outs]) for k in outs[0]}
         else:
             in_dims = (0, 0, 0, 0, None if xt is None else 0, None, 0)
-            out = torch.func.vmap(self._losses, in_dims=in_dims, randomness="error")(
-                params, self.stack.buffers, xs, ys, xt, progress, self.scalars)
+            with vmap_safe_batch_norm():
+                out = torch.func.vmap(self._losses, in_dims=in_dims, randomness="error")(
+                    params, self.stack.buffers, xs, ys, xt, progress, self.scalars)
         grads = torch.autograd.grad(out["loss"].sum(), [params[n] for n in self.trainable],
                                     allow_unused=True)
         self.optimizer.step(dict(zip(self.trainable, grads)), lr)
