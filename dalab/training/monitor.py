@@ -117,7 +117,7 @@ class Monitor:
 
     def epoch_means(self) -> dict[str, float]:
         """Mean of each figure over the current epoch (one read from the device)."""
-        return means(self._epoch + sums(self._steps))
+        return means([self._epoch + sums(self._steps)])[0]
 
     def close(self, result, cfg) -> None:
         """After the run folder is written: the final figures and files to the tracker."""
@@ -146,10 +146,9 @@ class Monitor:
         self._flushed = time.monotonic()
         if not self._pending:
             return
-        rows = iter(means([s for _, segments in self._pending for s in segments], per=[
-            len(segments) for _, segments in self._pending]))
-        for meta, _ in self._pending:
-            figures = {k: _csv_float(v) for k, v in next(rows).items()}
+        for (meta, _), row_means in zip(self._pending,
+                                        means([segments for _, segments in self._pending])):
+            figures = {k: _csv_float(v) for k, v in row_means.items()}
             row = {"step": meta["step"], "epoch": meta["epoch"], **figures}
             if meta["lambda"] is not None:
                 row["lambda"] = _csv_float(meta["lambda"])
@@ -182,23 +181,20 @@ def sums(steps: list[dict[str, Tensor]]) -> list[Segment]:
     return out
 
 
-def means(segments: list[Segment], per: list[int] | None = None):
-    """The mean of each figure over ``segments`` (one read from the device); with
-    ``per``, one dict for each consecutive group of ``per[i]`` segments instead."""
-    if not segments:
-        return [{} for _ in per] if per is not None else {}
-    numbers = iter(torch.cat([s for _, s, _ in segments]).tolist())
-    groups, at = [], 0
-    for size in (per if per is not None else [len(segments)]):
+def means(groups: list[list[Segment]]) -> list[dict[str, float]]:
+    """The mean of each figure over each group of segments (one read from the device)."""
+    flat = [s for segments in groups for _, s, _ in segments]
+    numbers = iter(torch.cat(flat).tolist() if flat else [])
+    out = []
+    for segments in groups:
         total: dict[str, float] = {}
         count: dict[str, int] = {}
-        for keys, _, n in segments[at:at + size]:
+        for keys, _, n in segments:
             for key in keys:
                 total[key] = total.get(key, 0.0) + next(numbers)
                 count[key] = count.get(key, 0) + n
-        groups.append({k: total[k] / count[k] for k in total})
-        at += size
-    return groups if per is not None else groups[0]
+        out.append({k: total[k] / count[k] for k in total})
+    return out
 
 
 def _csv_float(value: float) -> float:
