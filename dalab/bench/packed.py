@@ -36,17 +36,13 @@ def graph_step_throughput(batch: int, device: torch.device, steps: int = 30,
     :func:`dalab.bench.bare_step.build_step` (amp, channels_last, compile)."""
     if device.type != "cuda":
         return None
-    return _throughput(1, batch, device, steps, repeats, **flags)
+    return packed_throughput(1, batch, device, steps, repeats, **flags)
 
 
 def packed_throughput(members: int, batch: int, device: torch.device, steps: int = 10,
                       repeats: int = 3, **flags) -> dict:
-    """Images/s of ``members`` DANN runs stepped as one stack (all members' images)."""
-    return _throughput(members, batch, device, steps, repeats, **flags)
-
-
-def _throughput(members: int, batch: int, device: torch.device, steps: int,
-                repeats: int, **flags) -> dict:
+    """Images/s of ``members`` DANN runs stepped as one stack (all members' images;
+    captured as one CUDA graph on CUDA)."""
     from dalab.training.graph import GraphStep
     from dalab.training.stacked import StackedStep
 
