@@ -90,7 +90,8 @@ SWEEP=(--theta 0.2,0.4,0.6,0.8,1.0 --lambda 0,0.03,0.1,0.3,1 --protocol ts_tt,ts
 export -f prepare sota_gpu speedrun_variants compare
 export PY OUT DATA VARIANTS=${VARIANTS:-"--preset speedrun"}
 step prepare 40 bash -c prepare
-step tests 60 $PY -m pytest -q -m gpu tests/test_graph.py tests/test_pack.py tests/test_speed.py
+step tests 60 $PY -m pytest -q -m gpu tests/test_graph.py tests/test_pack.py tests/test_speed.py \
+    tests/test_evaluate.py
 step bench 140 $PY -m dalab bench --device cuda --repeats 3 --workers 8 --json-out "$OUT/bench.json"
 step speedrun 60 $PY bench/time_to_accuracy.py --device cuda --seeds 0 1 2
 step speedrun_variants 150 bash -c speedrun_variants

@@ -1,4 +1,6 @@
-"""Accuracy, predictions and confusion counts, in large batches under inference mode.
+"""Accuracy, predictions and confusion counts, in large batches under inference mode,
+every batch at one shape (:mod:`dalab.evaluation.fixed`; CUDA graph replays with
+``cuda_graphs``).
 
 This is the only place target labels are read: ``train`` hands methods target images
 alone and asks this module for every figure that needs labels.
@@ -9,29 +11,35 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from dalab.evaluation.fixed import fixed_chunks
 from dalab.models import NUM_CLASSES
 from dalab.progress import progress
 
 
 @torch.inference_mode()
 def predict(model: nn.Module, images: Tensor, batch_size: int = 2048,
-            device: torch.device | str | None = None, amp: bool = False) -> Tensor:
-    """Predicted classes (int64, on ``device``) of uint8/float images ``(N, C, H, W)``."""
+            device: torch.device | str | None = None, amp: bool = False,
+            cuda_graphs: bool = False) -> Tensor:
+    """Predicted classes (int64, on ``device``) of uint8/float images ``(N, C, H, W)``;
+    ``cuda_graphs``: on CUDA each batch is a replay of one captured graph."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
     out = []
     use_amp = amp and device.type == "cuda"
     with progress(len(images), "evaluate", unit="image", delay=2.0) as bar:
-        for chunk in images.split(batch_size):
-            chunk = chunk.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                out.append(model(chunk).argmax(1))
-            bar.update(len(chunk))
+        for (classes,) in fixed_chunks(model, _classes, images, batch_size, device,
+                                       amp=use_amp, capture=cuda_graphs):
+            out.append(classes)
+            bar.update(len(classes))
     model.train(was_training)
     if not out:
         return torch.empty(0, dtype=torch.int64, device=device)
     return torch.cat(out)
+
+
+def _classes(model: nn.Module, x: Tensor) -> tuple[Tensor]:
+    return (model(x).argmax(1),)
 
 
 def count_correct(model: nn.Module, images: Tensor, labels: Tensor, **kw) -> Tensor:

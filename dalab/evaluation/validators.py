@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dalab.evaluation.fixed import fixed_chunks
+
 # the label-free scores computed here ("dev" also reads labelled source validation
 # images); accuracy on source validation data is the loop's own per-epoch figure
 VALIDATORS = ("entropy", "im", "bnm", "snd", "dev", "classami")
@@ -231,19 +233,29 @@ def class_ami(features: Tensor, probs: Tensor, seed: int = 0) -> float:
 # -- every validator for one model ------------------------------------------------------------
 
 @torch.inference_mode()
-def _forward(model, images: Tensor, batch_size: int, device) -> tuple[Tensor, Tensor]:
+def _forward(model, images: Tensor, batch_size: int, device,
+             cuda_graphs: bool) -> tuple[Tensor, Tensor]:
+    """Features and logits of ``images`` (float32, on the CPU), at one batch shape
+    (:mod:`dalab.evaluation.fixed`)."""
     feats, logits = [], []
-    for chunk in images.split(batch_size):
-        f = model.features(chunk.to(device, non_blocking=True))
-        feats.append(f.float())
-        logits.append(model.classify(f).float())
+    for f, lo in fixed_chunks(model, _features_and_logits, images, batch_size,
+                              torch.device(device), capture=cuda_graphs):
+        feats.append(f)
+        logits.append(lo)
     return torch.cat(feats).cpu(), torch.cat(logits).cpu()
+
+
+def _features_and_logits(model, x: Tensor) -> tuple[Tensor, Tensor]:
+    f = model.features(x)
+    return f.float(), model.classify(f).float()
 
 
 def score_validators(model, target: Tensor, source_fit: Tensor,
                      source_val: tuple[Tensor, Tensor] | None, batch_size: int = 2048,
-                     device=None, names=VALIDATORS) -> dict[str, float]:
-    """Every validator in ``names`` (greater is better) for ``model`` in eval mode.
+                     device=None, names=VALIDATORS, cuda_graphs: bool = False
+                     ) -> dict[str, float]:
+    """Every validator in ``names`` (greater is better) for ``model`` in eval mode;
+    ``cuda_graphs``: on CUDA its forwards replay captured graphs.
 
     Parameters
     ----------
@@ -259,7 +271,7 @@ def score_validators(model, target: Tensor, source_fit: Tensor,
     was_training = model.training
     model.eval()
     try:
-        f_t, logits_t = _forward(model, target, batch_size, device)
+        f_t, logits_t = _forward(model, target, batch_size, device, cuda_graphs)
         probs = logits_t.softmax(1)
         out = {}
         if "entropy" in names:
@@ -274,8 +286,8 @@ def score_validators(model, target: Tensor, source_fit: Tensor,
             out["classami"] = class_ami(f_t, probs)
         if "dev" in names and source_val is not None:
             x_val, y_val = source_val
-            f_v, logits_v = _forward(model, x_val, batch_size, device)
-            f_s, _ = _forward(model, source_fit, batch_size, device)
+            f_v, logits_v = _forward(model, x_val, batch_size, device, cuda_graphs)
+            f_s, _ = _forward(model, source_fit, batch_size, device, cuda_graphs)
             weights = domain_density_ratio(f_s, f_t, f_v)
             losses = F.cross_entropy(logits_v, y_val.cpu(), reduction="none")
             out["dev"] = deep_embedded_validation(losses, weights)

@@ -7,14 +7,15 @@ run as a stack of one (:class:`dalab.training.stacked.StackedStep`; a pack is a 
 of many) reading static tensors -- the batch indices, the progress and the learning
 rates, copied in before each step -- so that batch gather from the device-resident
 data, augmentation, forward, backward, the optimiser update and the step's figures
-(stacked into one tensor) are one graph replay. The first :data:`WARMUP` steps run
-eagerly on a side stream (CUDA's rule before a capture); a capture that fails falls
-back to eager steps with a warning.
+(stacked into one tensor) are one graph replay. The first
+:data:`dalab.capture.WARMUP` steps run eagerly on a side stream (CUDA's rule before a
+capture); a capture that fails falls back to eager steps with a warning.
 
 Methods that do not pack (their own ``update`` with several optimisers or Python
 branches on the progress, random draws in their losses) and other devices use the
 loop's eager step. With ``capture=False`` the same static-shape step runs eagerly (a
-pack off CUDA; the CPU tests check it against the loop's own step).
+pack off CUDA; the CPU tests check it against the loop's own step). Evaluation's
+forwards are captured apart, for every method (:mod:`dalab.evaluation.fixed`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ import warnings
 import torch
 from torch import Tensor
 
+from dalab.capture import WARMUP, capture_graph, on_side_stream
 from dalab.training.stacked import StackedStep, pack_problem
-
-WARMUP = 3  # eager steps before the capture
 
 
 def captured_step(cfg, method, data: tuple, augment_gen: torch.Generator, channels: int,
@@ -94,26 +94,14 @@ class GraphStep:
 
     def _warm_up(self) -> Tensor:
         self.calls += 1
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            out = self._run()
-        torch.cuda.current_stream().wait_stream(side)
-        return out
+        return on_side_stream(self._run)
 
     def _replay(self) -> Tensor:
         if self.graph is None:
-            graph = torch.cuda.CUDAGraph()
-            try:
-                for gen in self.gens:
-                    graph.register_generator_state(gen)
-                with torch.cuda.graph(graph):
-                    self.out = self._run()
-            except Exception as err:  # noqa: BLE001 - any capture failure: stay eager
-                warnings.warn(f"cuda_graphs: capture failed ({err}); the step runs eagerly",
-                              stacklevel=3)
+            captured = capture_graph(self._run, "the step", self.gens, stacklevel=3)
+            if captured is None:
                 self.capture = False
                 return self._run()
-            self.graph = graph
+            self.graph, self.out = captured
         self.graph.replay()
         return self.out.clone()

@@ -200,7 +200,8 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
         rows, step_no = state.rows, state.step
         warns, stopped, spent = state.warnings, state.stopped, state.seconds
     graph = captured_step(cfg, method, (xs_all, ys_all, xt_all), gen_aug, sets.channels, device)
-    eval_kw = dict(batch_size=cfg.eval_batch_size, device=device, amp=amp)
+    eval_kw = dict(batch_size=cfg.eval_batch_size, device=device, amp=amp,
+                   cuda_graphs=cfg.cuda_graphs)
     log(f"train {cfg.protocol} ({cfg.trained_method}, {cfg.network}, {device}): "
         f"{sets.source} -> {sets.target}, {len(sets.class_names)} classes, {cfg.size} px; "
         f"{len(ys_all)} labelled, {0 if xt_all is None else len(xt_all)} unlabelled, "

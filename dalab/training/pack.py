@@ -204,7 +204,8 @@ def _setup(m: Member, device: torch.device) -> dict:
             "selector": selector,
             "xs": sets.labelled.images.to(device), "ys": sets.labelled.labels.to(device),
             "xt": sets.unlabelled.to(device) if sets.unlabelled is not None else None,
-            "eval_kw": dict(batch_size=cfg.eval_batch_size, device=device, amp=amp)}
+            "eval_kw": dict(batch_size=cfg.eval_batch_size, device=device, amp=amp,
+                            cuda_graphs=cfg.cuda_graphs)}
 
 
 def _finish(m: Member, r: dict) -> None:

@@ -75,14 +75,18 @@ class Selector:
         accuracies the loop already computes, where a split exists.
     stopper
         Patience on the selected rule's accuracy (early stopping), or None.
+    cuda_graphs
+        On CUDA, the validators' forwards replay captured graphs
+        (:mod:`dalab.evaluation.fixed`).
     """
 
     def __init__(self, select: str, target: Tensor | None, source_fit: Tensor,
                  source_val: tuple[Tensor, Tensor] | None, accuracy_keys: dict[str, str],
-                 stopper: EarlyStopping | None = None, batch_size: int = 2048):
+                 stopper: EarlyStopping | None = None, batch_size: int = 2048,
+                 cuda_graphs: bool = False):
         self.select, self.accuracy_keys, self.stopper = select, accuracy_keys, stopper
         self.target, self.source_fit, self.source_val = target, source_fit, source_val
-        self.batch_size = batch_size
+        self.batch_size, self.cuda_graphs = batch_size, cuda_graphs
         self.best: dict[str, dict] = {}  # rule -> {"epoch", "step", "score"}
         self.states: dict[int, dict[str, Tensor]] = {}  # epoch -> model state
 
@@ -106,7 +110,7 @@ class Selector:
                                  cfg.improvement_threshold) if cfg.early_stopping else None)
         return cls(cfg.select, target, sets.labelled.images[:n],
                    None if val is None else (val.images[:n], val.labels[:n]), keys, stopper,
-                   cfg.eval_batch_size)
+                   cfg.eval_batch_size, cfg.cuda_graphs)
 
     # -- every epoch -----------------------------------------------------------------------
     def update(self, model: torch.nn.Module, row: dict) -> dict[str, float]:
@@ -115,7 +119,7 @@ class Selector:
         epoch, step = row["epoch"], row["step"]
         scores = ({} if self.target is None else
                   score_validators(model, self.target, self.source_fit, self.source_val,
-                                   self.batch_size))
+                                   self.batch_size, cuda_graphs=self.cuda_graphs))
         scores.update({rule: row[key] for rule, key in self.accuracy_keys.items()})
         scores["none"] = float(epoch)  # the last model
         for rule, score in scores.items():
