@@ -116,6 +116,7 @@ class Config:
     anneal_beta: float = 0.75  # beta in mu_p = mu_0 / (1 + alpha p)**beta
     # -- model selection ---------------------------------------------------------------
     select: str = "none"  # none (last) | source-val | target-val (oracle) | entropy | im | bnm | snd | dev | classami
+    target_bn: bool = False  # tst_tt: evaluate with batch-norm statistics re-estimated on target images
     validators: bool = True  # score every unsupervised validator each epoch (always when select is one)
     early_stopping: bool = False  # stop when patience runs out (select source-val or target-val)
     patience: int = 10000  # steps to wait for a new best before stopping
@@ -164,7 +165,7 @@ class Config:
                      "anneal_alpha", "anneal_beta", "patience_increase"):
             _check_range(self, name, 0.0, math.inf)
         for name in ("early_stopping", "amp", "channels_last", "compile", "cuda_graphs",
-                     "keep_checkpoints", "validators"):
+                     "keep_checkpoints", "validators", "target_bn"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
         for name in ("data_root", "cache_dir"):

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from dalab.errors import DataError
 from dalab.evaluation import count_correct
+from dalab.evaluation.batchnorm import reestimate_bn
 from dalab.methods import METHODS
 from dalab.models import NUM_CLASSES, build_model, channel_stats
 from dalab.paths import folder_lock
@@ -247,12 +248,15 @@ def end_epoch(cfg: Config, out: Path | None, log: Callable[[str], None], method,
               selector: Selector, monitor: Monitor, rows: list[dict], warns: list, epoch: int,
               step_no: int, progress: float, lr: float, t_epoch: float, eval_kw: dict,
               generators: dict, clock: float) -> bool:
-    """The end of 0-based ``epoch`` (also a packed member's): the evaluation row, guards,
-    selection, ``metrics.csv`` and the checkpoint (``seconds`` counted from ``clock``);
+    """The end of 0-based ``epoch`` (also a packed member's): with ``target_bn`` the
+    target's batch-norm statistics first, then the evaluation row, guards, selection,
+    ``metrics.csv`` and the checkpoint (``seconds`` counted from ``clock``);
     True when the run stops here (patience or collapse)."""
     from dalab.training import runfolder  # matplotlib etc. only when writing
 
     model = method.model
+    if cfg.target_bn and sets.unlabelled is not None:
+        reestimate_bn(model, sets.unlabelled, cfg.eval_batch_size, eval_kw["device"])
     train_on = PROTOCOLS[cfg.protocol][1]
     watch = ("target" if train_on == "target" else "source") + "_train_acc"
     classes = len(sets.labelled.class_names) or NUM_CLASSES
