@@ -234,11 +234,11 @@ PRESETS: dict[str, dict] = {
     # a CPU with adaptation clearly visible. The paper's network with batch norm (each
     # domain normalised with its own batch statistics), the paper's lambda ramp (to 0.5:
     # steadier than 1 across seeds), Adam with the paper's annealing, batches of 128 per
-    # domain, random colour jitter of the labelled digits, 3 epochs; no target labels
-    # (last model).
+    # domain, random colour jitter of the labelled digits, 3 epochs; evaluation with
+    # the target's batch-norm statistics; no target labels (last model).
     "quick": dict(network="dann_bn", mode="color", optimizer="adam", lr=0.001,
                   batch_size=128, lr_schedule="anneal", lambda_schedule="ramp",
-                  grl_lambda=0.5, augment="color", select="none",
+                  grl_lambda=0.5, augment="color", target_bn=True, select="none",
                   early_stopping=False, epochs=3),
     # The CPU recipe (docs/methods.md, BENCHMARKS.md): the public DANN's batch-norm
     # network without dropout, FixMatch on the target (confident pseudo-labels of weakly
