@@ -88,3 +88,14 @@ def test_the_loop_reestimates_on_unlabelled_target_images(data_root, cache_dir, 
 def test_the_field_is_checked():
     with pytest.raises(Exception, match="target_bn"):
         make_config("quick", target_bn="yes")
+
+
+def test_time_to_accuracy_scores_with_the_runs_own_statistics(data_root, cache_dir):
+    from dalab.bench.time_to_accuracy import run_to_accuracy
+
+    cfg = make_config("quick", target_bn=True, epochs=1, max_train=256, max_eval=256,
+                      batch_size=64, threads=1, device="cpu", validators=False,
+                      data_root=str(data_root), cache_dir=str(cache_dir))
+    out = run_to_accuracy(cfg, eval_every=4, log=lambda s: None)  # 4 steps: one score
+    assert [p["step"] for p in out["curve"]] == [4]
+    assert out["curve"][0]["accuracy"] == pytest.approx(out["final_accuracy"], abs=1e-9)

@@ -4,9 +4,11 @@ target test set, evaluated periodically through ``train``'s ``on_step`` hook.
 The clock starts before ``train(cfg)`` is called (data from a warm cache, model
 building, the CUDA graph's capture and per-epoch monitoring are counted) and stops at
 each periodic evaluation; the periodic evaluations themselves are excluded (their total
-is reported). On CUDA one short untimed run first pays the process's one-time start-up
-(context, libraries, kernel choice), which every later run in a process skips. Target
-labels are read only by these evaluations, never by training or model selection.
+is reported). With ``target_bn`` each evaluation first re-estimates the batch-norm
+statistics on the target's training images, as the run's own evaluations do. On CUDA
+one short untimed run first pays the process's one-time start-up (context, libraries,
+kernel choice), which every later run in a process skips. Target labels are read only
+by these evaluations, never by training or model selection.
 """
 
 from __future__ import annotations
@@ -46,11 +48,16 @@ def run_to_accuracy(cfg, eval_every: int = 100, thresholds: Sequence[float] = TH
         ``eval_seconds``, ``steps`` and ``curve`` (step, seconds, accuracy).
     """
     from dalab.evaluation import count_correct
+    from dalab.evaluation.batchnorm import TARGET_BN_IMAGES, reestimate_bn
     from dalab.training import train
+    from dalab.training.domains import load_sets
     from dalab.training.loop import resolve_device
 
     device = resolve_device(cfg.device)
     images, labels = _target_test(cfg, device)
+    unlabelled = load_sets(cfg).unlabelled if cfg.target_bn else None
+    if unlabelled is not None:  # the statistics the run's own evaluations use
+        unlabelled = unlabelled[:TARGET_BN_IMAGES].to(device)
     eval_kw = dict(batch_size=cfg.eval_batch_size, device=device,
                    amp=cfg.amp and device.type == "cuda", cuda_graphs=cfg.cuda_graphs)
     curve: list[dict] = []
@@ -66,6 +73,8 @@ def run_to_accuracy(cfg, eval_every: int = 100, thresholds: Sequence[float] = TH
         state["last_clock"] = now - start - state["eval_s"]
         if step % eval_every:
             return
+        if unlabelled is not None:
+            reestimate_bn(model, unlabelled, cfg.eval_batch_size, device)
         acc = count_correct(model, images, labels, **eval_kw).item() / len(labels)
         state["eval_s"] += time.perf_counter() - now
         record(step, state["last_clock"], acc)
