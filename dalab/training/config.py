@@ -247,8 +247,8 @@ PRESETS: dict[str, dict] = {
     # target's batch-norm statistics; no target labels (last model). 10 epochs of 64 + 64.
     "sota": dict(network="dann_bn", dropout=0.0, target_bn=True, method="fixmatch",
                  augment="color", fixmatch_domain_weight=1.0, grl_lambda=0.5,
-                 lambda_schedule="ramp", optimizer="adam", lr=0.001, lr_schedule="constant", batch_size=64,
-                 select="none", early_stopping=False, epochs=10),
+                 lambda_schedule="ramp", optimizer="adam", lr=0.001, lr_schedule="constant",
+                 batch_size=64, select="none", early_stopping=False, epochs=10),
 }
 # Time to accuracy (``dalab bench --time-to-accuracy``): the quick recipe on the paper's
 # network without batch norm (a cheaper step; BENCHMARKS.md's time-to-accuracy figures).
