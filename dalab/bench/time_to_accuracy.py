@@ -26,15 +26,6 @@ def speedrun_preset(device_type: str) -> str:
     return "speedrun-gpu" if device_type == "cuda" else "speedrun"
 
 
-def _target_test(cfg, device):
-    from dalab.data import load_domain
-    from dalab.training.domains import target_spec
-
-    target = load_domain(target_spec(cfg), cfg.data_root, cfg.cache_dir)
-    test = target.split("test").head(cfg.max_eval)
-    return test.images.to(device), test.labels.to(device)
-
-
 def run_to_accuracy(cfg, eval_every: int = 100, thresholds: Sequence[float] = THRESHOLDS,
                     log: Callable[[str], None] = print) -> dict:
     """Train ``cfg`` once, scoring the target test set every ``eval_every`` steps.
@@ -54,8 +45,10 @@ def run_to_accuracy(cfg, eval_every: int = 100, thresholds: Sequence[float] = TH
     from dalab.training.loop import resolve_device
 
     device = resolve_device(cfg.device)
-    images, labels = _target_test(cfg, device)
-    unlabelled = load_sets(cfg).unlabelled if cfg.target_bn else None
+    sets = load_sets(cfg)  # the run's own sets: its target test, its unlabelled images
+    images = sets.evals["target_test"].images.to(device)
+    labels = sets.evals["target_test"].labels.to(device)
+    unlabelled = sets.unlabelled if cfg.target_bn else None
     if unlabelled is not None:  # the statistics the run's own evaluations use
         unlabelled = unlabelled[:TARGET_BN_IMAGES].to(device)
     eval_kw = dict(batch_size=cfg.eval_batch_size, device=device,
