@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from dalab.models.classifier import batch_norms
+
 TARGET_BN_IMAGES = 10_000  # target images that estimate the statistics (the first ones)
 
 
@@ -27,9 +29,8 @@ def reestimate_bn(model: nn.Module, images: Tensor, batch_size: int,
     ``batch_size`` of the first :data:`TARGET_BN_IMAGES` ``images``; the model's mode,
     and each layer's momentum, are restored after."""
     head = getattr(model, "domain_head", None)
-    skip = set(map(id, head.modules())) if isinstance(head, nn.Module) else set()
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-             and m.track_running_stats and id(m) not in skip]
+    norms = [m for m in batch_norms(model, head if isinstance(head, nn.Module) else None)
+             if m.track_running_stats]
     if not norms or len(images) == 0:
         return
     was_training, momenta = model.training, [m.momentum for m in norms]

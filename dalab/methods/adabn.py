@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from dalab.methods.source_only import SourceOnly
+from dalab.models import batch_norms
 
 
 class AdaBN(SourceOnly):
@@ -26,8 +27,7 @@ class AdaBN(SourceOnly):
 
     def update(self, xs: Tensor, ys: Tensor, xt: Tensor, progress: float, lr: float
                ) -> dict[str, Tensor]:
-        norms = [m for m in self.model.modules()
-                 if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        norms = batch_norms(self.model)
         saved = [m.momentum for m in norms]
         for m in norms:
             m.momentum = 0.0  # source batch: normalise with its statistics, record nothing

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dalab.models import Classifier
+from dalab.models import Classifier, batch_norms
 
 LAMBDA_SCHEDULES = ("fixed", "ramp")
 
@@ -82,10 +82,6 @@ def grl_weight(schedule: str, maximum: float, progress: float) -> float:
 
 
 # -- the forward pass of both domains ---------------------------------------------------------
-def has_batchnorm(module: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
-
-
 def features_st(model: Classifier, xs: Tensor, xt: Tensor) -> tuple[Tensor, Tensor]:
     """Features ``(N, D)`` of source ``xs`` and ``(M, D)`` of target ``xt``.
 
@@ -94,7 +90,7 @@ def features_st(model: Classifier, xs: Tensor, xt: Tensor) -> tuple[Tensor, Tens
     a joint batch mixes two distributions in one mean and variance). Without batch norm
     both go through in one pass when their shapes agree (same result, fewer launches).
     """
-    if xs.shape[1:] == xt.shape[1:] and not has_batchnorm(model):
+    if xs.shape[1:] == xt.shape[1:] and not batch_norms(model):
         f = model.features(torch.cat([xs, xt]))
         return f[:xs.shape[0]], f[xs.shape[0]:]
     return model.features(xs), model.features(xt)

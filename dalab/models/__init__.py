@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from dalab.errors import ConfigError
 from dalab.models import digits, resnet, vada
-from dalab.models.classifier import Classifier
+from dalab.models.classifier import Classifier, batch_norms
 
 NUM_CLASSES = 10  # the digit domains' class count, the default everywhere
 Parts = tuple[nn.Module, nn.Module, nn.Module]
@@ -29,7 +29,7 @@ NETWORKS: dict[str, Callable[[int, int, int, float], Parts]] = {
     "resnet18": resnet.resnet18,
 }
 
-__all__ = ["Classifier", "NETWORKS", "NUM_CLASSES", "build_model", "channel_stats"]
+__all__ = ["Classifier", "batch_norms", "NETWORKS", "NUM_CLASSES", "build_model", "channel_stats"]
 
 
 def build_model(network: str, in_channels: int, mean: Sequence[float], std: Sequence[float],

@@ -20,6 +20,13 @@ from torch import Tensor, nn
 
 from dalab.errors import ConfigError
 
+def batch_norms(module: nn.Module, skip: nn.Module | None = None) -> list[nn.Module]:
+    """The batch-norm layers of ``module`` (in module order), less those inside ``skip``."""
+    skipped = set(map(id, skip.modules())) if skip is not None else set()
+    return [m for m in module.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in skipped]
+
+
 class Classifier(nn.Module):
     """Preprocessing + feature extractor + label head + domain head.
 
