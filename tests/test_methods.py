@@ -181,6 +181,23 @@ def test_fixmatch_domain_term_trains_the_domain_head_only_when_asked(weight):
         torch.testing.assert_close(total, weight * dom)
 
 
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_fixmatch_class_confusion_term_only_when_asked(weight):
+    torch.manual_seed(0)
+    method = _method("fixmatch", fixmatch_mcc_weight=weight, fixmatch_threshold=0.0)
+    out = method.losses(*_batch(), 0.5)
+    if weight == 0:  # the paper's FixMatch: no class-confusion term
+        assert "class_confusion" not in out
+        return
+    torch.testing.assert_close(out["loss"], out["class_loss"] + out["pseudo_loss"]
+                               + weight * out["class_confusion"])
+    # the term is the weak target pass's: its gradient reaches the features and the head
+    for part in (method.model.feature_extractor, method.model.label_head):
+        grads = torch.autograd.grad(out["class_confusion"], list(part.parameters()),
+                                    retain_graph=True, allow_unused=True)
+        assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
 def test_method_signatures_take_no_target_labels():
     for cls in METHODS.values():
         assert list(inspect.signature(cls.update).parameters) == [

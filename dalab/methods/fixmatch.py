@@ -10,6 +10,7 @@ from torch import Tensor
 from dalab.methods.base import Method
 from dalab.methods.common import accuracy, grad_reverse, grl_weight
 from dalab.methods.dann import domain_bce
+from dalab.methods.mcc import class_confusion
 from dalab.models import Classifier
 
 
@@ -28,7 +29,11 @@ class FixMatch(Method):
     features of ``weak(xs)`` and ``weak(xt)`` also meet DANN's domain loss through the
     reversal layer, ``+ w_d * BCE(D(GRL_lambda(f)), domain)``, so the target features are
     aligned while the pseudo-labels grow (lambda as for DANN: ``grl_lambda``, fixed or
-    ramped).
+    ramped). With ``fixmatch_mcc_weight`` ``w_c > 0`` (0 by default) the weak target
+    logits also meet MCC's class-confusion loss (:func:`dalab.methods.mcc.class_confusion`,
+    temperature ``mcc_temperature``), ``+ w_c * MCC(h(weak(xt)))``: it pushes the
+    predictions of every target image, confident or not, apart between classes, so more
+    of them pass the threshold sooner (Jin et al., ECCV 2020, arXiv:1912.03699).
     """
 
     random_losses = True  # random weak and strong augmentation
@@ -48,18 +53,25 @@ class FixMatch(Method):
 
         channels = self.model.in_channels
         adversarial = self.cfg.fixmatch_domain_weight > 0
+        confusion = self.cfg.fixmatch_mcc_weight > 0
         f_s = self.model.features(weak(xs, channels))
         logits_s = self.model.classify(f_s)
         cls = F.cross_entropy(logits_s, ys)
-        with torch.set_grad_enabled(adversarial):  # the weak target pass is a teacher only
+        # without either extra term the weak target pass only labels: no gradient
+        with torch.set_grad_enabled(adversarial or confusion):
             f_t = self.model.features(weak(xt, channels))
-            conf, pseudo = F.softmax(self.model.classify(f_t).detach().float(), 1).max(1)
+            logits_t = self.model.classify(f_t)
+            conf, pseudo = F.softmax(logits_t.detach().float(), 1).max(1)
         mask = (conf >= self.cfg.fixmatch_threshold).float()
         unsup = (F.cross_entropy(self.model(strong(xt, channels)), pseudo, reduction="none")
                  * mask).mean()
         out = {"loss": cls + self.cfg.fixmatch_weight * unsup, "class_loss": cls,
                "train_acc": accuracy(logits_s, ys), "pseudo_loss": unsup,
                "confident": mask.mean()}
+        if confusion:
+            mcc = class_confusion(logits_t, self.cfg.mcc_temperature)
+            out.update(loss=out["loss"] + self.cfg.fixmatch_mcc_weight * mcc,
+                       class_confusion=mcc)
         if adversarial:
             lam = self.grl_weight(progress)
             dom, dom_acc = domain_bce(self.model.discriminate(grad_reverse(f_s, lam)),

@@ -101,6 +101,7 @@ class Config:
     fixmatch_threshold: float = 0.95  # FixMatch: pseudo-label confidence threshold
     fixmatch_weight: float = 1.0  # FixMatch: weight of the pseudo-label loss
     fixmatch_domain_weight: float = 0.0  # FixMatch: weight of DANN's domain loss (0 = paper)
+    fixmatch_mcc_weight: float = 0.0  # FixMatch: weight of MCC's class-confusion term (0 = paper)
     # -- optimisation ------------------------------------------------------------------
     seed: int = 0  # seed of initialisation, batch order and dropout
     epochs: int = 10  # passes over the labelled training set (epoch = its size / batch)
@@ -159,7 +160,7 @@ class Config:
                      "mcc_temperature", "bnm_weight", "vada_domain_weight",
                      "vada_source_vat_weight", "vada_target_weight", "vat_eps", "dirtt_beta",
                      "se_weight", "se_class_balance", "fixmatch_weight",
-                     "fixmatch_domain_weight"):
+                     "fixmatch_domain_weight", "fixmatch_mcc_weight"):
             _check_range(self, name, 0.0, math.inf)
         for name in ("lr", "grl_lambda", "momentum", "weight_decay", "lr_decay",
                      "anneal_alpha", "anneal_beta", "patience_increase"):
