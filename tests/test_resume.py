@@ -27,8 +27,9 @@ from dalab.training.runfolder import TIMING_FIELDS
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(preset="quick", max_train=256, max_eval=100, batch_size=32, epochs=3,
             threads=1, device="cpu")
-# The killed run keeps model states for its selection rules and early stopping's state.
-SELECTING = dict(select="source-val", early_stopping=True)
+# The killed run keeps model states for its selection rules and early stopping's state,
+# and the weight average with its step count.
+SELECTING = dict(select="source-val", early_stopping=True, weight_ema=0.9)
 
 
 def _flags(data_root, cache_dir, **kw) -> list[str]:

@@ -12,8 +12,15 @@ several steps per batch (MCD), a discriminator with its own optimiser (VADA, ADD
 teacher (mean teacher, DIRT-T) override ``update`` and use :meth:`Method.step`.
 
 ``method.state_dict()`` holds everything a resumed run needs besides the optimisers
-(model, extra modules, teachers and schedule buffers); ``method.optimizers`` maps a name
-to each optimiser.
+(model, extra modules, teachers, the weight average and schedule buffers);
+``method.optimizers`` maps a name to each optimiser.
+
+With ``cfg.weight_ema`` the method also keeps ``average``, an exponential moving average
+of the model's weights that the loop updates after every step
+(:meth:`Method.update_average`); ``method.evaluated`` -- the average, else the model --
+is what the loop scores, selects and saves (Polyak averaging: the trained weights keep
+moving with a constant learning rate; their average sits nearer the middle of the
+region they move in).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dalab.methods.common import accuracy, features_st
+from dalab.methods.common import accuracy, ema_update, features_st, frozen_copy
 from dalab.models import Classifier
 
 
@@ -54,6 +61,26 @@ class Method(nn.Module):
         self.model = model
         self.cfg = cfg
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        decay = getattr(cfg, "weight_ema", 0.0)
+        self.average = frozen_copy(model) if decay else None
+        if decay:
+            self.register_buffer("average_steps", torch.zeros((), dtype=torch.int64))
+
+    @property
+    def evaluated(self) -> Classifier:
+        """The model that is scored, selected and saved: the weight average, if kept."""
+        return self.average if self.average is not None else self.model
+
+    @torch.no_grad()
+    def update_average(self) -> None:
+        """One step of the weight average (after each training step; no-op without one).
+        The decay is ``min(weight_ema, (1 + t) / (10 + t))`` at step ``t``, so the first
+        steps do not leave the average near the initial weights."""
+        if self.average is None:
+            return
+        t = self.average_steps.float()  # on the device: no synchronisation per step
+        ema_update(self.average, self.model, ((1 + t) / (10 + t)).clamp(max=self.cfg.weight_ema))
+        self.average_steps += 1
 
     # -- optimisers ----------------------------------------------------------------------
     def build_optimizers(self, groups: dict[str, list[nn.Parameter]] | None = None) -> None:

@@ -178,7 +178,7 @@ def coral(f_s: Tensor, f_t: Tensor) -> Tensor:
 
 # -- teachers ---------------------------------------------------------------------------------
 @torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
+def ema_update(teacher: nn.Module, student: nn.Module, decay: float | Tensor) -> None:
     """``teacher <- decay * teacher + (1 - decay) * student`` for parameters (``lerp_``);
     buffers (batch-norm statistics) are copied."""
     for t, s in zip(teacher.parameters(), student.parameters()):

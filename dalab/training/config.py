@@ -118,6 +118,7 @@ class Config:
     # -- model selection ---------------------------------------------------------------
     select: str = "none"  # none (last) | source-val | target-val (oracle) | entropy | im | bnm | snd | dev | classami
     target_bn: bool = False  # tst_tt: evaluate with batch-norm statistics re-estimated on target images
+    weight_ema: float = 0.0  # evaluate and save a moving average of the weights, this decay per step (0 = off)
     validators: bool = True  # score every unsupervised validator each epoch (always when select is one)
     early_stopping: bool = False  # stop when patience runs out (select source-val or target-val)
     patience: int = 10000  # steps to wait for a new best before stopping
@@ -154,7 +155,7 @@ class Config:
         _check_range(self, "dropout", 0.0, 0.99)
         _check_range(self, "improvement_threshold", 0.0, 1.0)
         for name in ("adam_beta1", "adda_pretrain", "dirtt_vada_fraction", "dirtt_teacher_decay",
-                     "ema_decay", "se_threshold", "fixmatch_threshold"):
+                     "ema_decay", "se_threshold", "fixmatch_threshold", "weight_ema"):
             _check_range(self, name, 0.0, 1.0)
         for name in ("dan_weight", "jan_weight", "coral_weight", "mcc_weight",
                      "mcc_temperature", "bnm_weight", "vada_domain_weight",

@@ -232,16 +232,17 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
                     xt = (xt.contiguous(memory_format=torch.channels_last) if xt is not None
                           else None)
                 figures = method.update(xs, ys, xt, progress, lr)
+            method.update_average()
             step_no += 1
             monitor.step(step_no, progress, lr, figures)
             if on_step is not None:
-                on_step(step_no, model)
+                on_step(step_no, method.evaluated)
         if end_epoch(cfg, out, log, method, sets, selector, monitor, rows, warns, epoch,
                      step_no, progress, lr, t_epoch, eval_kw, generators, start - spent):
             break
 
-    return finish_run(cfg, out, log, model, sets, selector, monitor, rows, step_no, warns,
-                      spent + time.perf_counter() - start, eval_kw)
+    return finish_run(cfg, out, log, method.evaluated, sets, selector, monitor, rows, step_no,
+                      warns, spent + time.perf_counter() - start, eval_kw)
 
 
 def end_epoch(cfg: Config, out: Path | None, log: Callable[[str], None], method, sets: Sets,
@@ -254,7 +255,7 @@ def end_epoch(cfg: Config, out: Path | None, log: Callable[[str], None], method,
     True when the run stops here (patience or collapse)."""
     from dalab.training import runfolder  # matplotlib etc. only when writing
 
-    model = method.model
+    model = method.evaluated
     if cfg.target_bn and sets.unlabelled is not None:
         reestimate_bn(model, sets.unlabelled, cfg.eval_batch_size, eval_kw["device"])
     train_on = PROTOCOLS[cfg.protocol][1]

@@ -58,6 +58,8 @@ def pack_problem(cfg) -> str | None:
         return f"{cfg.trained_method} draws random numbers in its losses"
     if cfg.dropout:
         return "dropout draws random numbers"
+    if cfg.weight_ema:
+        return "weight_ema keeps a second model"
     if cfg.optimizer not in OPTIMIZERS:
         return f"optimizer {cfg.optimizer} (packs use {' or '.join(OPTIMIZERS)})"
     if cfg.compile:
