@@ -79,7 +79,8 @@ class Method(nn.Module):
         if self.average is None:
             return
         t = self.average_steps.float()  # on the device: no synchronisation per step
-        ema_update(self.average, self.model, ((1 + t) / (10 + t)).clamp(max=self.cfg.weight_ema))
+        decay = ((1 + t) / (10 + t)).clamp(max=self.cfg.weight_ema)
+        ema_update(self.average, self.model, decay)
         self.average_steps += 1
 
     # -- optimisers ----------------------------------------------------------------------

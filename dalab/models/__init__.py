@@ -29,7 +29,8 @@ NETWORKS: dict[str, Callable[[int, int, int, float], Parts]] = {
     "resnet18": resnet.resnet18,
 }
 
-__all__ = ["Classifier", "batch_norms", "NETWORKS", "NUM_CLASSES", "build_model", "channel_stats"]
+__all__ = ["Classifier", "NETWORKS", "NUM_CLASSES", "batch_norms", "build_model",
+           "channel_stats"]
 
 
 def build_model(network: str, in_channels: int, mean: Sequence[float], std: Sequence[float],

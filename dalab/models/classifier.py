@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from dalab.errors import ConfigError
 
+
 def batch_norms(module: nn.Module, skip: nn.Module | None = None) -> list[nn.Module]:
     """The batch-norm layers of ``module`` (in module order), less those inside ``skip``."""
     skipped = set(map(id, skip.modules())) if skip is not None else set()

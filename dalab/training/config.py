@@ -118,7 +118,7 @@ class Config:
     # -- model selection ---------------------------------------------------------------
     select: str = "none"  # none (last) | source-val | target-val (oracle) | entropy | im | bnm | snd | dev | classami
     target_bn: bool = False  # tst_tt: evaluate with batch-norm statistics re-estimated on target images
-    weight_ema: float = 0.0  # evaluate and save a moving average of the weights, this decay per step (0 = off)
+    weight_ema: float = 0.0  # evaluate/save a moving average of the weights: decay per step (0 = off)
     validators: bool = True  # score every unsupervised validator each epoch (always when select is one)
     early_stopping: bool = False  # stop when patience runs out (select source-val or target-val)
     patience: int = 10000  # steps to wait for a new best before stopping

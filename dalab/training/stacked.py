@@ -20,8 +20,9 @@ tensors, so on CUDA the whole step can be captured as one CUDA graph
 What packs (:func:`pack_problem`): a method whose ``update`` is the default one step of
 one optimiser on ``losses()`` and whose losses draw no random numbers (source only,
 DANN, DAN, JAN, CORAL, MCC, BNM), a network without dropout, no weight average, and
-SGD (no dampening or Nesterov) or Adam. Config values the losses read as numbers (λ, the methods' weights)
-may differ between members: each member's values reach the losses as tensors.
+SGD (no dampening or Nesterov) or Adam. Config values the losses read as numbers (λ,
+the methods' weights) may differ between members: each member's values reach the
+losses as tensors.
 """
 
 from __future__ import annotations
