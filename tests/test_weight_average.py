@@ -24,9 +24,8 @@ def test_the_average_follows_the_warmed_up_decay():
     method = _method(0.5)
     weight = method.model.label_head[-1].weight
     average = method.average.label_head[-1].weight
-    start = average.clone()
+    expected = average.clone()
     assert not average.requires_grad and average is not weight
-    expected = start
     for t in range(12):
         with torch.no_grad():
             weight.fill_(float(t + 1))

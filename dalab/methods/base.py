@@ -61,9 +61,9 @@ class Method(nn.Module):
         self.model = model
         self.cfg = cfg
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        decay = getattr(cfg, "weight_ema", 0.0)
-        self.average = frozen_copy(model) if decay else None
-        if decay:
+        self.average = None
+        if cfg.weight_ema:
+            self.average = frozen_copy(model)
             self.register_buffer("average_steps", torch.zeros((), dtype=torch.int64))
 
     @property
