@@ -143,6 +143,28 @@ def test_mcd_steps_update_exactly_their_parts():
     assert steps == [{"G", "F1", "F2"}, {"F1", "F2"}, {"G"}, {"G"}]
 
 
+def test_adda_phase_two_trains_the_target_encoder_with_the_papers_adam():
+    torch.manual_seed(0)
+    method = _method("adda", adda_lr=3e-4, adda_beta1=0.4)
+    xs, ys, xt = _batch()
+    method.update(xs, ys, xt, 0.0, 1e-3)  # phase 1: the run's optimiser
+    assert method.optimizers["main"].state and not method.optimizers["target"].state
+    head = [p.detach().clone() for p in method.model.label_head.parameters()]
+    extractor = [p.detach().clone() for p in method.model.feature_extractor.parameters()]
+    main_state = {k: v["exp_avg"].clone()
+                  for k, v in enumerate(method.optimizers["main"].state.values())}
+    method.update(xs, ys, xt, 0.7, 1e-3)  # phase 2: fresh Adam, its own lr and beta1
+    for name in ("target", "disc"):
+        group = method.optimizers[name].param_groups[0]
+        assert group["lr"] == 3e-4 and group["betas"] == (0.4, 0.999)
+        assert method.optimizers[name].state
+    assert all(torch.equal(a, b) for a, b in zip(head, method.model.label_head.parameters()))
+    assert any(not torch.equal(a, b)
+               for a, b in zip(extractor, method.model.feature_extractor.parameters()))
+    assert all(torch.equal(main_state[k], v["exp_avg"])
+               for k, v in enumerate(method.optimizers["main"].state.values()))
+
+
 def test_dann_reverses_exactly_the_domain_gradient_of_the_features():
     torch.manual_seed(0)
     cfg = make_config("quick", lambda_schedule="fixed", grl_lambda=0.7)

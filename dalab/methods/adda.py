@@ -24,8 +24,10 @@ class ADDA(Method):
     minimises ``BCE(D(M_t(xt)), 0)`` (inverted labels, the GAN loss). The classifier
     stays fixed in phase 2; the trained network is ``classify(M_t(x))``.
 
-    Optimisers: ``"main"`` (feature extractor and label head) and ``"disc"``.
-    Deviation: one loop with a progress switch instead of two separate trainings.
+    Optimisers: ``"main"`` (feature extractor and label head, the run's optimiser and
+    schedule) in phase 1; in phase 2 the paper's fresh Adam (``adda_lr`` constant,
+    β1 ``adda_beta1``) for ``M_t`` (``"target"``) and for D (``"disc"``). Deviation: one
+    loop with a progress switch instead of two separate trainings.
     """
 
     def __init__(self, model: Classifier, cfg):
@@ -34,11 +36,13 @@ class ADDA(Method):
         width, _ = widths(model)
         self.discriminator = mlp(width, cfg.adda_hidden)
         self.register_buffer("adapting", torch.zeros((), dtype=torch.bool))
-        self.build_optimizers({
-            "main": list(model.feature_extractor.parameters())
-            + list(model.label_head.parameters()),
-            "disc": list(self.discriminator.parameters()),
-        })
+        self.build_optimizers({"main": list(model.feature_extractor.parameters())
+                               + list(model.label_head.parameters())})
+        adversarial = dict(lr=cfg.adda_lr, betas=(cfg.adda_beta1, 0.999))
+        self.optimizers["target"] = torch.optim.Adam(model.feature_extractor.parameters(),
+                                                     **adversarial)
+        self.optimizers["disc"] = torch.optim.Adam(self.discriminator.parameters(),
+                                                   **adversarial)
 
     def update(self, xs: Tensor, ys: Tensor, xt: Tensor, progress: float, lr: float
                ) -> dict[str, Tensor]:
@@ -59,11 +63,11 @@ class ADDA(Method):
             f_t = self.model.features(xt)
             disc, disc_acc = domain_bce(self.discriminator(f_s).squeeze(1),
                                         self.discriminator(f_t.detach()).squeeze(1))
-        self.step("disc", disc, lr)
+        self.step("disc", disc, self.cfg.adda_lr)
         with self.autocast(xt):
             d_t = self.discriminator(f_t).squeeze(1)
             fool = F.binary_cross_entropy_with_logits(d_t.float(), torch.zeros_like(d_t).float())
-        self.step("main", fool, lr)
+        self.step("target", fool, self.cfg.adda_lr)
         cls = F.cross_entropy(logits, ys)
         return detached({"loss": fool, "class_loss": cls, "train_acc": accuracy(logits, ys),
                          "domain_loss": disc, "domain_acc": disc_acc})

@@ -87,6 +87,8 @@ class Config:
     bnm_weight: float = 1.0  # BNM: weight of the (negative) nuclear norm
     adda_pretrain: float = 0.5  # ADDA: fraction of training spent on source pretraining
     adda_hidden: int = 500  # ADDA: discriminator hidden width
+    adda_lr: float = 0.0002  # ADDA: Adam learning rate of phase 2 (constant)
+    adda_beta1: float = 0.5  # ADDA: Adam beta1 of phase 2
     vada_domain_weight: float = 0.01  # VADA/DIRT-T: lambda_d, domain (GAN) loss weight
     vada_source_vat_weight: float = 0.0  # VADA/DIRT-T: lambda_s, VAT on the source
     vada_target_weight: float = 0.01  # VADA/DIRT-T: lambda_t, target entropy + VAT
@@ -154,8 +156,9 @@ class Config:
         _check_range(self, "theta", 0.0, 1.0)
         _check_range(self, "dropout", 0.0, 0.99)
         _check_range(self, "improvement_threshold", 0.0, 1.0)
-        for name in ("adam_beta1", "adda_pretrain", "dirtt_vada_fraction", "dirtt_teacher_decay",
-                     "ema_decay", "se_threshold", "fixmatch_threshold", "weight_ema"):
+        for name in ("adam_beta1", "adda_pretrain", "adda_beta1", "dirtt_vada_fraction",
+                     "dirtt_teacher_decay", "ema_decay", "se_threshold", "fixmatch_threshold",
+                     "weight_ema"):
             _check_range(self, name, 0.0, 1.0)
         for name in ("dan_weight", "jan_weight", "coral_weight", "mcc_weight",
                      "mcc_temperature", "bnm_weight", "vada_domain_weight",
@@ -163,7 +166,7 @@ class Config:
                      "se_weight", "se_class_balance", "fixmatch_weight",
                      "fixmatch_domain_weight", "fixmatch_mcc_weight"):
             _check_range(self, name, 0.0, math.inf)
-        for name in ("lr", "grl_lambda", "momentum", "weight_decay", "lr_decay",
+        for name in ("lr", "adda_lr", "grl_lambda", "momentum", "weight_decay", "lr_decay",
                      "anneal_alpha", "anneal_beta", "patience_increase"):
             _check_range(self, name, 0.0, math.inf)
         for name in ("early_stopping", "amp", "channels_last", "compile", "cuda_graphs",
