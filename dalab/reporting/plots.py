@@ -192,11 +192,13 @@ def plot_compare(summary: list[dict], out: Path) -> list[Path]:
     for j, theta in enumerate(thetas):
         rows = [acc.get((m, theta)) for m in methods]
         xs = [i + (j - (len(thetas) - 1) / 2) * width for i in range(len(methods))]
-        ax.bar(xs, [r["target_mean"] if r else 0.0 for r in rows], width,
-               yerr=[(r["target_std"] or 0.0) if r else 0.0 for r in rows], capsize=3,
-               label=f"θ={theta:g}", alpha=0.55 + 0.45 * (j + 1) / len(thetas))
+        bars = ax.bar(xs, [r["target_mean"] if r else 0.0 for r in rows], width,
+                      yerr=[(r["target_std"] or 0.0) if r else 0.0 for r in rows], capsize=3,
+                      label=f"θ={theta:g}", alpha=0.55 + 0.45 * (j + 1) / len(thetas))
+        ax.bar_label(bars, labels=[f"{r['target_mean']:.3f}" if r else "" for r in rows],
+                     fontsize=6, padding=3, rotation=90 if len(thetas) > 1 else 0)
     ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
-    ax.set(ylabel="target test accuracy", ylim=(0, 1),
+    ax.set(ylabel="target test accuracy", ylim=(0, 1.12), yticks=[0, 0.2, 0.4, 0.6, 0.8, 1],
            title="target test accuracy (mean ± std over seeds)")
     ax.grid(axis="y", alpha=0.3)
     if len(thetas) > 1:
