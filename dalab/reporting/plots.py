@@ -185,8 +185,8 @@ def plot_compare(summary: list[dict], out: Path) -> list[Path]:
     methods = list(dict.fromkeys(r["method"] for r in summary))
     thetas = sorted({r["theta"] for r in summary})
     acc = {(r["method"], r["theta"]): r for r in summary}
-    colors = dict(zip(methods, _colors("tab10" if len(methods) <= 10 else "viridis",
-                                       len(methods))))
+    palette = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20").colors
+    colors = {m: palette[i % len(palette)] for i, m in enumerate(methods)}
     fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(methods) * len(thetas) + 2), 3.8))
     width = 0.8 / len(thetas)
     for j, theta in enumerate(thetas):
@@ -205,19 +205,19 @@ def plot_compare(summary: list[dict], out: Path) -> list[Path]:
         ax.legend(fontsize=7)
     written = [save_figure(fig, out / "compare_bar.png")]
     if len(thetas) > 1:
-        fig, ax = plt.subplots(figsize=(6.0, 4.2))
-        for m in methods:
+        fig, ax = plt.subplots(figsize=(7.5, 4.2))
+        for i, m in enumerate(methods):
             rows = [acc[(m, t)] for t in thetas if (m, t) in acc]
             reference = m.startswith(("source only", "target trained"))
             ax.errorbar([r["theta"] for r in rows], [r["target_mean"] for r in rows],
-                        yerr=[r["target_std"] or 0.0 for r in rows], marker="o", capsize=3,
-                        label=m, color=("0.2" if m.startswith("target") else "0.55")
+                        yerr=[r["target_std"] or 0.0 for r in rows], marker="os^Dv"[i % 5],
+                        capsize=3, label=m, color=("0.2" if m.startswith("target") else "0.55")
                         if reference else colors[m],
                         linestyle="--" if reference else "-")
         ax.set(xlabel="θ (domain gap: MNIST-M blend strength)",
                ylabel="target test accuracy", title="accuracy against the domain gap")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         written.append(save_figure(fig, out / "compare_theta.png"))
     return written
 
