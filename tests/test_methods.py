@@ -151,8 +151,7 @@ def test_adda_phase_two_trains_the_target_encoder_with_the_papers_adam():
     assert method.optimizers["main"].state and not method.optimizers["target"].state
     head = [p.detach().clone() for p in method.model.label_head.parameters()]
     extractor = [p.detach().clone() for p in method.model.feature_extractor.parameters()]
-    main_state = {k: v["exp_avg"].clone()
-                  for k, v in enumerate(method.optimizers["main"].state.values())}
+    main_state = [v["exp_avg"].clone() for v in method.optimizers["main"].state.values()]
     method.update(xs, ys, xt, 0.7, 1e-3)  # phase 2: fresh Adam, its own lr and beta1
     for name in ("target", "disc"):
         group = method.optimizers[name].param_groups[0]
@@ -161,8 +160,8 @@ def test_adda_phase_two_trains_the_target_encoder_with_the_papers_adam():
     assert all(torch.equal(a, b) for a, b in zip(head, method.model.label_head.parameters()))
     assert any(not torch.equal(a, b)
                for a, b in zip(extractor, method.model.feature_extractor.parameters()))
-    assert all(torch.equal(main_state[k], v["exp_avg"])
-               for k, v in enumerate(method.optimizers["main"].state.values()))
+    assert all(torch.equal(a, v["exp_avg"])
+               for a, v in zip(main_state, method.optimizers["main"].state.values()))
 
 
 def test_dann_reverses_exactly_the_domain_gradient_of_the_features():
