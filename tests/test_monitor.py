@@ -63,6 +63,18 @@ def test_steps_csv_default_density(data_root, cache_dir, tmp_path):
     assert len(_rows(out / "steps.csv")) == result.steps == 8  # short run: every step
 
 
+def test_logged_lr_is_the_one_each_step_trains_with(data_root, cache_dir, tmp_path):
+    # ADDA's phase 2 (from the first epoch's end here) trains at its own constant adda_lr
+    out = tmp_path / "run"
+    train(_cfg(data_root, cache_dir, method="adda", adda_pretrain=0.5, adda_lr=3e-4,
+               log_every=1), out, log=lambda s: None)
+    rows = _rows(out / "steps.csv")
+    phase_one = [float(r["lr"]) for r in rows if int(r["step"]) <= 8]
+    assert phase_one == sorted(phase_one, reverse=True) and phase_one[-1] < 1e-3  # annealed
+    assert {float(r["lr"]) for r in rows if int(r["step"]) > 8} == {3e-4}
+    assert [float(r["lr"]) for r in _rows(out / "metrics.csv")] == [phase_one[-1], 3e-4]
+
+
 def test_tensorboard_events_hold_steps_epochs_config_and_final_figures(tb_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -44,6 +44,10 @@ class ADDA(Method):
         self.optimizers["disc"] = torch.optim.Adam(self.discriminator.parameters(),
                                                    **adversarial)
 
+    def step_lr(self, progress: float, lr: float) -> float:
+        """Phase 1 follows the run's schedule; phase 2 trains at the constant ``adda_lr``."""
+        return lr if progress < self.cfg.adda_pretrain else self.cfg.adda_lr
+
     def update(self, xs: Tensor, ys: Tensor, xt: Tensor, progress: float, lr: float
                ) -> dict[str, Tensor]:
         if progress < self.cfg.adda_pretrain:

@@ -141,6 +141,11 @@ class Method(nn.Module):
         """The adaptation weight at ``progress`` (logged as ``lambda``); 0 without one."""
         return 0.0
 
+    def step_lr(self, progress: float, lr: float) -> float:
+        """The learning rate the step at ``progress`` trains with (logged as ``lr``):
+        the run's schedule ``lr`` unless the method sets its own."""
+        return lr
+
 
 def detached(figures: dict[str, Tensor]) -> dict[str, Tensor]:
     """The figures with every tensor detached from the graph."""

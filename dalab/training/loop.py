@@ -267,7 +267,7 @@ def end_epoch(cfg: Config, out: Path | None, log: Callable[[str], None], method,
     row.update({f"{name}_acc": count_correct(model, d.images, d.labels, **eval_kw).item()
                 / len(d) for name, d in sets.evals.items() if not name.endswith("_test")})
     row["lambda"] = method.grl_weight(progress)
-    row["lr"] = lr
+    row["lr"] = method.step_lr(progress, lr)
     row["seconds"] = time.perf_counter() - t_epoch
     guard.check_finite(row, means, out)
     row.update(selector.update(model, row))

@@ -69,6 +69,7 @@ class Monitor:
         self.steps_per_epoch = steps_per_epoch
         self.every = log_interval(cfg, cfg.epochs * steps_per_epoch)
         self.weight = getattr(method, "grl_weight", None)
+        self.step_lr = method.step_lr
         self.done, self.spent = done, spent
         self.rows: list[dict] = []  # step rows read from the device
         if done and out is not None:  # resumed: the rows up to the checkpoint's epoch
@@ -93,7 +94,7 @@ class Monitor:
              figures: dict[str, Tensor]) -> None:
         """After optimisation step ``step_no`` (1-based) at training ``progress``."""
         self._steps.append(figures)
-        self._progress, self._lr = progress, lr
+        self._progress, self._lr = progress, self.step_lr(progress, lr)
         if step_no % self.every == 0:
             self._close_row(step_no)
         if self._pending and time.monotonic() - self._flushed >= FLUSH_SECONDS:
