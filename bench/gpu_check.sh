@@ -14,6 +14,9 @@
 #                   "--preset P --set k=v ..." per line), 3 seeds each;
 #   sota_probe      one epoch of the sota recipe on CUDA (its time per epoch);
 #   sota_gpu        the sota-gpu preset, seeds 0 1 2 side by side on the one GPU;
+#   sota_variants   candidate sota-gpu recipes (SOTA_VARIANTS, one line of dalab train
+#                   flags each), seed 0, all side by side; each run's metrics.csv comes
+#                   back, so a run cut at the limit still shows its epochs;
 #   compare         dalab compare --methods all (3 seeds, theta 0.2 0.6 1.0, preset
 #                   quick) with 8 runs side by side; its tables and every run's
 #                   result.json and metrics.csv come back as compare.tar.gz (a second
@@ -74,6 +77,18 @@ speedrun_variants() {  # each line of $VARIANTS: arguments of bench/time_to_accu
     done <<< "$VARIANTS"
 }
 
+sota_variants() {  # each line of $SOTA_VARIANTS: dalab train flags after --preset sota-gpu
+    local i=0
+    while read -r line; do
+        [ -z "$line" ] && continue
+        i=$((i + 1))
+        echo "sota variant $i: $line" >> "$OUT/sota-variants.txt"
+        $PY -m dalab train --preset sota-gpu --device cuda --seed 0 $line \
+            --out "$DATA/runs/sota-variant-$i" > "$DATA/runs/sota-variant-$i.log" 2>&1 &
+    done <<< "$SOTA_VARIANTS"
+    wait
+}
+
 sota_gpu() {  # three seeds side by side; each run folder holds its time and figures
     for seed in 0 1 2; do
         $PY -m dalab train --preset sota-gpu --device cuda --seed $seed \
@@ -87,8 +102,12 @@ sota_gpu() {  # three seeds side by side; each run folder holds its time and fig
 SWEEP=(--theta 0.2,0.4,0.6,0.8,1.0 --lambda 0,0.03,0.1,0.3,1 --protocol ts_tt,tst_tt
        --seeds 0 --preset quick --device cuda)
 
-export -f prepare sota_gpu speedrun_variants compare
+export -f prepare sota_gpu sota_variants speedrun_variants compare
 export PY OUT DATA VARIANTS=${VARIANTS:-"--preset speedrun"}
+# the network's capacity (dann_bn's oracle, BENCHMARKS.md) and the length of training
+export SOTA_VARIANTS=${SOTA_VARIANTS:-"--epochs 30
+--network vada_plain
+--network vada"}
 step prepare 40 bash -c prepare
 step tests 60 $PY -m pytest -q -m gpu tests/test_graph.py tests/test_pack.py tests/test_speed.py \
     tests/test_evaluate.py
@@ -109,6 +128,15 @@ if [[ " $STEPS " == *" sota_gpu "* ]]; then  # results, or each epoch's figures 
     for seed in 0 1 2; do
         cp "$DATA/runs/sota-gpu-$seed/result.json" "$OUT/sota-gpu-$seed.json" 2>/dev/null
         cp "$DATA/runs/sota-gpu-$seed/metrics.csv" "$OUT/sota-gpu-$seed.csv" 2>/dev/null
+    done
+fi
+step sota_variants 300 bash -c sota_variants
+if [[ " $STEPS " == *" sota_variants "* ]]; then
+    for run in "$DATA"/runs/sota-variant-*/; do
+        name=$(basename "$run")
+        cp "$run/result.json" "$OUT/$name.json" 2>/dev/null
+        cp "$run/metrics.csv" "$OUT/$name.csv" 2>/dev/null
+        tail -c 2000 "$DATA/runs/$name.log" > "$OUT/$name.log" 2>/dev/null
     done
 fi
 step compare 420 bash -c compare
