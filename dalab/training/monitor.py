@@ -50,8 +50,8 @@ class Monitor:
     out
         The run folder (``steps.csv`` and tracker files), or None.
     method
-        The training method; ``method.grl_weight(progress)``, when it has one, gives the
-        lambda column.
+        The training method: ``method.grl_weight(progress)`` gives the lambda column,
+        ``method.step_lr(progress, lr)`` the lr column.
     steps_per_epoch
         Optimisation steps in one epoch.
     log
@@ -68,8 +68,7 @@ class Monitor:
         self.cfg, self.out, self.log = cfg, out, log
         self.steps_per_epoch = steps_per_epoch
         self.every = log_interval(cfg, cfg.epochs * steps_per_epoch)
-        self.weight = getattr(method, "grl_weight", None)
-        self.step_lr = method.step_lr
+        self.weight, self.step_lr = method.grl_weight, method.step_lr
         self.done, self.spent = done, spent
         self.rows: list[dict] = []  # step rows read from the device
         if done and out is not None:  # resumed: the rows up to the checkpoint's epoch
@@ -136,7 +135,7 @@ class Monitor:
         segments = sums(self._steps)
         self._epoch += segments
         meta = {"step": step_no, "epoch": self.epoch,
-                "lambda": self.weight(self._progress) if self.weight is not None else None,
+                "lambda": self.weight(self._progress),
                 "lr": self._lr,
                 "seconds": round(self.spent + time.perf_counter() - self.start, 3)}
         self._pending.append((meta, segments))
@@ -151,9 +150,8 @@ class Monitor:
                                         means([segments for _, segments in self._pending])):
             figures = {k: _csv_float(v) for k, v in row_means.items()}
             row = {"step": meta["step"], "epoch": meta["epoch"], **figures}
-            if meta["lambda"] is not None:
-                row["lambda"] = _csv_float(meta["lambda"])
-            row.update(lr=_csv_float(meta["lr"]), seconds=meta["seconds"])
+            row.update(**{k: _csv_float(meta[k]) for k in ("lambda", "lr")},
+                       seconds=meta["seconds"])
             self.rows.append(row)
             if self.tracker is not None:
                 self.tracker.log_metrics({f"train/{k}": v for k, v in row.items()
