@@ -41,7 +41,8 @@ TINY = dict(batches=(16, 32), batch=16, bare_images=64, conv_steps=3, max_train=
 def _loop_config(sizes: dict, device: torch.device, opts: dict, **kw):
     from dalab.training import make_config
 
-    return make_config("speedrun", protocol="tst_tt", epochs=1, batch_size=sizes["batch"],
+    return make_config("speedrun", network="dann", protocol="tst_tt", epochs=1,
+                       batch_size=sizes["batch"],
                        max_train=sizes["max_train"], max_eval=sizes["max_eval"],
                        device=device.type, **opts, **kw)
 

@@ -258,13 +258,14 @@ PRESETS: dict[str, dict] = {
                  lr_schedule="constant", weight_ema=0.999, batch_size=64, select="none",
                  early_stopping=False, epochs=10),
 }
-# Time to accuracy (``dalab bench --time-to-accuracy``): the quick recipe on the paper's
-# network without batch norm (a cheaper step; BENCHMARKS.md's time-to-accuracy figures).
-PRESETS["speedrun"] = dict(PRESETS["quick"], network="dann", validators=False)
+# Time to accuracy (``dalab bench --time-to-accuracy``): the quick recipe without the
+# per-epoch validator scores. On the binary-mask MNIST-M the batch-norm network passes
+# 0.80 in a third of the time of the paper's network, whose steps are 2.3x cheaper on
+# a CPU but which ends below 0.80 for two seeds of three (BENCHMARKS.md).
+PRESETS["speedrun"] = dict(PRESETS["quick"], validators=False)
 # Time to accuracy on a GPU, where a step costs about the same at batch 128 or 256 (the
-# captured step is bound by kernel count): the batch-norm network, 256 + 256, Adam 2e-3.
-PRESETS["speedrun-gpu"] = dict(PRESETS["speedrun"], network="dann_bn", batch_size=256,
-                               lr=0.002)
+# captured step is bound by kernel count): 256 + 256, Adam 2e-3.
+PRESETS["speedrun-gpu"] = dict(PRESETS["speedrun"], batch_size=256, lr=0.002)
 # The sota recipe for one GPU (an eager step: FixMatch is not captured): 12 epochs, three
 # seeds side by side in under 5 minutes on one H100 (BENCHMARKS.md).
 PRESETS["sota-gpu"] = dict(PRESETS["sota"], epochs=12)
