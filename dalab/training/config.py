@@ -260,8 +260,8 @@ PRESETS: dict[str, dict] = {
 }
 # Time to accuracy (``dalab bench --time-to-accuracy``): the quick recipe without the
 # per-epoch validator scores. On the binary-mask MNIST-M the batch-norm network passes
-# 0.80 in a third of the time of the paper's network, whose steps are 2.3x cheaper on
-# a CPU but which ends below 0.80 for two seeds of three (BENCHMARKS.md).
+# 0.80 with every seed (a median of 43 s on 2 CPU cores); the paper's network, 2.3x
+# cheaper a step there, ends below 0.80 for two seeds of three (BENCHMARKS.md).
 PRESETS["speedrun"] = dict(PRESETS["quick"], validators=False)
 # Time to accuracy on a GPU, where a step costs about the same at batch 128 or 256 (the
 # captured step is bound by kernel count): 256 + 256, Adam 2e-3.
