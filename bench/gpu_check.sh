@@ -21,7 +21,8 @@
 #                   quick) with 8 runs side by side; its tables and every run's
 #                   result.json and metrics.csv come back as compare.tar.gz (a second
 #                   call with the tar in gpu-data/ resumes where the first was cut).
-# STEPS picks some (default: all but sota_gpu), e.g. STEPS="tests bench".
+# STEPS picks some (default: prepare tests bench speedrun sweep_packed sweep_unpacked
+# sota_probe), e.g. STEPS="prepare sota_variants".
 #
 # Data: MNIST and BSDS500 copied into the git-ignored gpu-data/ of the checkout:
 #   mkdir -p gpu-data && cp -r "$DALAB_DATA"/mnist "$DALAB_DATA"/BSR gpu-data/
