@@ -93,7 +93,7 @@ class Monitor:
              figures: dict[str, Tensor]) -> None:
         """After optimisation step ``step_no`` (1-based) at training ``progress``."""
         self._steps.append(figures)
-        self._progress, self._lr = progress, self.step_lr(progress, lr)
+        self._progress, self._lr = progress, lr
         if step_no % self.every == 0:
             self._close_row(step_no)
         if self._pending and time.monotonic() - self._flushed >= FLUSH_SECONDS:
@@ -136,7 +136,7 @@ class Monitor:
         self._epoch += segments
         meta = {"step": step_no, "epoch": self.epoch,
                 "lambda": self.weight(self._progress),
-                "lr": self._lr,
+                "lr": self.step_lr(self._progress, self._lr),
                 "seconds": round(self.spent + time.perf_counter() - self.start, 3)}
         self._pending.append((meta, segments))
         self._steps = []
