@@ -12,7 +12,7 @@
 #   sweep_unpacked  the same sweep one point at a time (cut at its limit if slower);
 #   speedrun_variants  time to accuracy of candidate speedrun recipes (VARIANTS, one
 #                   "--preset P --set k=v ..." per line), 3 seeds each;
-#   sota_probe      one epoch of the sota recipe on CUDA (its time per epoch);
+#   sota_probe      one epoch of the sota-gpu recipe, alone (its time per epoch);
 #   sota_gpu        the sota-gpu preset, seeds 0 1 2 side by side on the one GPU;
 #   sota_variants   candidate sota-gpu recipes (SOTA_VARIANTS, one line of dalab train
 #                   flags each), seed 0, all side by side; each run's metrics.csv comes
@@ -29,7 +29,7 @@
 # Run from the repository root (dalab runs from the checkout, nothing is installed):
 #   OUT=/some/folder bash bench/gpu_check.sh
 # Generated MNIST-M sets are cached in gpu-data/cache; run folders go to gpu-data/runs.
-# The default steps' limits add up to 8 min 50 s (a 15-minute slot leaves room for one more call).
+# The default steps' limits add up to 9 min 10 s (a 15-minute slot leaves room for one more call).
 set -u
 OUT=${OUT:-gpu-check}
 PY=${PYTHON:-python}
@@ -105,10 +105,11 @@ SWEEP=(--theta 0.2,0.4,0.6,0.8,1.0 --lambda 0,0.03,0.1,0.3,1 --protocol ts_tt,ts
 
 export -f prepare sota_gpu sota_variants speedrun_variants compare
 export PY OUT DATA VARIANTS=${VARIANTS:-"--preset speedrun"}
-# the network's capacity (dann_bn's oracle, BENCHMARKS.md) and the length of training
-export SOTA_VARIANTS=${SOTA_VARIANTS:-"--epochs 30
+# longer training, the network without the input's instance norm, and the previous
+# sota-gpu (dann_bn, 12 epochs) on the same card
+export SOTA_VARIANTS=${SOTA_VARIANTS:-"--epochs 20
 --network vada_plain
---network vada"}
+--network dann_bn --epochs 12"}
 step prepare 40 bash -c prepare
 step tests 60 $PY -m pytest -q -m gpu tests/test_graph.py tests/test_pack.py tests/test_speed.py \
     tests/test_evaluate.py
@@ -121,10 +122,10 @@ step sweep_unpacked 100 $PY -m dalab sweep "${SWEEP[@]}" --out "$DATA/runs/sweep
 cp "$DATA/runs/sweep-unpacked/sweep.csv" "$OUT/sweep-unpacked.csv" 2>/dev/null
 [[ " $STEPS " == *" sweep_unpacked "* ]] && ls "$DATA/runs/sweep-unpacked/runs" 2>/dev/null \
     | wc -l | sed 's/^/   unpacked points finished: /' | tee -a "$SUMMARY"
-step sota_probe 40 $PY -m dalab train --preset sota --device cuda --epochs 1 \
+step sota_probe 60 $PY -m dalab train --preset sota-gpu --device cuda --epochs 1 \
     --out "$DATA/runs/sota-probe"
 cp "$DATA/runs/sota-probe/result.json" "$OUT/sota-probe.json" 2>/dev/null
-step sota_gpu 300 bash -c sota_gpu
+step sota_gpu 420 bash -c sota_gpu
 if [[ " $STEPS " == *" sota_gpu "* ]]; then  # results, or each epoch's figures if cut
     for seed in 0 1 2; do
         cp "$DATA/runs/sota-gpu-$seed/result.json" "$OUT/sota-gpu-$seed.json" 2>/dev/null
