@@ -276,14 +276,14 @@ def test_folder_images_are_cached_until_a_file_changes(tmp_path):
     for i in range(6):
         _png(tmp_path / "imgs" / str(i % 2) / f"{i}.png", 30 * i, mode="RGB")
     first = load_domain(f"folder:{tmp_path / 'imgs'}", cache_dir=tmp_path / "cache")
-    cached = sorted((tmp_path / "cache" / "folders").glob("*.npz"))
+    cached = sorted((tmp_path / "cache" / "folders").glob("*.json"))
     assert len(cached) == 1 and cached[0].name.startswith("folder_size28_")
     again = load_domain(f"folder:{tmp_path / 'imgs'}", cache_dir=tmp_path / "cache")
-    assert sorted((tmp_path / "cache" / "folders").glob("*.npz")) == cached
+    assert sorted((tmp_path / "cache" / "folders").glob("*.json")) == cached
     for split in first.splits:
         assert torch.equal(first.split(split).images, again.split(split).images)
     _png(tmp_path / "imgs" / "0" / "0.png", 200, (12, 12), mode="RGB")  # a changed image
     changed = load_domain(f"folder:{tmp_path / 'imgs'}", cache_dir=tmp_path / "cache")
-    assert len(list((tmp_path / "cache" / "folders").glob("*.npz"))) == 2
+    assert len(list((tmp_path / "cache" / "folders").glob("*.json"))) == 2
     whole = torch.cat([changed.split(s).images for s in changed.splits])
     assert (whole == 200).any() and not (whole == 200).all()

@@ -173,6 +173,8 @@ def read_image(path: Path, size: int | None = None) -> np.ndarray:
 
     try:
         with Image.open(path) as img:
+            if size is not None:  # JPEG: decode at the smallest DCT scale >= size
+                img.draft("RGB", (size, size))
             arr = np.asarray(img.convert("RGB"))
     except FileNotFoundError as err:
         raise DataError(f"{path}: no such image file") from err

@@ -20,6 +20,7 @@ from dalab.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
 FULL_TRAIN = "train+val"  # the training split and the validation split together
+ALL = "all"  # every split of a domain
 VAL_FRACTION, TEST_FRACTION = 0.1, 0.2  # seeded splits of sets that come as one
 SPLIT_SEED = 0
 
@@ -146,25 +147,32 @@ class Domain:
         """The images (and labels) of split ``name``, read once per domain object.
 
         ``"train+val"`` is the training and validation splits together (the whole
-        training file for MNIST and MNIST-M).
+        training file for MNIST and MNIST-M); ``"all"`` is every split of the domain
+        (the standard UDA convention's target set).
         """
         if name not in self._cache:
-            wanted = name.split("+") if name == FULL_TRAIN else [name]
+            wanted = self.splits if name == ALL else name.split("+") if name == FULL_TRAIN \
+                else [name]
             missing = [s for s in wanted if s not in self.splits]
             if missing:
                 raise ConfigError(f"split: {self.spec} has no {missing[0]!r} split; it has "
                                   f"{', '.join(self.splits)}")
-            if name == FULL_TRAIN:
-                parts = [self.split(s) for s in wanted]
-                labels = None if not self.has_labels else torch.cat([p.labels for p in parts])
-                self._cache[name] = Split(f"{self.spec}/{name}",
-                                          torch.cat([p.images for p in parts]), labels,
+            if name in (FULL_TRAIN, ALL):
+                images, labels = self._join(tuple(wanted))
+                self._cache[name] = Split(f"{self.spec}/{name}", images, labels,
                                           self.class_names)
             else:
                 images, labels = self._read(name)
                 self._cache[name] = make_split(f"{self.spec}/{name}", images, labels,
                                                self.class_names, self.size)
         return self._cache[name]
+
+    def _join(self, names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Images and labels of the splits ``names`` together (concatenated here; a
+        kind whose splits lie side by side on disk returns a view instead)."""
+        parts = [self.split(s) for s in names]
+        labels = None if not self.has_labels else torch.cat([p.labels for p in parts])
+        return torch.cat([p.images for p in parts]), labels
 
     def _read(self, name: str) -> tuple[np.ndarray, np.ndarray | None]:
         """uint8 images ``(N, C, H, W)`` (any ``H``, ``W``: fitted by :func:`make_split`
@@ -184,8 +192,9 @@ def make_split(name: str, images: np.ndarray, labels: np.ndarray | None,
         images = images[:, None]
     if images.shape[-2:] != (size, size):
         images = resize(images, size)
-    if not (images.flags.writeable and images.flags.c_contiguous):
+    if not images.flags.writeable:
         images = np.array(images, order="C")  # own, writable memory for torch
+    # (a memory-mapped store's view stays a view: torch takes strided arrays)
     tensor = None if labels is None else torch.from_numpy(np.asarray(labels, np.int64))
     return Split(name, torch.from_numpy(images), tensor, class_names)
 

@@ -7,9 +7,10 @@ class sub-folders, a flat folder with a labels file, or a flat folder of unlabel
 images. With ``train/`` but no ``val/``, val is a seeded 10% of ``train/``. Images are
 resized (bilinear) to the domain's size; the domain is grey when every image is.
 
-The decoded images are cached (:mod:`dalab.data.cache`) under
-``<cache dir>/folders/<kind>_size<size>_<fingerprint>.npz``, the fingerprint covering every file's path,
-size and modification time, the labels and the size; later loads read the cache.
+The images are decoded once into an image store (:mod:`dalab.data.store`) under
+``<cache dir>/folders/<kind>_size<size>_<fingerprint>.npy``, the fingerprint covering
+every file's path, size and modification time, the labels and the size; later loads map
+the store into memory, so a folder larger than memory is read batch by batch.
 """
 
 from __future__ import annotations
@@ -19,16 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from dalab.data.cache import find_or_make, read_split
+import torch
+
 from dalab.data.domains.base import SPLITS, TEST_FRACTION, VAL_FRACTION, Domain, Where, carve
 from dalab.data.export import CLASSES_FILE
-from dalab.data.folders import (
-    ImageList, class_names_of, is_grey, label_indices, read_images, scan_folder, to_channels,
-)
+from dalab.data.folders import ImageList, class_names_of, label_indices, read_images, scan_folder
+from dalab.data.store import Store, build_store
 from dalab.errors import ConfigError, DataError
 
 WHOLE = "whole"  # the folder itself, when it has no split sub-folders
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def fingerprint(lists: dict[str, ImageList], labels: dict[str, np.ndarray]) -> str:
@@ -53,11 +54,15 @@ class Folder(Domain):
     def __init__(self, spec: str, path: str | None, where: Where):
         super().__init__(spec, path, where)
         self.root = self.locate(Path(path).expanduser() if path else None)
+        self._store = self._decode(self.image_lists())
+
+    def image_lists(self) -> dict[str, ImageList]:
+        """The image files (and labels) of each split sub-folder present, else of the
+        whole folder under the key ``"whole"`` (split by a seeded draw). Release-layout
+        kinds override this to read their own layout and image lists."""
         lists = {s: scan_folder(self.root / d) for s, d in self.split_dirs.items()
                  if (self.root / d).is_dir()}
-        if not lists:
-            lists = {WHOLE: scan_folder(self.root)}
-        self._arrays = self._decode(lists)
+        return lists or {WHOLE: scan_folder(self.root)}
 
     def locate(self, path: Path | None) -> Path:
         """The folder to read (a kind may fetch or unpack it first)."""
@@ -81,7 +86,7 @@ class Folder(Domain):
         """RGB images ``(N, 3, size, size)``: each resized (bilinear) when it differs."""
         return read_images(files, self.size)
 
-    def _decode(self, lists: dict[str, ImageList]) -> dict[str, tuple]:
+    def _decode(self, lists: dict[str, ImageList]) -> Store:
         labelled = {name: lst.labels is not None for name, lst in lists.items()}
         if len(set(labelled.values())) > 1:
             raise DataError(f"{self.root}: some splits have labels "
@@ -101,38 +106,45 @@ class Folder(Domain):
         labels = {name: label_indices(lst.labels, self.class_names, lst.root)
                   if self.has_labels else np.full(len(lst.files), -1, np.int64)
                   for name, lst in lists.items()}
-
-        def make() -> tuple[dict, dict]:
-            images = {name: self.read(lst.files) for name, lst in lists.items()}
-            channels = 1 if all(is_grey(im) for im in images.values()) else 3
-            arrays = {}
-            for name, im in images.items():
-                arrays[f"{name}_images"] = to_channels(im, channels)
-                arrays[f"{name}_labels"] = labels[name]
-            return arrays, {"root": str(self.root), "channels": channels}
-
+        parts = self._parts({name: (lst.files, labels[name]) for name, lst in lists.items()})
         params = {"format_version": FORMAT_VERSION, "kind": self.kind, "size": self.size,
                   "fingerprint": fingerprint(lists, labels)}
-        npz = f"{self.kind}_size{self.size}_{params['fingerprint']}.npz"
-        found = find_or_make(self.where.cache_dir / "folders" / npz, params, make,
-                             what="image folder")
-        self.channels = found.meta["channels"]
-        arrays = {name: read_split(found.path, name, "image folder") for name in lists}
-        if not self.has_labels:
-            arrays = {name: (images, None) for name, (images, _) in arrays.items()}
-        if WHOLE in arrays:
-            arrays = self._split(arrays.pop(WHOLE), ("train", "val", "test"),
-                                 (VAL_FRACTION, TEST_FRACTION))
-        elif "train" in arrays and "val" not in arrays:
-            arrays.update(self._split(arrays.pop("train"), ("train", "val"), (VAL_FRACTION,)))
-        self.splits = tuple(s for s in SPLITS if s in arrays)
-        return arrays
+        stem = self.where.cache_dir / "folders" / f"{self.kind}_size{self.size}_" \
+            f"{params['fingerprint']}"
+        store = build_store(stem, params, parts, self.read, self.size,
+                            what=f"{self.spec} images")
+        self.channels = store.meta["channels"]
+        self.splits = tuple(s for s in SPLITS if s in store.splits)
+        return store
 
     @staticmethod
-    def _split(pair: tuple, names: tuple[str, ...], fractions: tuple[float, ...]) -> dict:
-        images, labels = pair
-        return {n: (images[p], None if labels is None else labels[p])
-                for n, p in zip(names, carve(len(images), fractions))}
+    def _parts(lists: dict[str, tuple]) -> dict[str, tuple]:
+        """Split name -> (files, labels) in store order: a folder that comes as one set
+        is split by a seeded draw (70/10/20), a ``train`` without ``val`` gives up 10%."""
+        def carved(pair: tuple, names: tuple[str, ...], fractions: tuple[float, ...]) -> dict:
+            files, labels = pair
+            return {n: (tuple(files[i] for i in p), labels[p])
+                    for n, p in zip(names, carve(len(files), fractions))}
+
+        if WHOLE in lists:
+            lists = carved(lists[WHOLE], SPLITS, (VAL_FRACTION, TEST_FRACTION))
+        elif "train" in lists and "val" not in lists:
+            lists = {**carved(lists["train"], ("train", "val"), (VAL_FRACTION,)),
+                     **{k: v for k, v in lists.items() if k != "train"}}
+        return {s: lists[s] for s in SPLITS if s in lists}
+
+    def _rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
+        images = self._store.images[start:stop]
+        if self.channels == 1:
+            images = images[:, :1]  # grey images are stored as three equal channels
+        return images, (self._store.labels[start:stop] if self.has_labels else None)
+
+    def _join(self, names: tuple[str, ...]):
+        rows = self._store.rows(names)
+        if rows is None:
+            return super()._join(names)
+        images, labels = self._rows(*rows)
+        return torch.from_numpy(images), None if labels is None else torch.from_numpy(labels)
 
     def _read(self, name: str):
-        return self._arrays[name]
+        return self._rows(*self._store.splits[name])
