@@ -90,7 +90,7 @@ def test_idx_files(magic, dims, body, gz):
 @given(spec=st.text(max_size=30) | st.builds(
     lambda kind, opts: f"{kind}:{opts}",
     st.sampled_from(["mnist", "mnistm", "digits", "syndigits", "folder", "mnistm-official",
-                     "other"]),
+                     "usps", "office31", "officehome", "visda2017", "domainnet", "other"]),
     st.text(alphabet="=,.:-+ 0123456789abcdefghijklmnopqrstuvwxyz²", max_size=25)))
 def test_domain_specs(spec):
     from dalab.data.domains import parse_spec

@@ -52,11 +52,12 @@ def train_loop_throughput(cfg, skip: int, repeats: int) -> tuple[dict, dict]:
     seconds of the whole ``train`` call; one run per repeat (the first ``skip`` steps
     warm up). The device is synchronised at those two steps only."""
     from dalab.training import train
+    from dalab.training.config import epoch_steps
     from dalab.training.domains import load_sets
     from dalab.training.loop import resolve_device
 
     device = resolve_device(cfg.device)
-    total = cfg.epochs * max(1, len(load_sets(cfg).labelled) // cfg.batch_size)
+    total = cfg.epochs * epoch_steps(cfg, len(load_sets(cfg).labelled))
     first = max(1, min(skip, total - 1))
     figures, calls = [], []
     for _ in range(max(1, repeats)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import urllib.error
 import urllib.request
@@ -62,6 +63,23 @@ def download_verified(urls: Sequence[str], dest: Path,
             raise DataError(f"cannot write {dest}: {err.strerror or err}; choose a writable "
                             "cache folder (--cache-dir or $DALAB_CACHE)") from None
     raise DownloadError(f"could not download {dest.name}:\n" + "\n".join(attempts))
+
+
+def file_md5(path: Path) -> str:
+    """The md5 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def md5_check(expected: str) -> Callable[[Path], str | None]:
+    """A ``check`` for :func:`download_verified`: the file's md5 must be ``expected``."""
+    def check(path: Path) -> str | None:
+        got = file_md5(path)
+        return None if got == expected else f"md5 {got}, expected {expected}"
+    return check
 
 
 class _Rejected(Exception):

@@ -30,7 +30,8 @@ def reestimate_bn(model: nn.Module, images: Tensor, batch_size: int,
     and each layer's momentum, are restored after."""
     head = getattr(model, "domain_head", None)
     norms = [m for m in batch_norms(model, head if isinstance(head, nn.Module) else None)
-             if m.track_running_stats]
+             if m.track_running_stats and (m.weight is None or m.weight.requires_grad)]
+    # (a frozen backbone's layers keep the statistics its weights were trained with)
     if not norms or len(images) == 0:
         return
     was_training, momenta = model.training, [m.momentum for m in norms]

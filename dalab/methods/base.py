@@ -55,6 +55,9 @@ class Method(nn.Module):
     # True: losses() draws random numbers (dropout, random augmentation, VAT), so a
     # packed step could not repeat a lone run's draws (dalab.training.stacked)
     random_losses = False
+    # True: the method transforms its input images (augmentations, input perturbations),
+    # so it cannot train on cached backbone features (dalab.training.frozen)
+    transforms_inputs = False
 
     def __init__(self, model: Classifier, cfg):
         super().__init__()
@@ -105,11 +108,12 @@ class Method(nn.Module):
     def step(self, names: str | tuple[str, ...], loss: Tensor, lr: float) -> None:
         """One step of the optimiser(s) ``names`` on ``loss``: set lr, zero their
         gradients, backward, step each."""
+        from dalab.training.optim import set_lr  # (dalab.training imports methods)
+
         optimizers = [self.optimizers[n] for n in ((names,) if isinstance(names, str)
                                                     else names)]
         for opt in optimizers:
-            for group in opt.param_groups:
-                group["lr"] = lr
+            set_lr(opt, lr)
             opt.zero_grad(set_to_none=True)
         loss.backward()
         for opt in optimizers:

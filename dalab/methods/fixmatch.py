@@ -36,6 +36,8 @@ class FixMatch(Method):
     of them pass the threshold sooner (Jin et al., ECCV 2020, arXiv:1912.03699).
     """
 
+    transforms_inputs = True  # weak and strong augmentations of the images
+
     random_losses = True  # random weak and strong augmentation
 
     def __init__(self, model: Classifier, cfg):

@@ -31,6 +31,8 @@ class SelfEnsembling(Method):
     Deviation: the paper reports the teacher; dalab evaluates the student network.
     """
 
+    transforms_inputs = True  # augmentations of the images
+
     def __init__(self, model: Classifier, cfg):
         super().__init__(model, cfg)
         self.teacher = frozen_copy(model)

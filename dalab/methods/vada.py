@@ -36,6 +36,8 @@ class VADA(Method):
     network itself.
     """
 
+    transforms_inputs = True  # adversarial perturbations of the images (VAT)
+
     def __init__(self, model: Classifier, cfg):
         super().__init__(model, cfg)
         self.build_optimizers({

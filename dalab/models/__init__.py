@@ -2,6 +2,9 @@
 
 :class:`Classifier` (``classifier.py``) is the interface every network fills; each
 family of networks is one module returning its three parts, registered in ``NETWORKS``.
+The photo networks (``resnet18``, ``resnet50``, ``resnet101``, ``efficientnet_lite0``)
+are ImageNet backbones with tllib's head (``backbones.py``); :data:`BACKBONES` holds
+their facts and :mod:`dalab.models.pretrained` loads their weights.
 
 >>> model = build_model("dann", in_channels=3, mean=[0.45] * 3, std=[0.25] * 3)
 >>> logits = model(x)              # x: uint8 (N, 3, 28, 28) -> (N, 10)
@@ -15,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from dalab.errors import ConfigError
-from dalab.models import digits, resnet, vada
+from dalab.models import backbones, digits, vada
+from dalab.models.backbones import BACKBONES, Backbone
 from dalab.models.classifier import Classifier, batch_norms
 
 NUM_CLASSES = 10  # the digit domains' class count, the default everywhere
@@ -26,11 +30,11 @@ NETWORKS: dict[str, Callable[[int, int, int, float], Parts]] = {
     "dann_bn": digits.dann_bn,
     "vada": vada.vada,
     "vada_plain": vada.vada_plain,
-    "resnet18": resnet.resnet18,
+    **{name: backbones.factory(name) for name in BACKBONES},
 }
 
-__all__ = ["Classifier", "NETWORKS", "NUM_CLASSES", "batch_norms", "build_model",
-           "channel_stats"]
+__all__ = ["BACKBONES", "Backbone", "Classifier", "NETWORKS", "NUM_CLASSES", "batch_norms",
+           "build_model", "channel_stats"]
 
 
 def build_model(network: str, in_channels: int, mean: Sequence[float], std: Sequence[float],

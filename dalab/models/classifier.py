@@ -78,7 +78,11 @@ class Classifier(nn.Module):
         return (x - self.mean) / self.std
 
     def features(self, x: Tensor) -> Tensor:
-        """Images -> features ``(N, D)``."""
+        """Images -> features ``(N, D)``. A 2-D input is a frozen backbone's cached
+        output (:mod:`dalab.training.frozen`): no preprocessing, the rest of the
+        feature extractor only."""
+        if x.dim() == 2:
+            return self.feature_extractor(x)
         return self.feature_extractor(self.preprocess(x))
 
     def classify(self, f: Tensor) -> Tensor:

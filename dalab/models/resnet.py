@@ -1,44 +1,49 @@
-"""A ResNet-18-style network for photos of 64 pixels and more.
+"""ResNet-18, -50 and -101 up to global average pooling, in torchvision's names.
 
-The feature extractor is ResNet-18 (He et al., 2016): a 7x7 stride-2 stem with 3x3
-max-pooling, four stages of two basic blocks (64, 128, 256, 512 channels; stages 2-4
-halve the resolution) and global average pooling, so the features are 512 wide at any
-input size (a 64 px image ends as a 2x2 map, a 224 px one as 7x7). Parameter names are
-torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1``, ...), so a torchvision ResNet-18
-state dict saved as safetensors initialises it (``--init-weights``, see
-:mod:`dalab.models.init`).
+A 7x7 stride-2 stem with 3x3 max-pooling, four stages (64, 128, 256, 512 planes; stages
+2-4 halve the resolution) and global average pooling, so the features are 512 wide
+(ResNet-18's basic blocks) or 2048 wide (the bottleneck blocks of ResNet-50/101, four
+times their planes) at any input size. The bottleneck strides on its 3x3 convolution,
+as torchvision does ("ResNet v1.5"). Parameter names are torchvision's (``conv1``,
+``bn1``, ``layer1.0.conv1``, ``layer2.0.downsample.0``, ...), so its state dicts load
+as they are.
 
-The label head is one linear layer (after optional dropout); the domain head is the
-DANN paper's discriminator for its Office experiments: fc1024 ReLU, fc1024 ReLU, fc1
-(dropout 0.5 between them in the paper, ``--dropout`` here).
+Built from scratch, convolutions get He initialisation and the last batch norm of each
+block starts at zero, so every block starts as the identity.
 
 References
 ----------
 He, Zhang, Ren & Sun, "Deep Residual Learning for Image Recognition", CVPR 2016.
-Ganin et al., "Domain-Adversarial Training of Neural Networks", JMLR 2016.
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-WIDTH = 512
+PLANES = (64, 128, 256, 512)
+
+
+def _shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Module | None:
+    """A 1x1 projection with batch norm where the shape changes, else ``None``."""
+    if stride == 1 and in_planes == out_planes:
+        return None
+    return nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride, bias=False),
+                         nn.BatchNorm2d(out_planes))
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convolutions with batch norm and an identity (or 1x1 projection) shortcut."""
+    """Two 3x3 convolutions with batch norm and an identity (or projection) shortcut."""
+
+    expansion = 1
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1):
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = None
-        if stride != 1 or in_planes != planes:
-            self.downsample = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False),
-                                            nn.BatchNorm2d(planes))
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _shortcut(in_planes, planes, stride)
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -46,44 +51,86 @@ class BasicBlock(nn.Module):
         return self.relu(self.bn2(self.conv2(out)) + identity)
 
 
-class ResNet18Features(nn.Module):
-    """ResNet-18 up to global average pooling: ``(N, C, H, W)`` -> ``(N, 512)``."""
+class Bottleneck(nn.Module):
+    """1x1 reduction, 3x3 (strided) and 1x1 expansion to 4x the planes, with batch norm
+    and an identity (or projection) shortcut."""
 
-    def __init__(self, in_channels: int):
+    expansion = 4
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
         super().__init__()
+        out = planes * self.expansion
+        self.conv1 = nn.Conv2d(in_planes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _shortcut(in_planes, out, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.bn3(self.conv3(out)) + identity)
+
+
+class ResNet(nn.Module):
+    """A ResNet up to global average pooling: ``(N, C, H, W)`` -> ``(N, width)``.
+
+    Parameters
+    ----------
+    name
+        The network's name (``resnet18``, ...), kept as an attribute.
+    block
+        :class:`BasicBlock` or :class:`Bottleneck`.
+    depths
+        Blocks in each of the four stages.
+    in_channels
+        Input channels (3 for the published weights).
+    """
+
+    def __init__(self, name: str, block: type[BasicBlock | Bottleneck],
+                 depths: tuple[int, int, int, int], in_channels: int = 3):
+        super().__init__()
+        self.name = name
+        self.width = PLANES[-1] * block.expansion
         self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        planes = 64
-        for i, (width, stride) in enumerate(((64, 1), (128, 2), (256, 2), (512, 2)), 1):
-            setattr(self, f"layer{i}", nn.Sequential(BasicBlock(planes, width, stride),
-                                                     BasicBlock(width, width)))
-            planes = width
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        in_planes = 64
+        for i, (planes, depth) in enumerate(zip(PLANES, depths), 1):
+            stride = 1 if i == 1 else 2
+            blocks = [block(in_planes, planes, stride)]
+            in_planes = planes * block.expansion
+            blocks += [block(in_planes, planes) for _ in range(depth - 1)]
+            setattr(self, f"layer{i}", nn.Sequential(*blocks))
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        for m in self.modules():  # zero-init the last BN of each block: blocks start as identity
-            if isinstance(m, BasicBlock):
+            elif isinstance(m, Bottleneck):
+                nn.init.zeros_(m.bn3.weight)
+            elif isinstance(m, BasicBlock):
                 nn.init.zeros_(m.bn2.weight)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.avgpool(x).flatten(1)
+        return x.mean((2, 3))
 
 
-def resnet18(in_channels: int, num_classes: int, size: int, dropout: float
-             ) -> tuple[nn.Module, nn.Module, nn.Module]:
-    """ResNet-18 features (512), a linear label head and a 1024-1024 domain head.
+def resnet18(in_channels: int = 3) -> ResNet:
+    """ResNet-18: basic blocks 2-2-2-2, 512 features."""
+    return ResNet("resnet18", BasicBlock, (2, 2, 2, 2), in_channels)
 
-    Global average pooling makes it build for any ``size``; below 64 px the stem's
-    fourfold downsampling leaves little resolution, and the digit networks fit better.
-    """
-    features = ResNet18Features(in_channels)
-    label = nn.Sequential(nn.Dropout(dropout), nn.Linear(WIDTH, num_classes))
-    domain = nn.Sequential(nn.Linear(WIDTH, 1024), nn.ReLU(), nn.Dropout(dropout),
-                           nn.Linear(1024, 1024), nn.ReLU(), nn.Dropout(dropout),
-                           nn.Linear(1024, 1))
-    return features, label, domain
+
+def resnet50(in_channels: int = 3) -> ResNet:
+    """ResNet-50: bottleneck blocks 3-4-6-3, 2048 features."""
+    return ResNet("resnet50", Bottleneck, (3, 4, 6, 3), in_channels)
+
+
+def resnet101(in_channels: int = 3) -> ResNet:
+    """ResNet-101: bottleneck blocks 3-4-23-3, 2048 features."""
+    return ResNet("resnet101", Bottleneck, (3, 4, 23, 3), in_channels)

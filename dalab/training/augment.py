@@ -146,3 +146,31 @@ def augment_stacked(name: str, x: Tensor, gens: list[torch.Generator], channels:
     x = to_unit(x.flatten(0, 1), channels)
     x = torch.where(invert, 1.0 - x, x).mul_(a).add_(b)
     return x.mul_(255.0).round_().to(torch.uint8).unflatten(0, (m, n))
+
+
+def random_resized_crop(x: Tensor, size: int, gen: torch.Generator | None,
+                        scale: tuple[float, float] = (0.08, 1.0),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Tensor:
+    """Random resized crops of ``size`` x ``size`` with random horizontal flips: the
+    standard ImageNet training view, for a whole batch in one ``grid_sample``.
+
+    Per image: a crop of a fraction in ``scale`` of the area with an aspect ratio
+    log-uniform in ``ratio`` (each side at most the whole image: where torchvision
+    draws again, the side is clipped), at a uniform position, flipped with probability
+    1/2, resized bilinearly. uint8 or [0, 1] float ``(N, C, H, W)`` in, float in
+    [0, 1] ``(N, C, size, size)`` out.
+    """
+    n, c = x.shape[:2]
+    device = x.device
+    area = _uniform((n,), scale[0], scale[1], gen, device)
+    aspect = _uniform((n,), math.log(ratio[0]), math.log(ratio[1]), gen, device).exp_()
+    w = (area * aspect).sqrt_().clamp_(max=1.0)  # crop sides, fractions of the image
+    h = (area / aspect).sqrt_().clamp_(max=1.0)
+    cx = torch.rand(n, generator=gen, device=device).mul_(1.0 - w).add_(w / 2).mul_(2).sub_(1)
+    cy = torch.rand(n, generator=gen, device=device).mul_(1.0 - h).add_(h / 2).mul_(2).sub_(1)
+    flip = torch.where(torch.rand(n, generator=gen, device=device) < 0.5, -1.0, 1.0)
+    zero = torch.zeros_like(w)
+    theta = torch.stack([torch.stack([w * flip, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1)
+    grid = F.affine_grid(theta, [n, c, size, size], align_corners=False)
+    return F.grid_sample(to_unit(x, c), grid, mode="bilinear", padding_mode="border",
+                         align_corners=False)

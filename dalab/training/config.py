@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from dalab.errors import ConfigError
 
 from dalab.methods import ALIASES, METHODS
-from dalab.models import NETWORKS
+from dalab.models import BACKBONES, NETWORKS
 
 PROTOCOLS = {  # protocol: (method, trains on, tests on); "adapt" = the Config's method
     "ts_ts": ("source_only", "source", "source"),
@@ -39,11 +39,14 @@ CHOICES = {
     "augment": ("none", "color"),
     "on_collapse": ("warn", "stop"),
     "logger": ("none", "tensorboard", "mlflow"),
+    "target_split": ("auto", "all", "heldout"),
+    "data_in": ("auto", "memory", "disk"),
 }
 # Fields that say where and how a run executes, not what it computes: they may differ
 # between a run (or sweep) and its resumption (another machine, other --jobs).
 RUNTIME_FIELDS = frozenset({"device", "threads", "data_root", "cache_dir", "keep_checkpoints",
-                            "log_every", "logger", "tracking_uri", "cuda_graphs"})
+                            "log_every", "logger", "tracking_uri", "cuda_graphs", "data_in",
+                            "memory_budget"})
 
 
 @dataclass
@@ -56,12 +59,20 @@ class Config:
     method: str = "dann"  # adaptation method of tst_tt (a key of dalab.methods.METHODS)
     network: str = "dann"  # lenet (original code) | dann (paper) | dann_bn | vada | resnet18
     init_weights: str | None = None  # safetensors file initialising the feature extractor
+    pretrained: str | None = None  # backbone weights: imagenet (published) | a FILE (None: random)
+    freeze_backbone: bool = False  # train the bottleneck and heads only (features cached on disk)
+    backbone_lr: float = 0.1  # learning rate of a pretrained backbone, times the run's lr
     dropout: float = 0.0  # dropout probability before each fully connected layer
     augment: str = "none"  # batch augmentation of labelled images: none | color (jitter)
     # -- data --------------------------------------------------------------------------
     source: str = "mnist"  # source domain spec (labelled), e.g. digits or folder:PATH
     target: str = "mnistm"  # target domain spec; mnistm takes theta/mode/mask/... below
     size: int = 28  # input height and width: every domain's images are fitted to it
+    resize: int = 0  # photos: images are stored at this size, training takes random resized
+    #   crops (and flips) of `size`, evaluation the centre crop (0 = no crops: stored at `size`)
+    target_split: str = "auto"  # all: every target image is the unlabelled training set and
+    #   the test set (how Office-31 & co. are reported) | heldout: dalab's train/test splits |
+    #   auto: all for benchmark domains (office31, officehome, visda2017, domainnet, usps)
     theta: float = 1.0  # MNIST-M blend strength in [0, 1]; 1 = the paper's MNIST-M
     mode: str = "color"  # MNIST-M colour (3 channels) or gray (1 channel)
     mask: str = "binary"  # MNIST-M digit mask: binary (published MNIST-M) | grey (seed code)
@@ -107,10 +118,12 @@ class Config:
     # -- optimisation ------------------------------------------------------------------
     seed: int = 0  # seed of initialisation, batch order and dropout
     epochs: int = 10  # passes over the labelled training set (epoch = its size / batch)
+    epoch_steps: int = 0  # steps per epoch (0 = one pass over the labelled set, its size / batch)
     batch_size: int = 64  # examples per domain per step (DANN adds as many target images)
     optimizer: str = "sgd"  # sgd | rmsprop | adam
     lr: float = 0.01  # learning rate (initial value mu_0 for the schedules)
     momentum: float = 0.9  # SGD momentum (RMSprop momentum; Adam uses adam_beta1)
+    nesterov: bool = False  # SGD: Nesterov momentum
     adam_beta1: float = 0.9  # Adam's beta1 (VADA/DIRT-T use 0.5)
     weight_decay: float = 0.0  # L2 penalty coefficient
     lr_schedule: str = "anneal"  # constant | epoch (lr * lr_decay**epoch) | anneal (paper)
@@ -135,6 +148,9 @@ class Config:
     compile: bool = False  # torch.compile the model (CUDA only; warns and skips otherwise)
     cuda_graphs: bool = True  # CUDA: the whole training step as one CUDA graph (ignored on CPU)
     eval_batch_size: int = 2048  # images per batch in evaluation
+    data_in: str = "auto"  # training images held in memory (on the device), or read from
+    #   the memory-mapped store on disk batch by batch; auto: memory when within memory_budget
+    memory_budget: float = 8.0  # GiB of training images data_in=auto holds in memory
     keep_checkpoints: bool = False  # keep every epoch's checkpoint (default: the last, until done)
     # -- monitoring (no effect on the result) ----------------------------------------------
     log_every: int = 0  # steps between rows of steps.csv (0 = about 300 rows per run)
@@ -167,12 +183,18 @@ class Config:
                      "fixmatch_domain_weight", "fixmatch_mcc_weight"):
             _check_range(self, name, 0.0, math.inf)
         for name in ("lr", "adda_lr", "grl_lambda", "momentum", "weight_decay", "lr_decay",
-                     "anneal_alpha", "anneal_beta", "patience_increase"):
+                     "anneal_alpha", "anneal_beta", "patience_increase", "backbone_lr",
+                     "memory_budget"):
             _check_range(self, name, 0.0, math.inf)
         for name in ("early_stopping", "amp", "channels_last", "compile", "cuda_graphs",
-                     "keep_checkpoints", "validators", "target_bn"):
+                     "keep_checkpoints", "validators", "target_bn", "freeze_backbone",
+                     "nesterov"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
+        if self.pretrained is not None and (not isinstance(self.pretrained, str)
+                                            or not self.pretrained.strip()):
+            raise ConfigError(f"pretrained: expected imagenet or a weights file, got "
+                              f"{self.pretrained!r}")
         for name in ("data_root", "cache_dir"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name}: expected a folder path, got {getattr(self, name)!r}")
@@ -182,7 +204,7 @@ class Config:
                 raise ConfigError(f"{name}: expected a positive integer, got "
                                   f"{getattr(self, name)!r}")
         for name in ("seed", "data_seed", "max_train", "max_eval", "threads", "patience",
-                     "log_every"):
+                     "log_every", "resize", "epoch_steps"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
                 raise ConfigError(f"{name}: expected a non-negative integer, got "
                                   f"{getattr(self, name)!r}")
@@ -190,6 +212,12 @@ class Config:
             if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
                 raise ConfigError(f"{name}: expected a domain spec such as 'mnist' or "
                                   f"'folder:PATH', got {getattr(self, name)!r}")
+        if self.resize and self.resize < self.size:
+            raise ConfigError(f"resize: {self.resize} is below size {self.size}; crops of "
+                              "`size` are taken from images stored at `resize` (0: no crops)")
+        if self.freeze_backbone and not self.pretrained:
+            raise ConfigError("freeze_backbone: a frozen backbone needs trained weights; give "
+                              "pretrained (imagenet or a FILE)")
         if self.early_stopping and self.select not in ("source-val", "target-val"):
             raise ConfigError(f"early_stopping: patience counts validation accuracy; set "
                               f"select to source-val or target-val (not {self.select!r})")
@@ -208,6 +236,11 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def epoch_steps(cfg: Config, labelled: int) -> int:
+    """Steps per epoch: ``cfg.epoch_steps``, else one pass over ``labelled`` images."""
+    return cfg.epoch_steps or max(1, labelled // cfg.batch_size)
 
 
 def _is_int(value) -> bool:
@@ -271,6 +304,17 @@ PRESETS["speedrun-gpu"] = dict(PRESETS["speedrun"], batch_size=256, lr=0.002)
 # CPU's 30 minutes, meant for one GPU (an eager step: FixMatch is not captured).
 PRESETS["sota-gpu"] = dict(PRESETS["sota"], network="vada")
 
+# Transfer-Learning-Library's Office-31 recipe, a GPU recipe: ResNet-50 from ImageNet,
+# the pooled features through a 256-wide bottleneck, the backbone at 0.1x the lr; SGD
+# lr 0.01, Nesterov momentum 0.9, weight decay 1e-3, lr (1 + 10 p)^-0.75; 32 + 32 images
+# a step, 20 epochs x 1,000 steps; random resized crops and flips of 224 px from 256 px,
+# the centre crop for evaluation; DANN, lambda ramped to 1; the last model kept.
+PRESETS["office"] = dict(network="resnet50", pretrained="imagenet", size=224, resize=256,
+                         optimizer="sgd", lr=0.01, momentum=0.9, nesterov=True,
+                         weight_decay=1e-3, lr_schedule="anneal", anneal_alpha=10.0,
+                         anneal_beta=0.75, batch_size=32, epochs=20, epoch_steps=1000,
+                         method="dann", lambda_schedule="ramp", grl_lambda=1.0,
+                         select="none", early_stopping=False, eval_batch_size=64)
 FIELDS = {f.name for f in dataclasses.fields(Config)}
 
 
@@ -283,6 +327,9 @@ def make_config(preset: str | None = None, **overrides) -> Config:
                               f"{', '.join(PRESETS)}")
         values.update(PRESETS[preset])
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if values.get("network") in BACKBONES and "size" not in values:  # the backbone's size
+        values["size"] = BACKBONES[values["network"]].size
+        values.setdefault("resize", round(values["size"] * 8 / 7))  # 224 -> 256
     unknown = sorted(set(values) - FIELDS)
     if unknown:
         raise ConfigError(f"Unknown config key {unknown[0]!r}; known keys: "

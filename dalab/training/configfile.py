@@ -20,11 +20,16 @@ from dalab.errors import ConfigError
 def field_comments() -> dict[str, str]:
     """The comment after each field in ``Config``'s source."""
     from dalab.training import config
-    out = {}
+    out, last = {}, None
     for line in inspect.getsource(config.Config).splitlines():
         line = line.strip()
         if ":" in line and "#" in line and not line.startswith("#"):
-            out[line.split(":")[0].strip()] = line.split("#", 1)[1].strip()
+            last = line.split(":")[0].strip()
+            out[last] = line.split("#", 1)[1].strip()
+        elif line.startswith("#   ") and last is not None:  # a comment continued
+            out[last] += " " + line[1:].strip()
+        else:
+            last = None
     return out
 
 

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from dalab.data import Split, load_domain
-from dalab.data.domains import FULL_TRAIN
+from dalab.data.domains import ALL, FULL_TRAIN
 from dalab.errors import ConfigError
 from dalab.training.config import PROTOCOLS, Config
 
@@ -50,6 +50,27 @@ class Sets:
     class_names: tuple[str, ...]  # of the labelled training domain
     source: str  # canonical domain specs
     target: str
+    target_split: str = "heldout"  # all: the target's every image trains (unlabelled) and tests
+    crop: int = 0  # photos: training takes random crops of this size, evaluation the centre
+
+    def eval_view(self, images: Tensor) -> Tensor:
+        """``images`` as evaluation sees them: the centre ``crop`` (a view), or as they are."""
+        return centre_view(images, self.crop) if self.crop else images
+
+
+def centre_view(images: Tensor, size: int) -> Tensor:
+    """The centre ``size`` x ``size`` of ``(N, C, H, W)`` images, as a view (no copy)."""
+    h, w = images.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[..., top:top + size, left:left + size]
+
+
+def target_split_of(cfg: Config, target) -> str:
+    """``cfg.target_split`` resolved: ``auto`` is ``all`` for a benchmark domain kind
+    (the convention its published figures use), else ``heldout``."""
+    if cfg.target_split != "auto":
+        return cfg.target_split
+    return "all" if getattr(type(target), "benchmark", False) else "heldout"
 
 
 def resolve_spec(spec: str, cfg: Config) -> str:
@@ -79,7 +100,7 @@ def target_spec(cfg: Config) -> str:
 
 def load_pair(cfg: Config):
     """The source and target domains of ``cfg`` (their splits are read on first use)."""
-    dirs = dict(data_root=cfg.data_root, cache_dir=cfg.cache_dir, size=cfg.size)
+    dirs = dict(data_root=cfg.data_root, cache_dir=cfg.cache_dir, size=cfg.resize or cfg.size)
     return load_domain(source_spec(cfg), **dirs), load_domain(target_spec(cfg), **dirs)
 
 
@@ -126,34 +147,43 @@ def in_order(split: Split, class_names: tuple[str, ...]) -> Split:
 
 
 def load_sets(cfg: Config, monitor: int = 5000) -> Sets:
-    """Load the domains ``cfg.protocol`` needs (CPU tensors).
+    """Load the domains ``cfg.protocol`` needs (CPU tensors; a photo store's are views of
+    its memory map).
 
     ``monitor`` caps the training images scored each epoch for the train accuracies.
+    With the target split ``all`` the target's every image is both its training set and
+    its test set, and (without a validation rule) so is the source's.
     """
     source, target = load_pair(cfg)
     check_pair(cfg, source, target)
     names = tuple(source.class_names)
     full_train = cfg.select == "none"  # no validation needed: train on train + val
+    every = target_split_of(cfg, target) == "all"
+    crop = cfg.size if cfg.resize else 0
 
     def split(domain, name: str, n: int) -> Split:
         return in_order(domain.split(name), names).head(n)
 
+    def view(s: Split) -> Split:
+        return Split(s.name, centre_view(s.images, crop), s.labels, s.class_names) \
+            if crop else s
+
     train_split = FULL_TRAIN if full_train else "train"
-    src = split(source, train_split, cfg.max_train)
-    tgt = split(target, train_split, cfg.max_train)
+    src = split(source, ALL if every and full_train else train_split, cfg.max_train)
+    tgt = split(target, ALL if every else train_split, cfg.max_train)
     evals = {
         "source_train": src.head(monitor),
         "target_train": tgt.head(monitor),
-        "source_test": split(source, "test", cfg.max_eval),
-        "target_test": split(target, "test", cfg.max_eval),
+        "source_test": split(source, ALL if every and full_train else "test", cfg.max_eval),
+        "target_test": split(target, ALL if every else "test", cfg.max_eval),
     }
     if not full_train:
         evals["source_val"] = split(source, "val", cfg.max_eval)
-        evals["target_val"] = split(target, "val", cfg.max_eval)
-    evals = {k: v for k, v in evals.items() if v.labels is not None}
+        evals["target_val"] = split(target, ALL if every else "val", cfg.max_eval)
+    evals = {k: view(v) for k, v in evals.items() if v.labels is not None}
     _, train_on, test_on = PROTOCOLS[cfg.protocol]
     labelled = tgt if train_on == "target" else src
     unlabelled = tgt.images if train_on == "source+target" else None
     channels = max(source.channels, target.channels)
     return Sets(labelled, unlabelled, evals, f"{test_on}_test", channels, cfg.size, names,
-                source.spec, target.spec)
+                source.spec, target.spec, "all" if every else "heldout", crop)

@@ -24,14 +24,16 @@ from dalab.errors import DataError
 from dalab.evaluation import count_correct
 from dalab.evaluation.batchnorm import reestimate_bn
 from dalab.methods import METHODS
-from dalab.models import NUM_CLASSES, build_model, channel_stats
-from dalab.paths import folder_lock
+from dalab.models import BACKBONES, NUM_CLASSES, build_model, channel_stats
+from dalab.models.pretrained import load_pretrained
+from dalab.paths import folder_lock, resolve_cache_dir, resolve_data_root
 from dalab.progress import info
-from dalab.training import checkpoint, guard, resume
+from dalab.training import checkpoint, frozen, guard, resume
 from dalab.models.init import load_init_weights
 from dalab.training.allocator import keep_freed_memory
-from dalab.training.augment import augment
-from dalab.training.config import PROTOCOLS, Config
+from dalab.training.augment import augment, random_resized_crop
+from dalab.training.batches import batch_source
+from dalab.training.config import PROTOCOLS, Config, epoch_steps
 from dalab.training.domains import Sets, load_sets
 from dalab.training.graph import captured_step
 from dalab.training.monitor import Monitor
@@ -71,6 +73,9 @@ class Result:
     # every selection rule's chosen epoch, score and target test accuracy
     validators: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # e.g. a collapse
+    # all: every target image trained (unlabelled) and tested, the benchmarks' convention;
+    # heldout: the target's test split was never trained on
+    target_split: str = "heldout"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,14 +119,27 @@ def _prepare(cfg: Config, device: torch.device, log):
 
 
 def _build(cfg: Config, sets: Sets, device: torch.device, log):
-    train_images = [sets.labelled.images]
-    if sets.unlabelled is not None:
-        train_images.append(sets.unlabelled)
-    mean, std = channel_stats(*train_images, channels=sets.channels)
-    model = build_model(cfg.network, sets.channels, mean, std, cfg.dropout,
+    if cfg.pretrained:  # the statistics the weights were trained with
+        channels = 3
+        mean, std = list(BACKBONES[cfg.network].mean), list(BACKBONES[cfg.network].std)
+    else:
+        train_images = [sets.labelled.images]
+        if sets.unlabelled is not None:
+            train_images.append(sets.unlabelled)
+        channels = sets.channels
+        mean, std = channel_stats(*train_images, channels=channels)
+    model = build_model(cfg.network, channels, mean, std, cfg.dropout,
                         size=sets.size, class_names=sets.class_names)
     if cfg.init_weights:
         load_init_weights(model, cfg.init_weights, log)
+    if cfg.pretrained:
+        load_pretrained(model, cfg.pretrained, resolve_cache_dir(
+            resolve_data_root(cfg.data_root), cfg.cache_dir), log)
+        backbone = model.feature_extractor.backbone
+        for p in backbone.parameters():
+            p.lr_mult = cfg.backbone_lr  # read by dalab.training.optim.param_groups
+        if cfg.freeze_backbone:
+            model.feature_extractor.freeze()
     model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -177,15 +195,17 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
     amp = _prepare(cfg, device, log)
     sets = load_sets(cfg)
     model = _build(cfg, sets, device, log)
+    if frozen.applies(cfg):  # train the head on cached backbone features
+        sets = frozen.feature_sets(cfg, sets, model, device, log)
     method = METHODS[cfg.trained_method](model, cfg).to(device)  # owns its optimisers
     state = begin.state
     if out is not None and (state is None or begin.changes):
         runfolder.write_config(out, cfg, device, begin.changes, state.epoch if state else 0)
 
-    xs_all = sets.labelled.images.to(device)
+    source = batch_source(sets.labelled.images, device, cfg)
+    target = batch_source(sets.unlabelled, device, cfg) if sets.unlabelled is not None else None
     ys_all = sets.labelled.labels.to(device)
-    xt_all = sets.unlabelled.to(device) if sets.unlabelled is not None else None
-    steps_per_epoch = max(1, len(ys_all) // cfg.batch_size)
+    steps_per_epoch = epoch_steps(cfg, len(ys_all))
     total = cfg.epochs * steps_per_epoch
     gen_s = torch.Generator().manual_seed(cfg.seed)
     gen_t = torch.Generator().manual_seed(cfg.seed + 1_000_003)
@@ -200,20 +220,28 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
         selector.load_state_dict(state.selection)
         rows, step_no = state.rows, state.step
         warns, stopped, spent = state.warnings, state.stopped, state.seconds
-    graph = captured_step(cfg, method, (xs_all, ys_all, xt_all), gen_aug, sets.channels, device)
+    graph = (None if source.streamed or (target is not None and target.streamed) or sets.crop
+             else captured_step(cfg, method, (source.images, ys_all, target and target.images),
+                                gen_aug, sets.channels, device))
     eval_kw = dict(batch_size=cfg.eval_batch_size, device=device, amp=amp,
                    cuda_graphs=cfg.cuda_graphs)
     log(f"train {cfg.protocol} ({cfg.trained_method}, {cfg.network}, {device}): "
         f"{sets.source} -> {sets.target}, {len(sets.class_names)} classes, {cfg.size} px; "
-        f"{len(ys_all)} labelled, {0 if xt_all is None else len(xt_all)} unlabelled, "
+        f"{len(ys_all)} labelled, {0 if target is None else len(target)} unlabelled"
+        f"{' (read from disk)' if source.streamed else ''}, target split {sets.target_split}, "
         f"{cfg.epochs} epochs x {steps_per_epoch} steps of {cfg.batch_size}")
     monitor = Monitor(cfg, out, method, steps_per_epoch, log, done=len(rows), spent=spent)
 
     for epoch in range(len(rows), 0 if stopped else cfg.epochs):
         t_epoch = time.perf_counter()
-        idx_s = batch_indices(len(ys_all), cfg.batch_size, steps_per_epoch, gen_s).to(device)
-        idx_t = (batch_indices(len(xt_all), cfg.batch_size, steps_per_epoch, gen_t).to(device)
-                 if xt_all is not None else None)
+        idx_s = batch_indices(len(ys_all), cfg.batch_size, steps_per_epoch, gen_s)
+        idx_t = (batch_indices(len(target), cfg.batch_size, steps_per_epoch, gen_t)
+                 if target is not None else None)
+        if graph is None:
+            batches_s = source.batches(idx_s)
+            batches_t = target.batches(idx_t) if target is not None else None
+        idx_s = idx_s.to(device)
+        idx_t = idx_t.to(device) if idx_t is not None else None
         monitor.start_epoch(epoch)
         model.train()
         for i in range(steps_per_epoch):
@@ -224,10 +252,13 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
                                 progress, [lr])
                 figures = {k: v[0] for k, v in figures.items()}
             else:
-                xs, ys = xs_all[idx_s[i]], ys_all[idx_s[i]]
-                xt = xt_all[idx_t[i]] if idx_t is not None else None
+                xs, ys = next(batches_s), ys_all[idx_s[i]]
+                xt = next(batches_t) if batches_t is not None else None
                 xs = augment(cfg.augment, xs, gen_aug, sets.channels)
-                if cfg.channels_last:
+                if sets.crop:  # photos: random resized crops and flips of both domains
+                    xs = random_resized_crop(xs, sets.crop, gen_aug)
+                    xt = random_resized_crop(xt, sets.crop, gen_aug) if xt is not None else None
+                if cfg.channels_last and xs.dim() == 4:
                     xs = xs.contiguous(memory_format=torch.channels_last)
                     xt = (xt.contiguous(memory_format=torch.channels_last) if xt is not None
                           else None)
@@ -257,7 +288,8 @@ def end_epoch(cfg: Config, out: Path | None, log: Callable[[str], None], method,
 
     model = method.evaluated
     if cfg.target_bn and sets.unlabelled is not None:
-        reestimate_bn(model, sets.unlabelled, cfg.eval_batch_size, eval_kw["device"])
+        reestimate_bn(model, sets.eval_view(sets.unlabelled), cfg.eval_batch_size,
+                      eval_kw["device"])
     train_on = PROTOCOLS[cfg.protocol][1]
     watch = ("target" if train_on == "target" else "source") + "_train_acc"
     classes = len(sets.labelled.class_names) or NUM_CLASSES
@@ -310,7 +342,7 @@ def finish_run(cfg: Config, out: Path | None, log: Callable[[str], None], model,
         source_test_accuracy=tests["source_test"],
         target_test_accuracy=tests.get("target_test"), device=str(eval_kw["device"]),
         class_names=list(sets.class_names), source=sets.source, target=sets.target,
-        validators=validators, warnings=warns,
+        validators=validators, warnings=warns, target_split=sets.target_split,
     )
     log(runfolder.summary_text(cfg, result))
     if out is not None:

@@ -29,7 +29,7 @@ from dalab.methods import METHODS
 from dalab.paths import folder_lock
 from dalab.progress import info
 from dalab.training import checkpoint, resume
-from dalab.training.config import PROTOCOLS, RUNTIME_FIELDS, Config
+from dalab.training.config import PROTOCOLS, RUNTIME_FIELDS, Config, epoch_steps
 from dalab.training.domains import load_sets
 from dalab.training.loop import (Result, _build, _prepare, batch_indices, end_epoch,
                                  finish_run, resolve_device)
@@ -124,7 +124,7 @@ def _train(members: list[Member]) -> None:
                           [r["gens"]["augment"] for r in runs], runs[0]["sets"].channels)
     step = GraphStep(stacked, cfg.batch_size,
                      capture=device.type == "cuda" and bool(cfg.cuda_graphs))
-    steps_per_epoch = max(1, n_s // cfg.batch_size)
+    steps_per_epoch = epoch_steps(cfg, n_s)
     total = cfg.epochs * steps_per_epoch
     for m, r in zip(members, runs):
         r["monitor"] = Monitor(m.cfg, m.out, r["method"], steps_per_epoch, m.log,

@@ -101,11 +101,16 @@ def summary_text(cfg: Config, result) -> str:
     return "\n".join([
         f"protocol {r['protocol']} ({r.get('method', '?')}): train on {r['train_on']}, "
         f"test on {r['test_on']}",
-        f"source {source} -> target {target}",
+        f"source {source} -> target {target}; target split {r.get('target_split', 'heldout')}"
+        + (" (every target image trained unlabelled and tested: the benchmarks' convention)"
+           if r.get("target_split") == "all" else " (target test images never trained on)"),
         f"test accuracy {score(r['test_accuracy'])}  (source test "
         f"{score(r['source_test_accuracy'])}, target test {score(r['target_test_accuracy'])})",
         f"model selection: {sel}; kept epoch {r['best_epoch']} of {r['epochs']}",
-        f"network {cfg.network} at {cfg.size} px, preset {cfg.preset}, theta {cfg.theta}, "
+        f"network {cfg.network}"
+        + (f" ({cfg.pretrained} weights{', frozen' if cfg.freeze_backbone else ''})"
+           if cfg.pretrained else "")
+        + f" at {cfg.size} px, preset {cfg.preset}, theta {cfg.theta}, "
         f"mode {cfg.mode}, lambda {cfg.grl_lambda} ({cfg.lambda_schedule}), seed {cfg.seed}",
         f"optimizer {cfg.optimizer} lr {cfg.lr} ({cfg.lr_schedule}), batch {cfg.batch_size}, "
         f"{r['steps']} steps in {r['seconds']:.1f} s on {r['device']}",

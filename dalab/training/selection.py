@@ -98,7 +98,7 @@ class Selector:
         target = sets.unlabelled
         if target is None and "target_train" in sets.evals:  # source-only protocols
             target = sets.evals["target_train"].images
-        target = None if target is None else target[:n]
+        target = None if target is None else sets.eval_view(target[:n])
         if not cfg.validators and cfg.select not in VALIDATORS:
             target = None  # no validator scores (a speed run's choice)
         labelled_val = "target_val" if PROTOCOLS[cfg.protocol][1] == "target" else "source_val"
@@ -108,7 +108,7 @@ class Selector:
         val = sets.evals.get(labelled_val)
         stopper = (EarlyStopping(cfg.patience, cfg.patience_increase,
                                  cfg.improvement_threshold) if cfg.early_stopping else None)
-        return cls(cfg.select, target, sets.labelled.images[:n],
+        return cls(cfg.select, target, sets.eval_view(sets.labelled.images[:n]),
                    None if val is None else (val.images[:n], val.labels[:n]), keys, stopper,
                    cfg.eval_batch_size, cfg.cuda_graphs)
 

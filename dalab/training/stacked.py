@@ -65,6 +65,8 @@ def pack_problem(cfg) -> str | None:
         return f"optimizer {cfg.optimizer} (packs use {' or '.join(OPTIMIZERS)})"
     if cfg.compile:
         return "compile"
+    if cfg.pretrained or cfg.resize or cfg.nesterov:
+        return "photo runs (pretrained backbones, crops, Nesterov) run one at a time"
     return None
 
 

@@ -6,9 +6,11 @@
 
 A spec is ``kind`` or ``kind:rest``. For most kinds ``rest`` is ``key=value`` options
 separated by commas (``mnistm:theta=0.5,mode=gray``); for the path kinds (``folder``,
-``mnistm-official``) ``rest`` is one path, taken verbatim up to the end of the spec, so
-it may hold ``:`` and ``,``; the canonical spec holds it made absolute. ``KINDS`` is the
-registry of kinds.
+``mnistm-official``, ``usps``) ``rest`` is one path, taken verbatim up to the end of the
+spec, so it may hold ``:`` and ``,``; the canonical spec holds it made absolute. The
+benchmark kinds with sub-domains (``office31``, ``officehome``, ``visda2017``,
+``domainnet``) take ``DOMAIN[:PATH]``: ``office31:amazon``, ``office31:amazon:/data``.
+``KINDS`` is the registry of kinds.
 """
 
 from __future__ import annotations
@@ -16,22 +18,28 @@ from __future__ import annotations
 import os
 
 from dalab.data.domains.base import (
-    FULL_TRAIN, SPLITS, Domain, Option, Split, Where, canonical, parse_options,
+    ALL, FULL_TRAIN, SPLITS, Domain, Option, Split, Where, canonical, parse_options,
 )
 from dalab.data.domains.digits import Digits
+from dalab.data.domains.domainnet import DomainNet
 from dalab.data.domains.folder import Folder
 from dalab.data.domains.mnist import Mnist
 from dalab.data.domains.mnistm import Mnistm
 from dalab.data.domains.mnistm_official import MnistmOfficial
+from dalab.data.domains.office31 import Office31
+from dalab.data.domains.officehome import OfficeHome
 from dalab.data.domains.syndigits import Syndigits
+from dalab.data.domains.usps import Usps
+from dalab.data.domains.visda2017 import Visda2017
 from dalab.errors import ConfigError
 from dalab.paths import resolve_cache_dir, resolve_data_root
 
 KINDS: dict[str, type[Domain]] = {
-    kind.kind: kind for kind in (Mnist, Mnistm, MnistmOfficial, Digits, Syndigits, Folder)
+    kind.kind: kind for kind in (Mnist, Mnistm, MnistmOfficial, Digits, Syndigits, Folder,
+                                 Usps, Office31, OfficeHome, Visda2017, DomainNet)
 }
 
-__all__ = ["KINDS", "FULL_TRAIN", "SPLITS", "Domain", "Option", "Split", "Where",
+__all__ = ["ALL", "KINDS", "FULL_TRAIN", "SPLITS", "Domain", "Option", "Split", "Where",
            "kinds_help", "load_domain", "parse_spec"]
 
 
@@ -51,6 +59,13 @@ def parse_spec(spec: str) -> tuple[type[Domain], str, object]:
         raise ConfigError(f"domain spec {spec!r}: unknown kind {name!r}; choose one of "
                           f"{', '.join(KINDS)}")
     kind = KINDS[name]
+    if kind.domains:
+        sub, colon, rest = rest.partition(":")
+        if sub not in kind.domains:
+            what = f"unknown domain {sub!r}" if sub else "no domain"
+            raise ConfigError(f"domain spec {spec!r}: {what} for {name}; choose one of "
+                              f"{', '.join(kind.domains)} ({usage(kind)})")
+        name = f"{name}:{sub}"
     if kind.takes_path:
         if colon and not rest:
             raise ConfigError(f"domain spec {spec!r}: empty path after '{name}:'")
@@ -70,7 +85,8 @@ def load_domain(spec: str, data_root: str | os.PathLike | None = None,
     spec
         e.g. ``"mnist"``, ``"mnistm:theta=0.5,mode=gray,mask=grey,seed=3"``,
         ``"digits"``, ``"syndigits"``, ``"mnistm-official:/data/mnist_m"``,
-        ``"folder:/data/my-images"``.
+        ``"folder:/data/my-images"``, ``"usps"``, ``"office31:amazon"``,
+        ``"domainnet:real:/data/domainnet"``.
     data_root, cache_dir
         Where datasets are read and generated sets cached (``None``: see
         :mod:`dalab.paths`).
@@ -89,15 +105,21 @@ def load_domain(spec: str, data_root: str | os.PathLike | None = None,
 
 
 def kinds_help() -> str:
-    """Every kind with its options (or path) and a one-line summary, for help texts."""
-    lines = ["domain specs (kind[:options] or kind:PATH; see docs/data.md):"]
-    for name, kind in KINDS.items():
-        options = ",".join(f"{k}={o.default}" for k, o in kind.options.items())
-        if kind.takes_path:
-            usage = f"{name}:PATH" if kind.path_required else f"{name}[:PATH]"
-        else:
-            usage = f"{name}[:{options}]" if options else name
-        lines.append(f"  {usage}\n      {kind.summary}")
+    """Every kind with its options (or domains and path) and a one-line summary, for
+    help texts."""
+    lines = ["domain specs (kind[:options], kind:PATH or kind:DOMAIN[:PATH]; see "
+             "docs/data.md):"]
+    for kind in KINDS.values():
+        lines.append(f"  {usage(kind)}\n      {kind.summary}")
         lines += [f"      {k}: {o.help}" + (f" ({'|'.join(o.choices)})" if o.choices else "")
                   for k, o in kind.options.items()]
     return "\n".join(lines)
+
+
+def usage(kind: type[Domain]) -> str:
+    """How a spec of ``kind`` is written, e.g. ``office31:amazon|dslr|webcam[:PATH]``."""
+    name = kind.kind + (":" + "|".join(kind.domains) if kind.domains else "")
+    if kind.takes_path:
+        return f"{name}:PATH" if kind.path_required else f"{name}[:PATH]"
+    options = ",".join(f"{k}={o.default}" for k, o in kind.options.items())
+    return f"{name}[:{options}]" if options else name

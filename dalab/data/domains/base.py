@@ -1,9 +1,10 @@
 """The domain interface: a spec string -> a :class:`Domain` with named :class:`Split`\\ s.
 
 A domain kind is a :class:`Domain` subclass in its own module with a ``kind`` name, its
-typed ``options`` (or ``takes_path``) and a ``_read(split)`` method; the registry in
-:mod:`dalab.data.domains` maps names to kinds. The data root, cache folder, image size
-and download permission are fixed once, when a domain is loaded (:class:`Where`).
+typed ``options`` (or ``takes_path``, and ``domains`` for a benchmark's sub-domains) and a
+``_read(split)`` method; the registry in :mod:`dalab.data.domains` maps names to kinds.
+The data root, cache folder, image size and download permission are fixed once, when a
+domain is loaded (:class:`Where`).
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ class Domain:
     options: ClassVar[dict[str, Option]] = {}
     takes_path: ClassVar[bool] = False  # the spec's rest is one path, not options
     path_required: ClassVar[bool] = True  # (path kinds) whether the path may be left out
+    domains: ClassVar[tuple[str, ...]] = ()  # sub-domains: the spec is kind:DOMAIN[:PATH]
     summary: ClassVar[str] = ""  # one line for help texts
 
     def __init__(self, spec: str, args: dict | str | None, where: Where):

@@ -12,7 +12,6 @@ frame exactly); other sizes are resized (bilinear) from the 32x32 images.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ import numpy as np
 from dalab.data.archive import extract_folder
 from dalab.data.domains.base import centre_crop, resize
 from dalab.data.domains.folder import Folder
-from dalab.data.download import DownloadError, download_verified
+from dalab.data.download import DownloadError, download_verified, file_md5, md5_check
 from dalab.data.folders import read_images
 from dalab.errors import DataError
 
@@ -32,14 +31,6 @@ ARCHIVE = "mnist_m.tar.gz"
 ARCHIVE_URLS = ("https://cornell.box.com/shared/static/jado7quprg6hzzdubvwzh9umr75damwi",)
 ARCHIVE_MD5 = "859df31c91afe82e80e5012ba928f279"
 NATIVE = 32
-
-
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class MnistmOfficial(Folder):
@@ -63,10 +54,9 @@ class MnistmOfficial(Folder):
         if not w.download:
             raise DataError(f"published MNIST-M not found: put {FOLDER}/ or {ARCHIVE} in "
                             f"{w.data_root}, give mnistm-official:PATH, or allow downloading")
-        check = lambda p: (None if (got := file_md5(p)) == ARCHIVE_MD5  # noqa: E731
-                           else f"md5 {got}, expected {ARCHIVE_MD5}")
         try:
-            archive = download_verified(ARCHIVE_URLS, w.cache_dir / ARCHIVE, check)
+            archive = download_verified(ARCHIVE_URLS, w.cache_dir / ARCHIVE,
+                                        md5_check(ARCHIVE_MD5))
         except DownloadError as err:
             raise DataError(f"published MNIST-M not found in {w.data_root} or {w.cache_dir} "
                             f"and the download failed: {err}") from None

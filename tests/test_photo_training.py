@@ -1,0 +1,166 @@
+"""Training on photos: the target split convention, streamed batches (same batches,
+resumed bit for bit), random crops, pretrained backbones with every method, and the
+frozen-feature cache."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dalab.methods import METHODS
+from dalab.models import build_model
+from dalab.training import checkpoint, make_config, train
+from dalab.training.domains import load_sets
+
+from test_resume import REPO, comparable
+
+CLASSES = ("cup", "pen")
+
+
+def _domain(root, shift: int, per_class: int = 12):
+    """Photos of two classes (a bright or a dark square on noise), ``shift`` apart."""
+    rng = np.random.default_rng(shift)
+    for k, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 90, (40, 48, 3), dtype=np.uint8) + shift
+            pixels[10:30, 12:36] = 230 if k else 20
+            Image.fromarray(pixels).save(root / name / f"{i}.jpg", quality=92)
+    return root
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("photos")
+    return _domain(root / "src", 0), _domain(root / "tgt", 60)
+
+
+def _cfg(photos, tmp, **kw):
+    src, tgt = photos
+    values = dict(source=f"folder:{src}", target=f"folder:{tgt}", network="dann_bn",
+                  size=28, resize=32, optimizer="adam", lr=1e-3, batch_size=8, epochs=3,
+                  select="none", validators=False, device="cpu", threads=1,
+                  cache_dir=str(tmp / "cache"), protocol="tst_tt", method="dann")
+    values.update(kw)
+    return make_config(**values)
+
+
+def test_target_split_all_trains_and_tests_on_every_target_image(photos, tmp_path):
+    sets = load_sets(_cfg(photos, tmp_path, target_split="all"))
+    assert sets.target_split == "all" and sets.crop == 28
+    assert len(sets.unlabelled) == len(sets.evals["target_test"]) == 24
+    assert sets.unlabelled.shape[-1] == 32 and sets.evals["target_test"].images.shape[-1] == 28
+    held = load_sets(_cfg(photos, tmp_path, target_split="heldout"))
+    assert held.target_split == "heldout" and len(held.evals["target_test"]) < 24
+    auto = load_sets(_cfg(photos, tmp_path))  # a plain folder is no benchmark domain
+    assert auto.target_split == "heldout"
+
+
+def test_streamed_and_resident_runs_are_the_same_and_say_the_split(photos, tmp_path):
+    logs: list[str] = []
+    disk = train(_cfg(photos, tmp_path, data_in="disk", target_split="all"),
+                 tmp_path / "disk", log=logs.append)
+    memory = train(_cfg(photos, tmp_path, data_in="memory", target_split="all"),
+                   tmp_path / "memory", log=lambda s: None)
+    assert any("(read from disk), target split all" in line for line in logs)
+    assert disk.target_split == "all"
+    assert disk.target_test_accuracy == memory.target_test_accuracy
+    assert "target split all (every target image" in (tmp_path / "disk" / "summary.txt"
+                                                      ).read_text()
+    from safetensors.torch import load_file
+
+    sa, sb = load_file(tmp_path / "disk" / "model.safetensors"), load_file(
+        tmp_path / "memory" / "model.safetensors")
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_a_killed_streamed_run_resumes_bit_for_bit(photos, tmp_path):
+    cfg = _cfg(photos, tmp_path, data_in="disk")
+    train(cfg, tmp_path / "ref", log=lambda s: None)
+    out = tmp_path / "run"
+    flags = ["train", "--source", cfg.source, "--target", cfg.target, "--network", "dann_bn",
+             "--size", "28", "--resize", "32", "--optimizer", "adam", "--lr", "0.001",
+             "--batch-size", "8", "--epochs", "3", "--select", "none", "--validators",
+             "false", "--device", "cpu", "--threads", "1", "--cache-dir", cfg.cache_dir,
+             "--protocol", "tst_tt", "--method", "dann", "--data-in", "disk",
+             "--out", str(out)]
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    killed = subprocess.run([sys.executable, "-m", "dalab", *flags], cwd=REPO,
+                            env={**env, checkpoint.CRASH_ENV: "2"}, capture_output=True,
+                            text=True)
+    assert killed.returncode != 0 and not (out / "result.json").exists()
+    done = subprocess.run([sys.executable, "-m", "dalab", *flags], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "resuming" in done.stdout + done.stderr
+    assert comparable(out) == comparable(tmp_path / "ref")
+
+
+@pytest.fixture(scope="module")
+def backbone_file(tmp_path_factory):
+    """A resnet18 backbone's weights in torchvision's naming (random, not ImageNet)."""
+    from safetensors.torch import save_file
+
+    model = build_model("resnet18", 3, [0.5] * 3, [0.25] * 3, num_classes=2, size=64)
+    state = {k: v.contiguous() for k, v in model.feature_extractor.backbone.state_dict().items()}
+    path = tmp_path_factory.mktemp("weights") / "resnet18.safetensors"
+    save_file(state, str(path))
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_steps_on_a_224_px_pretrained_model(name, backbone_file, tmp_path):
+    from dalab.models.pretrained import load_pretrained
+
+    cfg = make_config(network="resnet18", pretrained=str(backbone_file), method=name,
+                      batch_size=2, mcd_steps=1)
+    assert (cfg.size, cfg.resize) == (224, 256)  # the backbone's input size by default
+    torch.manual_seed(0)
+    model = build_model("resnet18", 3, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225],
+                        num_classes=3, size=224)
+    load_pretrained(model, str(backbone_file), tmp_path)
+    method = METHODS[name](model, cfg)
+    xs = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8)
+    xt = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8)
+    figures = method.update(xs, torch.tensor([0, 2]), xt, 0.5, 1e-3)
+    assert torch.isfinite(figures["loss"]).all()
+
+
+def test_frozen_backbone_features_are_cached_reused_and_invalidated(photos, backbone_file,
+                                                                     tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    cfg = _cfg(photos, tmp_path, network="resnet18", pretrained=str(backbone_file),
+               freeze_backbone=True, size=32, resize=36, epochs=2, target_split="all")
+    cache = tmp_path / "cache" / "features"
+    first: list[str] = []
+    result = train(cfg, tmp_path / "a", log=first.append)
+    made = sorted(cache.glob("*.safetensors"))
+    assert len(made) == 2  # the source's images and the target's, each once
+    assert not any("read from the cache" in line for line in first)
+    again: list[str] = []
+    same = train(cfg, tmp_path / "b", log=again.append)
+    assert sum("read from the cache" in line for line in again) == 2
+    assert sorted(cache.glob("*.safetensors")) == made
+    assert same.target_test_accuracy == result.target_test_accuracy
+    # the saved model holds the frozen backbone and classifies images as trained
+    saved = load_file(tmp_path / "a" / "model.safetensors")
+    assert torch.equal(saved["feature_extractor.backbone.conv1.weight"],
+                       load_file(backbone_file)["conv1.weight"])
+    # other weights, or another crop, are other features
+    other = {k: v + 0.01 if v.is_floating_point() else v
+             for k, v in load_file(backbone_file).items()}
+    save_file(other, str(tmp_path / "other.safetensors"))
+    train(_cfg(photos, tmp_path, network="resnet18", pretrained=str(tmp_path / "other.safetensors"),
+               freeze_backbone=True, size=32, resize=36, epochs=1, target_split="all"),
+          tmp_path / "c", log=lambda s: None)
+    assert len(list(cache.glob("*.safetensors"))) == 4
+    train(_cfg(photos, tmp_path, network="resnet18", pretrained=str(backbone_file),
+               freeze_backbone=True, size=32, resize=40, epochs=1, target_split="all"),
+          tmp_path / "d", log=lambda s: None)
+    assert len(list(cache.glob("*.safetensors"))) == 6

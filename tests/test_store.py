@@ -1,0 +1,104 @@
+"""The image store (decoded once, read by memory map) and the two batch sources."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dalab.data import load_domain
+from dalab.data.store import build_store, open_store
+from dalab.errors import DataError
+from dalab.training.augment import random_resized_crop
+from dalab.training.batches import Resident, Streamed, batch_source
+from dalab.training.config import make_config
+from dalab.training.loop import batch_indices
+
+
+def _photos(root, classes=("cat", "dog"), per_class=6, size=(40, 30)):
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / c / f"{i}.jpg", quality=90)
+    return root
+
+
+def test_folder_splits_are_views_of_one_memory_mapped_store(tmp_path):
+    dom = load_domain(f"folder:{_photos(tmp_path / 'imgs')}", cache_dir=tmp_path / "c",
+                      size=32)
+    stores = list((tmp_path / "c" / "folders").glob("*.npy"))
+    assert len([s for s in stores if not s.name.endswith(".labels.npy")]) == 1
+    every = dom.split("all")
+    assert len(every) == 12 and every.images.shape[1:] == (3, 32, 32)
+    parts = [dom.split(s) for s in ("train", "val", "test")]
+    assert sum(len(p) for p in parts) == 12
+    # the splits are consecutive rows of the same memory: views, not copies
+    base = every.images.data_ptr()
+    row = every.images[0].numel()
+    start = 0
+    for p in parts:
+        assert p.images.data_ptr() == base + start * row
+        start += len(p)
+    assert torch.equal(torch.cat([p.labels for p in parts]), every.labels)
+    assert dom.split("train+val").images.data_ptr() == base
+
+
+def test_store_is_rebuilt_when_its_sidecar_is_missing_or_stale(tmp_path):
+    files = _photos(tmp_path / "imgs", classes=("a",), per_class=3)
+    paths = sorted((files / "a").glob("*.jpg"))
+    calls = []
+
+    def read(chunk):
+        calls.append(len(chunk))
+        return np.stack([np.full((3, 8, 8), i, np.uint8) for i, _ in enumerate(chunk)])
+
+    parts = {"train": (paths, np.zeros(3, np.int64))}
+    first = build_store(tmp_path / "s", {"v": 1}, parts, read, 8)
+    again = build_store(tmp_path / "s", {"v": 1}, parts, read, 8)
+    assert calls == [3] and np.array_equal(first.images, again.images)
+    assert open_store(tmp_path / "s", {"v": 2}) is None  # other settings: another store
+    (tmp_path / "s.json").unlink()  # a store without its sidecar is incomplete
+    build_store(tmp_path / "s", {"v": 1}, parts, read, 8)
+    assert calls == [3, 3]
+
+
+def test_a_decoding_error_names_the_file_and_leaves_no_store(tmp_path):
+    root = _photos(tmp_path / "imgs", per_class=2)
+    (root / "cat" / "1.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match="1.jpg"):
+        load_domain(f"folder:{root}", cache_dir=tmp_path / "c", size=16)
+    assert not list((tmp_path / "c" / "folders").glob("*.json"))
+    assert not list((tmp_path / "c" / "folders").glob("*.tmp"))
+
+
+def test_resident_and_streamed_sources_give_the_same_batches(tmp_path):
+    images = torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8)
+    idx = batch_indices(50, 7, 9, torch.Generator().manual_seed(3))
+    resident = list(Resident(images, torch.device("cpu")).batches(idx))
+    streamed = list(Streamed(images, torch.device("cpu"), ahead=2).batches(idx))
+    assert len(resident) == len(streamed) == 9
+    assert all(torch.equal(a, b) for a, b in zip(resident, streamed))
+    small = make_config(data_in="auto", memory_budget=1.0)
+    assert not batch_source(images, torch.device("cpu"), small).streamed
+    tiny = make_config(data_in="auto", memory_budget=1e-9)
+    assert batch_source(images, torch.device("cpu"), tiny).streamed
+    assert batch_source(images, torch.device("cpu"), make_config(data_in="disk")).streamed
+
+
+def test_random_resized_crop_is_seeded_and_flips(tmp_path):
+    x = torch.arange(16, dtype=torch.float32).repeat(2, 3, 16, 1) / 16  # left-right ramp
+    a = random_resized_crop(x, 8, torch.Generator().manual_seed(0))
+    b = random_resized_crop(x, 8, torch.Generator().manual_seed(0))
+    assert a.shape == (2, 3, 8, 8) and torch.equal(a, b)
+    assert 0 <= a.min() and a.max() <= 1
+    many = random_resized_crop(x[:1].expand(64, -1, -1, -1), 8, torch.Generator().manual_seed(1))
+    slope = many[:, 0, 4, -1] - many[:, 0, 4, 0]
+    assert (slope > 0).any() and (slope < 0).any()  # some crops flipped, some not
+    whole = random_resized_crop(x, 16, torch.Generator().manual_seed(0), scale=(1, 1),
+                                ratio=(1, 1))  # the whole image, perhaps flipped
+    for got, want in zip(whole, x):
+        assert torch.allclose(got, want, atol=1e-5) or torch.allclose(got, want.flip(-1),
+                                                                      atol=1e-5)
