@@ -173,7 +173,7 @@ def test_mnistm_spec_options_default_to_the_config_fields():
     assert resolve_spec("mnist", cfg) == "mnist"
 
 
-def test_resnet18_trains_at_64_px_from_a_safetensors_init(pair, tmp_path):
+def test_resnet18_trains_at_64_px_from_init_weights_and_a_pretrained_file(pair, tmp_path):
     from safetensors.torch import save_file
 
     from dalab.models import build_model
@@ -197,3 +197,15 @@ def test_resnet18_trains_at_64_px_from_a_safetensors_init(pair, tmp_path):
                       init_weights=str(init), **{**FAST, "size": 64})
     with pytest.raises(ConfigError, match="does not fit this network"):
         train(bad, None, log=lambda s: None)
+    # --pretrained FILE: a backbone in torchvision's names, ImageNet classifier included
+    backbone = dict(donor.feature_extractor.backbone.state_dict(),
+                    **{"fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)})
+    torch.save(backbone, tmp_path / "resnet18.pth")
+    cfg = make_config("quick", source=source, target=target, network="resnet18",
+                      pretrained=str(tmp_path / "resnet18.pth"), protocol="ts_tt",
+                      cache_dir=str(tmp_path / "cache"),
+                      **{**FAST, "size": 64, "batch_size": 8})
+    lines.clear()
+    train(cfg, None, log=lines.append)
+    assert any("pretrained: resnet18 backbone loaded from" in line and "fc.bias, fc.weight"
+               in line for line in lines)

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from dalab.errors import ConfigError
-from dalab.models import NETWORKS, build_model, channel_stats
+from dalab.models import BACKBONES, NETWORKS, build_model, channel_stats
 
 
-@pytest.mark.parametrize("network", sorted(NETWORKS))
+@pytest.mark.parametrize("network", sorted(set(NETWORKS) - set(BACKBONES)))  # test_backbones.py
 @pytest.mark.parametrize("channels", [1, 3])
 def test_shapes_and_split(network, channels):
     torch.manual_seed(0)
@@ -55,16 +55,17 @@ def test_bad_network_and_channels_are_config_errors():
         build_model("dann", 2, [0.5] * 2, [0.2] * 2)
 
 
-def test_resnet18_builds_for_64_px_with_torchvision_names():
+def test_resnet18_builds_for_64_px_with_torchvision_names_and_tllib_head():
     torch.manual_seed(0)
-    model = build_model("resnet18", 3, [0.5] * 3, [0.25] * 3, num_classes=7, size=64).eval()
+    model = build_model("resnet18", 3, [0.5] * 3, [0.25] * 3, num_classes=7, size=64)
     x = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
-    f = model.features(x)
-    assert f.shape == (2, 512) and model.classify(f).shape == (2, 7)
+    f = model.features(x)  # training mode: untrained in eval mode is slow (denormals)
+    assert f.shape == (2, 256) and model.classify(f).shape == (2, 7)
     assert model.discriminate(f).shape == (2,)
-    names = set(model.feature_extractor.state_dict())
+    names = set(model.feature_extractor.backbone.state_dict())
     assert {"conv1.weight", "bn1.running_mean", "layer1.0.conv1.weight",
             "layer2.0.downsample.0.weight", "layer4.1.bn2.bias"} <= names
+    assert model.feature_extractor.bottleneck[0].in_features == 512
     assert model.class_names == tuple(str(k) for k in range(7))
 
 
@@ -74,40 +75,42 @@ def _save_tensors(path, state):
 
 
 def test_init_weights_loads_the_feature_extractor_and_skips_extra_tensors(tmp_path):
-    from dalab.models.init import load_init_weights
+    from dalab.models.pretrained import load_init_weights
 
     torch.manual_seed(0)
     donor = build_model("resnet18", 3, [0.5] * 3, [0.25] * 3, size=64)
     state = dict(donor.feature_extractor.state_dict())
-    state["fc.weight"] = torch.zeros(1000, 512)  # a torchvision classifier's head
-    _save_tensors(tmp_path / "backbone.safetensors", state)
+    state["fc.weight"] = torch.zeros(1000, 512)  # a classifier's head
+    _save_tensors(tmp_path / "features.safetensors", state)
     torch.manual_seed(1)
     model = build_model("resnet18", 3, [0.5] * 3, [0.25] * 3, size=64)
-    skipped = load_init_weights(model, tmp_path / "backbone.safetensors")
+    skipped = load_init_weights(model, tmp_path / "features.safetensors")
     assert skipped == ["fc.weight"]
     for key, value in donor.feature_extractor.state_dict().items():
         assert torch.equal(model.feature_extractor.state_dict()[key], value), key
     # a whole dalab checkpoint works too: its prefix is stripped, heads left alone
     _save_tensors(tmp_path / "model.safetensors", donor.state_dict())
     head = model.label_head[1].weight.clone()
-    assert load_init_weights(model, tmp_path / "model.safetensors") == []
+    skipped = load_init_weights(model, tmp_path / "model.safetensors")
+    assert "label_head.1.weight" in skipped
+    assert "feature_extractor.backbone.conv1.weight" not in skipped
     assert torch.equal(model.label_head[1].weight, head)
 
 
 def test_init_weights_errors_name_the_file_and_the_tensors(tmp_path):
     from dalab.errors import DataError
-    from dalab.models.init import load_init_weights
+    from dalab.models.pretrained import load_init_weights
 
     model = build_model("resnet18", 1, [0.5], [0.25], size=64)
     colour = build_model("resnet18", 3, [0.5] * 3, [0.25] * 3, size=64)
     state = dict(colour.feature_extractor.state_dict())
     _save_tensors(tmp_path / "colour.safetensors", state)
-    with pytest.raises(ConfigError, match=r"colour.safetensors.*conv1.weight \(file \(64, 3, 7, 7\)"
-                       r", network \(64, 1, 7, 7\)\)"):
+    with pytest.raises(ConfigError, match=r"colour.safetensors.*backbone.conv1.weight \(file "
+                       r"\(64, 3, 7, 7\), network \(64, 1, 7, 7\)\)"):
         load_init_weights(model, tmp_path / "colour.safetensors")
-    del state["layer4.1.bn2.bias"]
+    del state["backbone.layer4.1.bn2.bias"]
     _save_tensors(tmp_path / "partial.safetensors", state)
-    with pytest.raises(ConfigError, match="1 tensor.*missing: layer4.1.bn2.bias"):
+    with pytest.raises(ConfigError, match="1 tensor.*missing: backbone.layer4.1.bn2.bias"):
         load_init_weights(colour, tmp_path / "partial.safetensors")
     with pytest.raises(DataError, match="nothing.safetensors: no such file"):
         load_init_weights(colour, tmp_path / "nothing.safetensors")

@@ -164,3 +164,37 @@ def test_frozen_backbone_features_are_cached_reused_and_invalidated(photos, back
                freeze_backbone=True, size=32, resize=40, epochs=1, target_split="all"),
           tmp_path / "d", log=lambda s: None)
     assert len(list(cache.glob("*.safetensors"))) == 6
+
+
+@pytest.mark.parametrize("how", [dict(freeze_backbone=True), dict(tune_blocks=1)])
+def test_a_model_trained_on_cached_features_classifies_images_the_same(how, photos,
+                                                                       backbone_file, tmp_path):
+    from dalab.evaluation import evaluate
+    from dalab.training.domains import centre_view
+    from dalab.training.runfolder import load_model
+
+    cfg = _cfg(photos, tmp_path, network="resnet18", pretrained=str(backbone_file), size=32,
+               resize=36, epochs=1, target_split="all", **how)
+    result = train(cfg, tmp_path / "run", log=lambda s: None)
+    model, saved = load_model(tmp_path / "run")
+    target = load_sets(saved).evals["target_test"]  # images, as a user's eval sees them
+    assert target.images.shape[-1] == 32 and target.images.dtype == torch.uint8
+    scores = evaluate(model, target.images, target.labels, batch_size=8)
+    assert scores["accuracy"] == pytest.approx(result.target_test_accuracy, abs=1 / 24)
+    assert centre_view(torch.zeros(1, 3, 36, 36), 32).shape[-1] == 32
+
+
+def test_tune_blocks_trains_only_the_last_blocks(backbone_file, tmp_path):
+    from dalab.models.pretrained import load_pretrained
+
+    model = build_model("resnet18", 3, [0.5] * 3, [0.25] * 3, num_classes=2, size=64)
+    load_pretrained(model, str(backbone_file), tmp_path)
+    model.feature_extractor.freeze(2)  # layer4's two blocks
+    trains = {n for n, p in model.feature_extractor.backbone.named_parameters()
+              if p.requires_grad}
+    assert trains and all(n.startswith("layer4.") for n in trains)
+    model.train()
+    assert not model.feature_extractor.backbone.layer3.training
+    assert model.feature_extractor.backbone.layer4[0].training
+    with pytest.raises(ValueError, match="outside"):
+        model.feature_extractor.freeze(9)

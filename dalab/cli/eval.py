@@ -18,10 +18,12 @@ def add_parser(sub, common) -> None:
     src.add_argument("--domain", metavar="SPEC",
                      help="a domain spec, e.g. mnist or mnistm:theta=0.5")
     p.add_argument("--labels", metavar="FILE", help="'filename label' lines (flat layout)")
-    p.add_argument("--split", choices=("train", "val", "test"), default="test",
-                   help="split of --domain (default: test)")
+    p.add_argument("--split", choices=("train", "val", "test", "all"), default="test",
+                   help="split of --domain (default: test; all: every image, the target "
+                   "set of the benchmarks' convention)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--batch-size", type=int, default=2048, help="images per batch")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per batch (default: the run's eval_batch_size)")
     p.add_argument("--json", action="store_true", help='print {"accuracy": ..., "n": ...}')
     p.set_defaults(func=run)
 
@@ -46,23 +48,28 @@ def run(args) -> int:
         found = scan_folder(Path(args.images), Path(args.labels) if args.labels else None)
         if found.labels is None:
             raise DataError(f"{args.images}: no labels (class sub-folders or a labels file)")
-        images = torch.from_numpy(to_channels(read_images(found.files, cfg.size),
-                                              model.in_channels))
+        crop = cfg.size if cfg.resize else 0  # a photo model's view: resize, centre crop
+        images = torch.from_numpy(to_channels(read_images(found.files, cfg.resize or cfg.size,
+                                                          crop), model.in_channels))
         labels = torch.from_numpy(label_indices(found.labels, classes, found.root))
         name = args.images
     else:
         if args.labels:
             raise DataError("--labels goes with --images, not --domain")
         from dalab.data import load_domain
+        from dalab.training.domains import centre_view
         split = load_domain(args.domain, args.data_root, args.cache_dir,
-                            size=cfg.size).split(args.split)
+                            size=cfg.resize or cfg.size).split(args.split)
         if split.labels is None:
             raise DataError(f"{split.name}: the domain has no labels to score against")
         images, labels, name = split.images, split.labels, split.name
+        if cfg.resize:
+            images = centre_view(images, cfg.size)
         if split.class_names and tuple(split.class_names) != classes:  # match by name
             named = tuple(split.class_names[k] for k in labels.tolist())
             labels = torch.from_numpy(label_indices(named, classes, Path(name)))
-    scores = evaluate(model, images, labels, batch_size=args.batch_size, device=device)
+    scores = evaluate(model, images, labels, batch_size=args.batch_size or cfg.eval_batch_size,
+                      device=device)
     if args.json:
         print(json.dumps({"accuracy": scores["accuracy"], "n": scores["n"]}))
     else:

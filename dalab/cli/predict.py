@@ -17,8 +17,9 @@ def add_parser(sub, common) -> None:
     p.add_argument("--images", metavar="DIR", required=True, help="folder of images")
     p.add_argument("--out", metavar="FILE.csv", required=True, help="CSV file to write")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--batch-size", type=int, default=256,
-                   help="images read and classified at a time (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images read and classified at a time (default: the run's "
+                   "eval_batch_size, at most 256)")
     p.set_defaults(func=run)
 
 
@@ -28,9 +29,11 @@ def run(args) -> int:
     from dalab.training.loop import resolve_device
     from dalab.training.runfolder import load_model
 
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"--batch-size: expected a positive integer, got {args.batch_size}")
     device = resolve_device(args.device)
     model, cfg = load_model(args.checkpoint, device)
-    predict_folder(model, args.images, args.out, cfg.size, args.batch_size, device)
+    batch = args.batch_size or min(256, cfg.eval_batch_size)
+    predict_folder(model, args.images, args.out, cfg.resize or cfg.size, batch,
+                   cfg.size if cfg.resize else 0, device)
     return 0

@@ -159,8 +159,9 @@ def label_indices(labels: tuple[str, ...], class_names: tuple[str, ...],
     return out
 
 
-def read_image(path: Path, size: int | None = None) -> np.ndarray:
-    """One image as RGB uint8 ``(3, H, W)``, resized to ``size`` when given.
+def read_image(path: Path, size: int | None = None, crop: int = 0) -> np.ndarray:
+    """One image as RGB uint8 ``(3, H, W)``, resized to ``size`` when given, then its
+    centre ``crop`` x ``crop`` when ``crop`` (a photo model's evaluation view).
 
     Raises
     ------
@@ -169,7 +170,7 @@ def read_image(path: Path, size: int | None = None) -> np.ndarray:
     """
     from PIL import Image, UnidentifiedImageError
 
-    from dalab.data.domains.base import resize
+    from dalab.data.domains.base import centre_crop, resize
 
     try:
         with Image.open(path) as img:
@@ -183,12 +184,13 @@ def read_image(path: Path, size: int | None = None) -> np.ndarray:
     arr = arr.transpose(2, 0, 1)
     if size is not None and arr.shape[1:] != (size, size):
         arr = resize(arr[None], size)[0]
-    return arr
+    return np.ascontiguousarray(centre_crop(arr, crop)) if crop else arr
 
 
-def read_images(files: tuple[Path, ...], size: int | None) -> np.ndarray:
-    """Images uint8 ``(N, 3, size, size)`` (``size=None``: all must share one size)."""
-    images = [read_image(p, size) for p in files]
+def read_images(files: tuple[Path, ...], size: int | None, crop: int = 0) -> np.ndarray:
+    """Images uint8 ``(N, 3, size, size)`` (``size=None``: all must share one size),
+    each cut to its centre ``crop`` when given."""
+    images = [read_image(p, size, crop) for p in files]
     shapes = {im.shape for im in images}
     if len(shapes) > 1:
         raise DataError(f"{files[0].parent}: images of different sizes "

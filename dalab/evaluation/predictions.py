@@ -48,13 +48,13 @@ def find_images(root: str | Path) -> list[str]:
     return sorted(found)
 
 
-def _read_batch(root: Path, files: list[str], channels: int, size: int
+def _read_batch(root: Path, files: list[str], channels: int, size: int, crop: int
                 ) -> tuple[list[int], np.ndarray | None, dict[int, str]]:
     """Positions read, their images stacked, and the reason per position that failed."""
     ok, images, errors = [], [], {}
     for i, name in enumerate(files):
         try:
-            images.append(read_image(root / name, size))
+            images.append(read_image(root / name, size, crop))
             ok.append(i)
         except DataError as err:
             text = str(err)
@@ -71,12 +71,12 @@ def _classify(model: nn.Module, images: np.ndarray, device: torch.device
     return classes.tolist(), confidence.tolist()
 
 
-def _rows(model, root: Path, files: list[str], size: int, batch_size: int,
+def _rows(model, root: Path, files: list[str], size: int, crop: int, batch_size: int,
           device: torch.device) -> Iterator[tuple[str, ...]]:
     names = class_names_of(model)
     for start in range(0, len(files), batch_size):
         chunk = files[start:start + batch_size]
-        ok, images, errors = _read_batch(root, chunk, model.in_channels, size)
+        ok, images, errors = _read_batch(root, chunk, model.in_channels, size, crop)
         classes, confidence = _classify(model, images, device) if ok else ([], [])
         found = dict(zip(ok, zip(classes, confidence)))
         for i, name in enumerate(chunk):
@@ -88,7 +88,7 @@ def _rows(model, root: Path, files: list[str], size: int, batch_size: int,
 
 
 def predict_folder(model: nn.Module, root: str | Path, out: str | Path, size: int,
-                   batch_size: int = 256,
+                   batch_size: int = 256, crop: int = 0,
                    device: torch.device | str | None = None,
                    log: Callable[[str], None] = print) -> dict:
     """Classify every image under ``root`` into the CSV ``out``; return counts.
@@ -99,7 +99,10 @@ def predict_folder(model: nn.Module, root: str | Path, out: str | Path, size: in
         A :class:`dalab.models.Classifier`; its ``in_channels`` and ``class_names``
         decide how images are read and what the rows say.
     size
-        Height and width the model was trained for (images are resized to it).
+        Height and width images are resized to (the model's input size, or the size a
+        photo model's images were stored at).
+    crop
+        The centre crop then taken (a photo model's input size; 0: none).
 
     Returns
     -------
@@ -116,7 +119,7 @@ def predict_folder(model: nn.Module, root: str | Path, out: str | Path, size: in
     with atomic_path(out) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(COLUMNS)
-        for row in _rows(model, root, files, size, batch_size, device):
+        for row in _rows(model, root, files, size, crop, batch_size, device):
             writer.writerow(row)
             done += 1
             failed += bool(row[-1])

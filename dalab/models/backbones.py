@@ -80,8 +80,12 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
 class Features(nn.Module):
     """Backbone, then tllib's bottleneck: images ``(N, C, H, W)`` -> ``(N, 256)``.
 
-    A 2-D input is taken as the backbone's output already (features cached from a
-    frozen backbone) and goes through the bottleneck only.
+    A backbone may be frozen in part: :meth:`freeze` fixes it but for its last
+    ``tune`` blocks. The frozen part's output never changes, so it can be computed once
+    and cached (:mod:`dalab.training.frozen`); with ``cached`` set, the input is that
+    output (pooled ``(N, D)`` features for a wholly frozen backbone, the first tuned
+    block's input maps otherwise) and only the rest runs. A 2-D input is always taken
+    as pooled backbone features.
     """
 
     def __init__(self, backbone: nn.Module, width: int):
@@ -89,23 +93,61 @@ class Features(nn.Module):
         self.backbone = backbone
         self.bottleneck = nn.Sequential(nn.Linear(width, BOTTLENECK),
                                         nn.BatchNorm1d(BOTTLENECK), nn.ReLU())
-        self.frozen = False
+        self.tune: int | None = None  # None: the whole backbone trains
+        self.cached = False  # inputs are the frozen part's cached output
 
-    def freeze(self) -> None:
-        """Fix the backbone: no gradients, and batch norm in evaluation mode for good
-        (``train()`` leaves it there); the bottleneck still trains."""
-        self.frozen = True
+    def tuned_modules(self) -> list[nn.Module]:
+        """The backbone's modules that train: its last ``tune`` blocks and its head."""
+        if self.tune is None:
+            return [self.backbone]
+        if self.tune == 0:
+            return []
+        return self.backbone.blocks()[-self.tune:] + self.backbone.head_modules()
+
+    def freeze(self, tune: int = 0) -> None:
+        """Fix the backbone but for its last ``tune`` blocks (and what follows them): no
+        gradients, and batch norm in evaluation mode for good (``train()`` leaves it
+        there); the bottleneck still trains."""
+        blocks = len(self.backbone.blocks())
+        if not 0 <= tune <= blocks:
+            raise ValueError(f"tune_blocks: {tune} is outside [0, {blocks}] (the "
+                             f"{self.backbone.name} backbone has {blocks} blocks)")
+        self.tune = tune
         self.backbone.requires_grad_(False)
-        self.backbone.eval()
+        for module in self.tuned_modules():
+            module.requires_grad_(True)
+        self.train(self.training)
 
     def train(self, mode: bool = True) -> Features:
         super().train(mode)
-        if self.frozen:
+        if self.tune is not None:
             self.backbone.eval()
+            for module in self.tuned_modules():
+                module.train(mode)
         return self
 
+    def frozen_part(self, x: Tensor) -> Tensor:
+        """Normalised images -> what the frozen part gives (what the cache holds)."""
+        if not self.tune:
+            return self.backbone(x)
+        x = self.backbone.stem(x)
+        for block in self.backbone.blocks()[:-self.tune]:
+            x = block(x)
+        return x
+
+    def tuned_part(self, x: Tensor) -> Tensor:
+        """The frozen part's output -> pooled backbone features."""
+        if x.dim() == 2:
+            return x.float()
+        x = x.float()
+        for block in self.backbone.blocks()[-self.tune:]:
+            x = block(x)
+        return self.backbone.head(x)
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.bottleneck(x if x.dim() == 2 else self.backbone(x))
+        if self.cached or x.dim() == 2:
+            return self.bottleneck(self.tuned_part(x))
+        return self.bottleneck(self.backbone(x))
 
 
 def domain_discriminator(width: int = BOTTLENECK) -> nn.Sequential:

@@ -81,7 +81,7 @@ class Classifier(nn.Module):
         """Images -> features ``(N, D)``. A 2-D input is a frozen backbone's cached
         output (:mod:`dalab.training.frozen`): no preprocessing, the rest of the
         feature extractor only."""
-        if x.dim() == 2:
+        if x.dim() == 2 or getattr(self.feature_extractor, "cached", False):
             return self.feature_extractor(x)
         return self.feature_extractor(self.preprocess(x))
 

@@ -124,9 +124,24 @@ class EfficientNetLite0(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
 
+    def stem(self, x: Tensor) -> Tensor:
+        """Images -> the first block's input."""
+        return F.relu6(self._bn0(self._conv_stem(x)))
+
+    def blocks(self) -> list[nn.Module]:
+        """The MBConv blocks, in order (``--tune-blocks`` counts them from the end)."""
+        return list(self._blocks)
+
+    def head_modules(self) -> list[nn.Module]:
+        """The modules after the blocks (trained with the last blocks)."""
+        return [self._conv_head, self._bn1]
+
+    def head(self, x: Tensor) -> Tensor:
+        """The last block's output -> pooled features ``(N, 1280)``."""
+        return F.relu6(self._bn1(self._conv_head(x))).mean((2, 3))
+
     def forward(self, x: Tensor) -> Tensor:
-        x = F.relu6(self._bn0(self._conv_stem(x)))
+        x = self.stem(x)
         for block in self._blocks:
             x = block(x)
-        x = F.relu6(self._bn1(self._conv_head(x)))
-        return x.mean((2, 3))
+        return self.head(x)

@@ -70,7 +70,8 @@ def read_weights(path: str | Path, label: str = "weights") -> dict[str, Tensor]:
         try:
             state = load_file(str(path))
         except Exception as err:  # safetensors raises its own error types
-            raise DataError(f"{label}: {path}: not a readable safetensors file ({err})") from err
+            raise DataError(f"{label}: {path}: not a readable safetensors file "
+                            f"({err})") from err
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -86,7 +87,7 @@ def read_weights(path: str | Path, label: str = "weights") -> dict[str, Tensor]:
     return tensors
 
 
-# -- fitting tensors into a module --------------------------------------------------------------
+# -- fitting tensors into a module ---------------------------------------------------------
 def _prefix(own: dict[str, Tensor], state: dict[str, Tensor]) -> str:
     """The prefix in front of ``own``'s names in ``state``: the one under which most of
     them are found with their shape (the shortest on a tie)."""
@@ -134,7 +135,7 @@ def _report(log: Log | None, message: str, skipped: list[str]) -> None:
                        if skipped else ""))
 
 
-# -- the published ImageNet weights ----------------------------------------------------------
+# -- the published ImageNet weights --------------------------------------------------------
 def _download(url: str, folder: Path, log: Log | None) -> dict[str, Tensor]:
     """The state dict at ``url``, its SHA-256 checked against the prefix in its name;
     nothing is left on disk."""
@@ -201,7 +202,7 @@ def imagenet_file(name: str, cache_dir: str | Path, log: Log | None = None) -> P
     return path
 
 
-# -- the two entry points ----------------------------------------------------------------------
+# -- the two entry points ------------------------------------------------------------------
 def load_pretrained(model: nn.Module, source: str, cache_dir: str | Path,
                     log: Log | None = None) -> list[str]:
     """Fill ``model.feature_extractor.backbone`` from ``source``: ``"imagenet"`` (the

@@ -115,10 +115,26 @@ class ResNet(nn.Module):
             elif isinstance(m, BasicBlock):
                 nn.init.zeros_(m.bn2.weight)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+    def stem(self, x: Tensor) -> Tensor:
+        """Images -> the first block's input."""
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
+    def blocks(self) -> list[nn.Module]:
+        """The residual blocks of the four stages, in order (``--tune-blocks`` counts
+        them from the end)."""
+        return [*self.layer1, *self.layer2, *self.layer3, *self.layer4]
+
+    def head_modules(self) -> list[nn.Module]:
+        """The modules after the blocks: none (global average pooling)."""
+        return []
+
+    def head(self, x: Tensor) -> Tensor:
+        """The last block's output -> pooled features ``(N, width)``."""
         return x.mean((2, 3))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+        return self.head(x)
 
 
 def resnet18(in_channels: int = 3) -> ResNet:

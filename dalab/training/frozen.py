@@ -1,16 +1,17 @@
-"""The frozen-feature fast path: a frozen backbone's features, computed once, cached on
-disk, and the bottleneck and heads trained on them.
+"""The frozen-feature fast path: a frozen backbone's output, computed once, cached on
+disk, and the rest of the network trained on it.
 
-With ``--freeze-backbone`` the backbone's output for an image never changes, so
-computing it at every step (the bulk of a step's cost) is waste. Here every image the
-run uses is passed through the backbone once, in its evaluation view (the centre
-crop); the features are cached under ``<cache dir>/features/<key>.safetensors``, the
-key a hash of the backbone's weights, the input view and the images' pixels, so a
-changed weight file, crop or image gets new features and an unchanged one is read back.
-The run then trains on ``(N, D)`` feature tensors with the ordinary loop: the model
-takes features in place of images (:class:`dalab.models.backbones` skips its backbone
-for 2-D inputs), so every method that only looks at features runs unchanged, and the
-saved model, backbone included, classifies images as usual.
+With ``--freeze-backbone`` (or ``--tune-blocks N``) the backbone's output for an image
+(or the input of its last N blocks) never changes, so computing it at every step (the
+bulk of a step's cost) is waste. Here every image the run uses is passed through the
+frozen part once, in its evaluation view (the centre crop); the result is cached under
+``<cache dir>/features/<key>.safetensors``, the key a hash of the backbone's weights,
+the frozen part, the input view and the images' pixels, so a changed weight file, crop
+or image gets new features and an unchanged one is read back. Pooled features are kept
+in float32, block inputs (maps) in float16. The run then trains on them with the
+ordinary loop: the model takes them in place of images (``Features.cached``,
+:mod:`dalab.models.backbones`), so every method that only looks at features runs
+unchanged, and the saved model, backbone included, classifies images as usual.
 
 Methods that transform their input images (FixMatch, self-ensembling, VADA and DIRT-T's
 perturbations) keep the images and run the frozen backbone at every step.
@@ -40,7 +41,8 @@ def applies(cfg) -> bool:
     does not transform its input images."""
     from dalab.methods import METHODS
 
-    return cfg.freeze_backbone and not METHODS[cfg.trained_method].transforms_inputs
+    return ((cfg.freeze_backbone or cfg.tune_blocks > 0)
+            and not METHODS[cfg.trained_method].transforms_inputs)
 
 
 def _weights_digest(backbone: torch.nn.Module) -> str:
@@ -60,12 +62,13 @@ def _images_digest(images: Tensor) -> str:
 
 @torch.no_grad()
 def _compute(model, images: Tensor, device: torch.device, what: str) -> Tensor:
-    backbone = model.feature_extractor.backbone
+    features = model.feature_extractor
     out = []
     with progress(len(images), f"features {what}", unit="image", delay=2.0) as bar:
         for chunk in images.split(CHUNK):
             x = model.preprocess(chunk.to(device))
-            out.append(backbone(x.contiguous(memory_format=torch.channels_last)).float().cpu())
+            f = features.frozen_part(x.contiguous(memory_format=torch.channels_last))
+            out.append((f.float() if f.dim() == 2 else f.half()).contiguous().cpu())
             bar.update(len(chunk))
     return torch.cat(out) if out else torch.empty(0)
 
@@ -78,7 +81,8 @@ def cached_features(model, images: Tensor, folder: Path, device: torch.device, w
 
     from dalab.training.checkpoint import write_safetensors
 
-    key = hashlib.sha256(f"{FORMAT}\0{weights}\0{_images_digest(images)}".encode())
+    tune = model.feature_extractor.tune
+    key = hashlib.sha256(f"{FORMAT}\0{weights}\0{tune}\0{_images_digest(images)}".encode())
     path = folder / f"{key.hexdigest()[:32]}.safetensors"
     if path.is_file():
         try:
@@ -99,6 +103,7 @@ def feature_sets(cfg, sets: Sets, model, device: torch.device,
     """``sets`` with every image tensor replaced by its backbone features (each set of
     pixels computed once per process, and once per cache)."""
     model.eval()
+    model.feature_extractor.cached = True  # the model takes what the cache holds
     folder = resolve_cache_dir(resolve_data_root(cfg.data_root), cfg.cache_dir) / "features"
     weights = _weights_digest(model.feature_extractor.backbone)
     done: dict[tuple, Tensor] = {}  # (view identity, rows) -> features

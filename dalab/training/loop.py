@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from dalab.errors import DataError
+from dalab.errors import ConfigError, DataError
 from dalab.evaluation import count_correct
 from dalab.evaluation.batchnorm import reestimate_bn
 from dalab.methods import METHODS
@@ -93,7 +93,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from dalab.errors import ConfigError
         raise ConfigError("device: 'cuda' requested but torch sees no CUDA device")
     return torch.device(name)
 
@@ -138,8 +137,11 @@ def _build(cfg: Config, sets: Sets, device: torch.device, log):
         backbone = model.feature_extractor.backbone
         for p in backbone.parameters():
             p.lr_mult = cfg.backbone_lr  # read by dalab.training.optim.param_groups
-        if cfg.freeze_backbone:
-            model.feature_extractor.freeze()
+        if cfg.freeze_backbone or cfg.tune_blocks:
+            try:
+                model.feature_extractor.freeze(cfg.tune_blocks)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
     model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
