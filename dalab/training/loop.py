@@ -25,11 +25,10 @@ from dalab.evaluation import count_correct
 from dalab.evaluation.batchnorm import reestimate_bn
 from dalab.methods import METHODS
 from dalab.models import BACKBONES, NUM_CLASSES, build_model, channel_stats
-from dalab.models.pretrained import load_pretrained
+from dalab.models.pretrained import load_init_weights, load_pretrained
 from dalab.paths import folder_lock, resolve_cache_dir, resolve_data_root
 from dalab.progress import info
 from dalab.training import checkpoint, frozen, guard, resume
-from dalab.models.init import load_init_weights
 from dalab.training.allocator import keep_freed_memory
 from dalab.training.augment import augment, random_resized_crop
 from dalab.training.batches import batch_source

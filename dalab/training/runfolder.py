@@ -156,7 +156,7 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu"):
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from dalab.models import build_model
+    from dalab.models import BACKBONES, build_model
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such checkpoint")
@@ -190,6 +190,8 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu"):
 
     check_tensors(state, model.state_dict(), "the model", path)
     model.load_state_dict(state)  # includes the mean/std buffers
+    if cfg.channels_last and cfg.network in BACKBONES:  # several times faster on the CPU
+        model = model.to(memory_format=torch.channels_last)
     return model.to(device).eval(), cfg
 
 
