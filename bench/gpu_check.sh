@@ -21,11 +21,19 @@
 #                   quick) with 8 runs side by side; its tables and every run's
 #                   result.json and metrics.csv come back as compare.tar.gz (a second
 #                   call with the tar in gpu-data/ resumes where the first was cut).
+#   office_probe    Office-31 A -> W with the office preset (tllib's ResNet-50 recipe), 2
+#                   epochs of its 20 (2,000 steps: its time per step and first figures);
+#                   ResNet-50's weights must be in gpu-data/ (resnet50-0676ba61.pth:
+#                   the machine is offline), else EfficientNet-Lite0 from gpu-data/cache;
+#   office          the office preset, A -> W and D -> A, DANN, seed 0, side by side;
 # STEPS picks some (default: prepare tests bench speedrun sweep_packed sweep_unpacked
 # sota_probe), e.g. STEPS="prepare sota_variants".
 #
 # Data: MNIST and BSDS500 copied into the git-ignored gpu-data/ of the checkout:
 #   mkdir -p gpu-data && cp -r "$DALAB_DATA"/mnist "$DALAB_DATA"/BSR gpu-data/
+# and for the office steps Office-31 (88 MB) and the backbone weights:
+#   cp -r "$DALAB_DATA"/office31 gpu-data/ && mkdir -p gpu-data/cache/weights &&
+#   cp "$DALAB_CACHE"/weights/efficientnet_lite0.safetensors gpu-data/cache/weights/
 # Run from the repository root (dalab runs from the checkout, nothing is installed):
 #   OUT=/some/folder bash bench/gpu_check.sh
 # Generated MNIST-M sets are cached in gpu-data/cache; run folders go to gpu-data/runs.
@@ -90,6 +98,24 @@ sota_variants() {  # each line of $SOTA_VARIANTS: dalab train flags after --pres
     wait
 }
 
+office_weights() {  # tllib's ResNet-50 file when carried, else the Lite0 in the cache
+    if [ -f "$DATA/resnet50-0676ba61.pth" ]; then
+        echo "--pretrained $DATA/resnet50-0676ba61.pth"
+    else
+        echo "--network efficientnet_lite0 --pretrained imagenet"
+    fi
+}
+
+office() {  # A -> W and D -> A side by side, the whole recipe
+    for task in amazon:webcam dslr:amazon; do
+        $PY -m dalab train --preset office $(office_weights) --device cuda \
+            --source office31:${task%%:*} --target office31:${task##*:} \
+            --out "$DATA/runs/office-${task%%:*}-${task##*:}" \
+            > "$DATA/runs/office-${task%%:*}-${task##*:}.log" 2>&1 &
+    done
+    wait
+}
+
 sota_gpu() {  # three seeds side by side; each run folder holds its time and figures
     for seed in 0 1 2; do
         $PY -m dalab train --preset sota-gpu --device cuda --seed $seed \
@@ -103,7 +129,7 @@ sota_gpu() {  # three seeds side by side; each run folder holds its time and fig
 SWEEP=(--theta 0.2,0.4,0.6,0.8,1.0 --lambda 0,0.03,0.1,0.3,1 --protocol ts_tt,tst_tt
        --seeds 0 --preset quick --device cuda)
 
-export -f prepare sota_gpu sota_variants speedrun_variants compare
+export -f prepare sota_gpu sota_variants speedrun_variants compare office office_weights
 export PY OUT DATA VARIANTS=${VARIANTS:-"--preset speedrun"}
 # longer training, the network without the input's instance norm, and the previous
 # sota-gpu (dann_bn, 12 epochs) on the same card
@@ -139,6 +165,18 @@ if [[ " $STEPS " == *" sota_variants "* ]]; then
         cp "$run/result.json" "$OUT/$name.json" 2>/dev/null
         cp "$run/metrics.csv" "$OUT/$name.csv" 2>/dev/null
         tail -c 2000 "$DATA/runs/$name.log" > "$OUT/$name.log" 2>/dev/null
+    done
+fi
+step office_probe 240 bash -c '$PY -m dalab train --preset office $(office_weights) \
+    --device cuda --source office31:amazon --target office31:webcam --epochs 2 \
+    --out "$DATA/runs/office-probe"'
+cp "$DATA/runs/office-probe/result.json" "$OUT/office-probe.json" 2>/dev/null
+cp "$DATA/runs/office-probe/metrics.csv" "$OUT/office-probe.csv" 2>/dev/null
+step office 540 bash -c office
+if [[ " $STEPS " == *" office "* ]]; then
+    for run in "$DATA"/runs/office-*-*/; do
+        cp "$run/result.json" "$OUT/$(basename "$run").json" 2>/dev/null
+        cp "$run/metrics.csv" "$OUT/$(basename "$run").csv" 2>/dev/null
     done
 fi
 step compare 420 bash -c compare

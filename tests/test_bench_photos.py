@@ -93,12 +93,19 @@ def test_photo_memory_folder_subset_and_sampled_build(photos, tmp_path):
         assert all(300 <= side <= 500 for side in img.size)
     pm.link_subset(big, small, 4)
     assert sorted(p.name for p in small.rglob("*.jpg")) == [f"{i:06d}.jpg" for i in range(4)]
-    args = pm.parse(["--folder", str(tmp_path), "--resize", "16", "--size", "8"])
+    args = pm.parse(["--folder", str(tmp_path), "--network", "dann_bn", "--size", "28",
+                     "--resize", "32", "--steps", "2", "--batch", "4", "--threads", "1"])
     args.folder = tmp_path
     marks = tmp_path / "marks.txt"
-    run = pm.sampled(pm.child_argv(args, "build", small, marks), marks, 0.01)
-    assert run["stored_images"] == 4 and run["seconds"] > 0 and run["peak_rss_mib"] > 0
-    assert run["peak_anon_steps_mib"] is None  # no steps in a build
+    build = pm.sampled(pm.child_argv(args, "build", small, marks), marks, 0.01)
+    assert build["stored_images"] == 4 and build["seconds"] > 0 and build["peak_rss_mib"] > 0
+    assert build["peak_anon_steps_mib"] is None  # no steps in a build
     assert (tmp_path / "cache" / "folders").is_dir()
-    assert "| 4 | store build |" in pm.table([{"images": 4, "what": "store build", **run}])
+    run = pm.sampled(pm.child_argv(args, "train", small, marks, data_in="disk"), marks, 0.01)
+    assert "stored_images" not in run and run["peak_rss_mib"] > 0
+    assert all(run[k] is None or run[k] > 0 for k in ("peak_anon_load_mib",
+                                                       "peak_anon_steps_mib"))
+    table = pm.table([{"images": 4, "what": "store build", **build},
+                      {"images": 4, "what": "train, data_in=disk", **run}])
+    assert "| 4 | store build |" in table and "| 4 | train, data_in=disk |" in table
     assert pm.status(os.getpid())["RssAnon"] > 0

@@ -102,3 +102,38 @@ def test_random_resized_crop_is_seeded_and_flips(tmp_path):
     for got, want in zip(whole, x):
         assert torch.allclose(got, want, atol=1e-5) or torch.allclose(got, want.flip(-1),
                                                                       atol=1e-5)
+
+
+def _anon_mib() -> float:
+    """This process's anonymous resident memory (page-cache pages of a memory map are
+    not counted: the kernel drops them as it needs)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    pytest.skip("no /proc/self/status RssAnon on this system")
+
+
+def test_building_and_streaming_a_large_store_keeps_memory_flat(tmp_path):
+    n, side = 2400, 128  # a 113 MiB store
+    files = [tmp_path / f"{i}.jpg" for i in range(n)]
+
+    def read(chunk):  # synthetic pixels: no decoding cost
+        return np.full((len(chunk), 3, side, side), len(chunk) % 251, np.uint8)
+
+    before = _anon_mib()
+    store = build_store(tmp_path / "big", {"v": 1}, {"train": (files, np.zeros(n, np.int64))},
+                        read, side)
+    built = _anon_mib()
+    images = torch.from_numpy(store.images)
+    idx = batch_indices(n, 32, 2 * n // 32, torch.Generator().manual_seed(0))
+    seen = 0
+    for batch in Streamed(images, torch.device("cpu")).batches(idx):
+        seen += len(batch)
+    streamed = _anon_mib()
+    resident = Resident(images, torch.device("cpu"))
+    held = _anon_mib()
+    assert seen == 2 * n - (2 * n) % 32
+    assert built - before < 40 and streamed - before < 40  # a few chunks and batches
+    assert held - streamed > 90  # the resident source holds the whole set
+    del resident
