@@ -198,3 +198,14 @@ def test_tune_blocks_trains_only_the_last_blocks(backbone_file, tmp_path):
     assert model.feature_extractor.backbone.layer4[0].training
     with pytest.raises(ValueError, match="outside"):
         model.feature_extractor.freeze(9)
+
+
+def test_target_split_all_applies_to_the_protocols_that_adapt(photos, tmp_path):
+    from dalab.errors import ConfigError
+
+    assert load_sets(_cfg(photos, tmp_path, protocol="ts_tt", target_split="all")
+                     ).target_split == "all"
+    assert load_sets(_cfg(photos, tmp_path, protocol="ts_ts", target_split="all")
+                     ).target_split == "heldout"  # tests on the source
+    with pytest.raises(ConfigError, match="tt_tt trains on the target's labels"):
+        load_sets(_cfg(photos, tmp_path, protocol="tt_tt", target_split="all"))

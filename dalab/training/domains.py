@@ -67,7 +67,15 @@ def centre_view(images: Tensor, size: int) -> Tensor:
 
 def target_split_of(cfg: Config, target) -> str:
     """``cfg.target_split`` resolved: ``auto`` is ``all`` for a benchmark domain kind
-    (the convention its published figures use), else ``heldout``."""
+    (the convention its published figures use), else ``heldout``. Only the protocols
+    that adapt to an unlabelled target (``ts_tt``, ``tst_tt``) take ``all``: ``tt_tt``
+    trains on the target's labels and ``ts_ts`` tests on the source, so under ``all``
+    each would test on its own training images."""
+    if cfg.target_split == "all" and cfg.protocol == "tt_tt":
+        raise ConfigError("target_split all: tt_tt trains on the target's labels, so it "
+                          "would test on its own training images; use heldout (or auto)")
+    if cfg.protocol in ("tt_tt", "ts_ts"):
+        return "heldout"
     if cfg.target_split != "auto":
         return cfg.target_split
     return "all" if getattr(type(target), "benchmark", False) else "heldout"

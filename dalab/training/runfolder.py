@@ -104,7 +104,8 @@ def summary_text(cfg: Config, result) -> str:
         f"source {source} -> target {target}; target split {r.get('target_split', 'heldout')}"
         + (" (every target image trained unlabelled and tested: the benchmarks' convention)"
            if r.get("target_split") == "all" else " (target test images never trained on)"),
-        f"test accuracy {score(r['test_accuracy'])}  (source test "
+        f"test accuracy {score(r['test_accuracy'])}  (source "
+        f"{'training images' if r.get('target_split') == 'all' else 'test'} "
         f"{score(r['source_test_accuracy'])}, target test {score(r['target_test_accuracy'])})",
         f"model selection: {sel}; kept epoch {r['best_epoch']} of {r['epochs']}",
         f"network {cfg.network}"
