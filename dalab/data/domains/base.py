@@ -72,6 +72,13 @@ class Where:
     size: int = 28
     download: bool = True
 
+    def search(self, probe):
+        """The first of ``probe(data_root)``, ``probe(cache_dir)`` that is not None."""
+        for root in (self.data_root, self.cache_dir):
+            if (found := probe(root)) is not None:
+                return found
+        return None
+
 
 @dataclass(frozen=True)
 class Option:

@@ -48,9 +48,8 @@ class MnistmOfficial(Folder):
                                 f"labels files), a folder holding it, or {ARCHIVE}")
             return found
         w = self.where
-        for root in (w.data_root, w.cache_dir):
-            if (found := self._found_in(root)) is not None:
-                return found
+        if (found := w.search(self._found_in)) is not None:
+            return found
         if not w.download:
             raise DataError(f"published MNIST-M not found: put {FOLDER}/ or {ARCHIVE} in "
                             f"{w.data_root}, give mnistm-official:PATH, or allow downloading")

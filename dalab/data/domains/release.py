@@ -60,9 +60,8 @@ class Release(Folder):
                                 f"(looked for {self._looked_for()}); {self.where_to_get()}")
             return found
         w = self.where
-        for root in (w.data_root, w.cache_dir):
-            if (found := self._found_in(root)) is not None:
-                return found
+        if (found := w.search(self._found_in)) is not None:
+            return found
         raise DataError(f"{self.spec}: {self.title} {self.sub_domain!r} not found in "
                         f"{w.data_root} or {w.cache_dir} (looked for {self._looked_for()}); "
                         f"{self.where_to_get()}, or give {self.kind}:{self.sub_domain}:PATH")

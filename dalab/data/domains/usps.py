@@ -67,9 +67,8 @@ class Usps(Domain):
                                 f"file, a folder holding them, or one with a usps/ folder)")
             return found
         w = self.where
-        for root in (w.data_root, w.cache_dir):
-            if (found := found_at(root)) is not None:
-                return found
+        if (found := w.search(found_at)) is not None:
+            return found
         if not w.download:
             raise DataError(f"USPS not found: put usps/{H5} (or the LIBSVM {LIBSVM['train']} "
                             f"and {LIBSVM['test']}) in {w.data_root}, give usps:PATH, or "
