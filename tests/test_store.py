@@ -126,14 +126,17 @@ def test_building_and_streaming_a_large_store_keeps_memory_flat(tmp_path):
                         read, side)
     built = _anon_mib()
     images = torch.from_numpy(store.images)
-    idx = batch_indices(n, 32, 2 * n // 32, torch.Generator().manual_seed(0))
-    seen = 0
-    for batch in Streamed(images, torch.device("cpu")).batches(idx):
-        seen += len(batch)
-    streamed = _anon_mib()
+    source = Streamed(images, torch.device("cpu"))
+    idx = batch_indices(n, 32, n // 32, torch.Generator().manual_seed(0))
+    after = []
+    for _ in range(3):  # three passes over the store: memory must not grow with them
+        seen = sum(len(batch) for batch in source.batches(idx))
+        after.append(_anon_mib())
     resident = Resident(images, torch.device("cpu"))
     held = _anon_mib()
-    assert seen == 2 * n - (2 * n) % 32
-    assert built - before < 40 and streamed - before < 40  # a few chunks and batches
-    assert held - streamed > 90  # the resident source holds the whole set
+    assert seen == n - n % 32
+    assert built - before < 20  # a few chunks in flight, whatever the number of images
+    # three passes stream 340 MiB: what stays is a few batches and the allocator's slack
+    assert max(after) - before < 60
+    assert held - after[-1] > 90  # the resident source holds the whole set
     del resident

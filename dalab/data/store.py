@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import deque
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -116,6 +117,19 @@ def build_store(stem: Path, params: dict, parts: dict[str, tuple[Sequence[Path],
                         "(--cache-dir or $DALAB_CACHE)") from None
 
 
+def _ahead(pool: ThreadPoolExecutor, read: Callable, chunks: list, depth: int):
+    """``read(chunk)`` of each chunk in order, at most ``depth`` decoded ahead of the
+    consumer (``Executor.map`` would decode them all at once: memory would grow with
+    the number of images)."""
+    pending: deque = deque()
+    for chunk in chunks:
+        pending.append(pool.submit(read, chunk))
+        if len(pending) > depth:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 def _build(stem: Path, params: dict, parts: dict, read, size: int, what: str,
            workers: int | None) -> Store:
     start = time.perf_counter()
@@ -136,7 +150,7 @@ def _build(stem: Path, params: dict, parts: dict, read, size: int, what: str,
         with ThreadPoolExecutor(workers) as pool, \
                 progress(len(files), f"decode {what}", unit="image", delay=2.0) as bar:
             row = 0
-            for chunk in pool.map(read, chunks):  # in order; decoding runs ahead
+            for chunk in _ahead(pool, read, chunks, 2 * workers):  # in order
                 if chunk.shape[1:] != (3, size, size):
                     raise DataError(f"{what}: decoded images are {chunk.shape[1:]}, "
                                     f"expected {(3, size, size)}")
