@@ -7,18 +7,19 @@ Usage::
 
 Makes a folder of the largest ``--images`` count of JPEGs (Office-31 amazon photos
 upscaled to random sides of 300-500 px and re-encoded, the 31 classes as sub-folders)
-and, for each smaller count, a folder of hard links to its first files. For each folder,
-each step in a fresh subprocess: the image store is built afresh (``--resize`` px), then a DANN
-run (source = target = the folder, ``--steps`` steps of ``--batch`` + ``--batch``,
-``--network`` from random weights at ``--size`` px crops) trains once with
-``data_in=disk`` and once with ``data_in=memory``. ``/proc/<pid>/status`` is sampled
-every ``--interval`` s: peak anonymous memory (``RssAnon``; sampled, so a spike
-shorter than the interval can be missed), peak file-backed resident pages (``RssFile``:
-the memory-mapped store's pages, page cache the kernel can drop and reread) and the
-peak RSS (the kernel's ``VmHWM``, exact). Anonymous memory is split into phases by
-marks the run writes: load (data, statistics, model; up to the first step), steps,
-end (evaluation, final tests). Everything under ``--folder`` is deleted at the end
-unless ``--keep``; a kept folder's JPEGs are reused by the next run.
+and, for each smaller count, a folder of hard links to its first files. For each
+folder, each step in a fresh subprocess: the image store is built afresh (``--resize``
+px), then a DANN run (source = target = the folder, ``--steps`` steps of ``--batch`` +
+``--batch``, ``--network`` at ``--size`` px crops, from random weights unless
+``--pretrained``) trains once with ``data_in=disk`` and once with ``data_in=memory``.
+``/proc/<pid>/status`` is sampled every ``--interval`` s: peak anonymous memory
+(``RssAnon``; sampled, so a spike shorter than the interval can be missed), peak
+file-backed resident pages (``RssFile``: the memory-mapped store's pages, page cache
+the kernel can drop and reread) and the peak RSS (the kernel's ``VmHWM``, exact).
+Anonymous memory is split into phases by marks the run writes: load (data,
+statistics, model; up to the first step), steps, end (evaluation, final tests).
+Everything under ``--folder`` is deleted at the end unless ``--keep``; a kept folder's
+JPEGs are reused by the next run.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ def child_train(args) -> None:
     from dalab.training import make_config, train
 
     cfg = make_config(source=f"folder:{args.photos}", target=f"folder:{args.photos}",
-                      network=args.network, size=args.size, resize=args.resize,
+                      network=args.network, pretrained=args.pretrained, size=args.size,
+                      resize=args.resize,
                       protocol="tst_tt", method="dann", optimizer="sgd", lr=0.01,
                       batch_size=args.batch, epochs=1, epoch_steps=args.steps, select="none",
                       validators=False, max_eval=1000, data_in=args.data_in,
@@ -171,8 +173,9 @@ def child_argv(args, kind: str, photos: Path, marks: Path, **extra) -> list[str]
             str(marks), "--cache", str(args.folder / "cache"), "--size", str(args.size),
             "--resize", str(args.resize), "--network", args.network, "--steps",
             str(args.steps), "--batch", str(args.batch), "--threads", str(args.threads)]
-    if args.data_root:
-        argv += ["--data-root", args.data_root]
+    for flag, value in (("--data-root", args.data_root), ("--pretrained", args.pretrained)):
+        if value:
+            argv += [flag, value]
     return argv + [x for k, v in extra.items() for x in (f"--{k.replace('_', '-')}", str(v))]
 
 
@@ -250,6 +253,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--images", type=int, nargs="+", default=[50_000, 5_000],
                    help="folder sizes (default 50000 5000)")
     p.add_argument("--network", default="resnet18")
+    p.add_argument("--pretrained", default=None,
+                   help="backbone weights (imagenet or a FILE; default: random, so the "
+                        "run computes the data's normalisation statistics)")
     p.add_argument("--size", type=int, default=64, help="training crops (default 64)")
     p.add_argument("--resize", type=int, default=72, help="stored size (default 72)")
     p.add_argument("--steps", type=int, default=200)

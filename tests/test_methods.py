@@ -239,8 +239,18 @@ def _shapes_task(n: int, classes: int, colour: bool, seed: int):
     return (x.clamp(0, 1) * 255).to(torch.uint8), y
 
 
+@pytest.fixture
+def two_threads():
+    """Two torch threads, as on the CI machine (a run trained earlier in the session may
+    have set one): float sums, and so these borderline figures, depend on the count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_every_method_learns_an_easy_shift_well_above_chance(name):
+def test_every_method_learns_an_easy_shift_well_above_chance(name, two_threads):
     torch.manual_seed(0)
     classes = 4
     cfg = make_config("quick", method=name, network="dann_bn", optimizer="adam", lr=3e-3,

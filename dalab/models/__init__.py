@@ -63,20 +63,20 @@ def build_model(network: str, in_channels: int, mean: Sequence[float], std: Sequ
                       class_names=class_names)
 
 
-def channel_stats(*image_sets: Tensor, channels: int) -> tuple[list[float], list[float]]:
+def channel_stats(*image_sets: Tensor, channels: int, chunk: int = 256
+                  ) -> tuple[list[float], list[float]]:
     """Per-channel mean and std (in [0, 1] units) of uint8 image sets, after the same
-    grey->colour replication the network does. Computed in float64 chunks."""
-    total = torch.zeros(channels, dtype=torch.float64)
-    total_sq = torch.zeros(channels, dtype=torch.float64)
-    count = 0
+    grey->colour replication the network does: exact, from a histogram of the 256
+    values per channel, counted ``chunk`` images at a time (memory stays small for sets
+    read from disk, whatever their size)."""
+    counts = torch.zeros(channels, 256, dtype=torch.float64)
     for images in image_sets:
-        for chunk in images.split(8192):
-            x = chunk.to(torch.float64) / 255.0
-            if x.shape[1] != channels:
-                x = x.expand(-1, channels, -1, -1)
-            total += x.sum((0, 2, 3))
-            total_sq += (x * x).sum((0, 2, 3))
-            count += x.shape[0] * x.shape[2] * x.shape[3]
-    mean = total / count
-    std = (total_sq / count - mean * mean).clamp_min(1e-12).sqrt()
+        for part in images.split(chunk):
+            for c in range(channels):  # grey images count for every colour channel
+                plane = part[:, c if part.shape[1] == channels else 0]
+                counts[c] += torch.bincount(plane.reshape(-1), minlength=256).double()
+    values = torch.arange(256, dtype=torch.float64) / 255.0
+    n = counts.sum(1)
+    mean = (counts * values).sum(1) / n
+    std = ((counts * values ** 2).sum(1) / n - mean * mean).clamp_min(1e-12).sqrt()
     return mean.tolist(), std.clamp_min(1e-3).tolist()

@@ -337,9 +337,11 @@ def make_config(preset: str | None = None, **overrides) -> Config:
                               f"{', '.join(PRESETS)}")
         values.update(PRESETS[preset])
     values.update({k: v for k, v in overrides.items() if v is not None})
-    if values.get("network") in BACKBONES and "size" not in values:  # the backbone's size
-        values["size"] = BACKBONES[values["network"]].size
-        values.setdefault("resize", round(values["size"] * 8 / 7))  # 224 -> 256
+    if values.get("network") in BACKBONES:  # photo networks: the backbone's input size,
+        if "size" not in values:  # crops of 224 from 256, evaluation in chunks of 64
+            values["size"] = BACKBONES[values["network"]].size
+            values.setdefault("resize", round(values["size"] * 8 / 7))
+        values.setdefault("eval_batch_size", 64)
     unknown = sorted(set(values) - FIELDS)
     if unknown:
         raise ConfigError(f"Unknown config key {unknown[0]!r}; known keys: "
