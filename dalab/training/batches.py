@@ -52,6 +52,9 @@ class Streamed:
 
     def __init__(self, images: Tensor, device: torch.device, ahead: int = AHEAD):
         self.images, self.device, self.ahead = images, device, ahead
+        # one reader thread for the whole run (a thread per epoch would give the
+        # allocator a new arena each time)
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="dalab-batches")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -66,13 +69,12 @@ class Streamed:
     def batches(self, idx: Tensor) -> Iterator[Tensor]:
         """The images of each row of ``idx`` ``(steps, batch)``, in order, each gathered
         by a background thread while the steps before it run."""
-        with ThreadPoolExecutor(1, thread_name_prefix="dalab-batches") as pool:
-            pending = deque(pool.submit(self.take, row) for row in idx[:self.ahead])
-            for i in range(len(idx)):
-                batch = pending.popleft().result()
-                if i + self.ahead < len(idx):
-                    pending.append(pool.submit(self.take, idx[i + self.ahead]))
-                yield batch
+        pending = deque(self.pool.submit(self.take, row) for row in idx[:self.ahead])
+        for i in range(len(idx)):
+            batch = pending.popleft().result()
+            if i + self.ahead < len(idx):
+                pending.append(self.pool.submit(self.take, idx[i + self.ahead]))
+            yield batch
 
 
 def batch_source(images: Tensor, device: torch.device, cfg) -> Resident | Streamed:
