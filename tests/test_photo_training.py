@@ -170,7 +170,7 @@ def test_frozen_backbone_features_are_cached_reused_and_invalidated(photos, back
 def test_a_model_trained_on_cached_features_classifies_images_the_same(how, photos,
                                                                        backbone_file, tmp_path):
     from dalab.evaluation import evaluate
-    from dalab.training.domains import centre_view
+    from dalab.data.domains.base import centre_crop
     from dalab.training.runfolder import load_model
 
     cfg = _cfg(photos, tmp_path, network="resnet18", pretrained=str(backbone_file), size=32,
@@ -181,7 +181,7 @@ def test_a_model_trained_on_cached_features_classifies_images_the_same(how, phot
     assert target.images.shape[-1] == 32 and target.images.dtype == torch.uint8
     scores = evaluate(model, target.images, target.labels, batch_size=8)
     assert scores["accuracy"] == pytest.approx(result.target_test_accuracy, abs=1 / 24)
-    assert centre_view(torch.zeros(1, 3, 36, 36), 32).shape[-1] == 32
+    assert centre_crop(torch.zeros(1, 3, 36, 36), 32).shape[-1] == 32
 
 
 def test_tune_blocks_trains_only_the_last_blocks(backbone_file, tmp_path):

@@ -57,14 +57,14 @@ def run(args) -> int:
         if args.labels:
             raise DataError("--labels goes with --images, not --domain")
         from dalab.data import load_domain
-        from dalab.training.domains import centre_view
+        from dalab.data.domains.base import centre_crop
         split = load_domain(args.domain, args.data_root, args.cache_dir,
                             size=cfg.resize or cfg.size).split(args.split)
         if split.labels is None:
             raise DataError(f"{split.name}: the domain has no labels to score against")
         images, labels, name = split.images, split.labels, split.name
         if cfg.resize:
-            images = centre_view(images, cfg.size)
+            images = centre_crop(images, cfg.size)
         if split.class_names and tuple(split.class_names) != classes:  # match by name
             named = tuple(split.class_names[k] for k in labels.tolist())
             labels = torch.from_numpy(label_indices(named, classes, Path(name)))

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from dalab.data import Split, load_domain
 from dalab.data.domains import ALL, FULL_TRAIN
+from dalab.data.domains.base import centre_crop  # a view of a tensor too (no copy)
 from dalab.errors import ConfigError
 from dalab.training.config import PROTOCOLS, Config
 
@@ -55,14 +56,7 @@ class Sets:
 
     def eval_view(self, images: Tensor) -> Tensor:
         """``images`` as evaluation sees them: the centre ``crop`` (a view), or as they are."""
-        return centre_view(images, self.crop) if self.crop else images
-
-
-def centre_view(images: Tensor, size: int) -> Tensor:
-    """The centre ``size`` x ``size`` of ``(N, C, H, W)`` images, as a view (no copy)."""
-    h, w = images.shape[-2:]
-    top, left = (h - size) // 2, (w - size) // 2
-    return images[..., top:top + size, left:left + size]
+        return centre_crop(images, self.crop) if self.crop else images
 
 
 def target_split_of(cfg: Config, target) -> str:
@@ -173,7 +167,7 @@ def load_sets(cfg: Config, monitor: int = 5000) -> Sets:
         return in_order(domain.split(name), names).head(n)
 
     def view(s: Split) -> Split:
-        return Split(s.name, centre_view(s.images, crop), s.labels, s.class_names) \
+        return Split(s.name, centre_crop(s.images, crop), s.labels, s.class_names) \
             if crop else s
 
     train_split = FULL_TRAIN if full_train else "train"

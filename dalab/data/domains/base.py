@@ -220,8 +220,9 @@ def resize(images: np.ndarray, size: int, chunk: int = 4096) -> np.ndarray:
     return out
 
 
-def centre_crop(images: np.ndarray, size: int) -> np.ndarray:
-    """The centre ``size x size`` of ``(..., H, W)`` images (``H``, ``W`` >= ``size``)."""
+def centre_crop(images: np.ndarray | torch.Tensor, size: int) -> np.ndarray | torch.Tensor:
+    """The centre ``size x size`` of ``(..., H, W)`` images (``H``, ``W`` >= ``size``): a
+    view of a NumPy array or a tensor, nothing copied."""
     h, w = images.shape[-2:]
     top, left = (h - size) // 2, (w - size) // 2
     return images[..., top:top + size, left:left + size]
