@@ -43,10 +43,12 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _member(seed: int, **kw):
+def _member(seed: int, double: bool = False, **kw):
     cfg = _speedrun(seed=seed, channels_last=False, **kw)
     torch.manual_seed(seed)
     model = build_model(cfg.network, 3, [0.5] * 3, [0.25] * 3)
+    if double:
+        model.double()
     return cfg, METHODS[cfg.trained_method](model, cfg)
 
 
@@ -70,10 +72,12 @@ def test_stacked_step_matches_each_members_update(optimizer, method, network, de
     kw = [dict(grl_lambda=0.5, lr=1e-3), dict(grl_lambda=1.0, lr=2e-3, coral_weight=3.0),
           dict(grl_lambda=0.1, lr=5e-4)]
     protocol = "ts_tt" if method == "source_only" else "tst_tt"
-    alone = [_member(i, optimizer=optimizer, method=method, protocol=protocol,
-                     network=network, weight_decay=decay, **k) for i, k in enumerate(kw)]
-    packed = [_member(i, optimizer=optimizer, method=method, protocol=protocol,
-                      network=network, weight_decay=decay, **k) for i, k in enumerate(kw)]
+    # float64: vmap's grouped convolutions round differently from a member's own, and in
+    # float32 a max-pool near-tie then picks another input (a different, equally valid
+    # gradient) often enough to fail on some CPUs
+    alone, packed = ([_member(i, double=True, optimizer=optimizer, method=method,
+                              protocol=protocol, network=network, weight_decay=decay, **k)
+                      for i, k in enumerate(kw)] for _ in range(2))
     aug_alone = [torch.Generator().manual_seed(i) for i in range(3)]
     aug_packed = [torch.Generator().manual_seed(i) for i in range(3)]
     data = (xs, ys, xt if protocol == "tst_tt" else None)

@@ -61,11 +61,10 @@ class Classifier(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def preprocess(self, x: Tensor) -> Tensor:
-        """uint8 or [0, 1] float ``(N, C, H, W)`` -> normalised float with ``in_channels``."""
-        if x.dtype == torch.uint8:
-            x = x.float().div_(255.0)
-        else:
-            x = x.float()
+        """uint8 or [0, 1] float ``(N, C, H, W)`` -> normalised, in the type of the
+        network's statistics (float32 unless the model was converted), ``in_channels``."""
+        dtype = self.mean.dtype
+        x = x.to(dtype).div_(255.0) if x.dtype == torch.uint8 else x.to(dtype)
         if x.shape[1] != self.in_channels:
             if x.shape[1] == 1 and self.in_channels == 3:
                 x = x.expand(-1, 3, -1, -1)
