@@ -16,8 +16,8 @@ import sys
 from dalab.errors import DalabError
 
 COMMAND_MODULES = (
-    "data", "train", "experiment", "eval", "predict", "sweep", "compare", "analyze", "report",
-    "bench", "config",
+    "data", "train", "experiment", "eval", "predict", "sweep", "compare", "benchmark",
+    "analyze", "report", "bench", "config",
 )
 
 

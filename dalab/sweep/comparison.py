@@ -42,7 +42,8 @@ def compare(methods: list[str], out: str | Path, *, seeds=(0,), thetas=None,
             preset: str = "quick", jobs: int = 1, backend: str = "local",
             runtime: dict | None = None, address: str | None = None,
             cpus_per_point: float | None = None, gpus_per_point: float = 0.0,
-            pack: int = 1, train_fn: TrainFn = engine_train, log=print, **overrides) -> dict:
+            pack: int = 1, references: tuple[str, ...] = tuple(REFERENCES),
+            train_fn: TrainFn = engine_train, log=print, **overrides) -> dict:
     """Train (or resume) a comparison of ``methods`` into ``out``; write its tables.
 
     Parameters
@@ -57,6 +58,9 @@ def compare(methods: list[str], out: str | Path, *, seeds=(0,), thetas=None,
         (runtime fields such as ``threads`` or ``data_root`` join ``runtime``).
         Without a ``select`` override the runs select on ``source-val``, which keeps a
         validation split so that every selection rule and the oracle are scored.
+    references
+        The reference protocols run beside the methods: ``ts_tt`` (source only) and
+        ``tt_tt`` (target trained, the oracle), by default both.
     jobs, backend, runtime, address, cpus_per_point, gpus_per_point, pack, train_fn
         As for :func:`dalab.sweep.run_sweep`.
 
@@ -73,6 +77,10 @@ def compare(methods: list[str], out: str | Path, *, seeds=(0,), thetas=None,
     out = Path(out)
     if not methods:
         raise ConfigError("compare: give at least one method (--methods dann,cdan,... or all)")
+    unknown = [r for r in references if r not in REFERENCES]
+    if unknown:
+        raise ConfigError(f"compare: unknown reference protocol {unknown[0]!r}; choose from "
+                          f"{', '.join(REFERENCES)}")
     if list(methods) == ["all"]:
         methods = [m for m in METHODS if m != "source_only"]
     runtime = {**{k: v for k, v in overrides.items() if k in RUNTIME_FIELDS}, **(runtime or {})}
@@ -80,7 +88,7 @@ def compare(methods: list[str], out: str | Path, *, seeds=(0,), thetas=None,
                  **{k: v for k, v in overrides.items() if k not in RUNTIME_FIELDS}}
     base = make_config(preset, **overrides)
     require_target_labels(make_config(preset, **overrides, **runtime), "compare")
-    spec = SweepSpec(protocols=[*REFERENCES, ADAPT], methods=list(methods),
+    spec = SweepSpec(protocols=[*references, ADAPT], methods=list(methods),
                      thetas=[float(t) for t in (thetas or [base.theta])],
                      lambdas=[base.grl_lambda], presets=[preset],
                      seeds=[int(s) for s in seeds], overrides=overrides)
@@ -217,7 +225,7 @@ def compare_markdown(out: Path, spec: SweepSpec, summary: list[dict],
              "(`tt_tt`, trained on labelled target images: the upper bound).", ""]
     for theta in sorted({r["theta"] for r in summary}):
         lines += [f"## θ = {theta:g}: test accuracy, mean ± std over seeds", "",
-                  *_markdown(accuracy_table(summary, theta)), ""]
+                  *markdown_table(accuracy_table(summary, theta)), ""]
     lines += ["## Regret of each selection rule", "",
               "Regret = target test accuracy of the oracle's choice (`target-val`: the epoch "
               "with the best *labelled target* validation accuracy, recorded for comparison "
@@ -225,13 +233,13 @@ def compare_markdown(out: Path, spec: SweepSpec, summary: list[dict],
               "over every adaptation run (methods × seeds × θ). Lower is better; it can be "
               "negative, since the oracle maximises validation, not test, accuracy. "
               "Columns per method: mean regret.", ""]
-    lines += (_markdown(rtable) if rtable else
+    lines += (markdown_table(rtable) if rtable else
               ["(no run recorded the oracle: runs with `--select none` hold out no "
                "validation split)"])
     return "\n".join(lines) + "\n"
 
 
-def _markdown(rows: list[dict]) -> list[str]:
+def markdown_table(rows: list[dict]) -> list[str]:
     if not rows:
         return ["(no finished runs)"]
     cols = list(rows[0])

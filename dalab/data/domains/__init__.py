@@ -40,7 +40,7 @@ KINDS: dict[str, type[Domain]] = {
 }
 
 __all__ = ["ALL", "KINDS", "FULL_TRAIN", "SPLITS", "Domain", "Option", "Split", "Where",
-           "kinds_help", "load_domain", "parse_spec"]
+           "availability", "kinds_help", "load_domain", "parse_spec"]
 
 
 def parse_spec(spec: str) -> tuple[type[Domain], str, object]:
@@ -102,6 +102,17 @@ def load_domain(spec: str, data_root: str | os.PathLike | None = None,
     root = resolve_data_root(data_root)
     where = Where(root, resolve_cache_dir(root, cache_dir), size, download)
     return kind(canon, args, where)
+
+
+def availability(spec: str, data_root: str | os.PathLike | None = None,
+                 cache_dir: str | os.PathLike | None = None) -> tuple[str, str]:
+    """Whether the data of ``spec`` are at hand, without reading them:
+    ``("present", where)``, ``("fetched", how)`` (downloaded or generated on first use)
+    or ``("missing", where to get them)``."""
+    kind, canon, args = parse_spec(spec)
+    root = resolve_data_root(data_root)
+    return kind.availability(canon, args, Where(root, resolve_cache_dir(root, cache_dir),
+                                                28, False))
 
 
 def kinds_help() -> str:

@@ -152,6 +152,14 @@ class Domain:
         self.has_labels = True
         self._cache: dict[str, Split] = {}
 
+    @classmethod
+    def availability(cls, spec: str, args: dict | str | None, where: Where
+                     ) -> tuple[str, str]:
+        """Whether the data of ``spec`` are at hand, without reading them:
+        ``("present", where)``, ``("fetched", how)`` (downloaded or generated on first
+        use) or ``("missing", where to get them)``."""
+        return "fetched", "generated on first use"
+
     def split(self, name: str) -> Split:
         """The images (and labels) of split ``name``, read once per domain object.
 

@@ -72,6 +72,12 @@ class Folder(Domain):
             raise DataError(f"{path}: no such image folder")
         return path
 
+    @classmethod
+    def availability(cls, spec: str, path: str | None, where: Where) -> tuple[str, str]:
+        if path is not None and Path(path).is_dir():
+            return "present", path
+        return "missing", f"no such folder: {path}"
+
     def named_classes(self) -> list[str] | None:
         """Names of integer labels: the lines of ``classes.txt`` (written by export)."""
         path = self.root / CLASSES_FILE

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from dalab.data.archive import extract_archive
+from dalab.data.domains.base import Domain, Where
 from dalab.data.domains.folder import WHOLE, Folder
 from dalab.data.folders import ImageList, class_folder_items, is_index, label_file_items
 from dalab.errors import DataError
@@ -65,6 +66,25 @@ class Release(Folder):
         raise DataError(f"{self.spec}: {self.title} {self.sub_domain!r} not found in "
                         f"{w.data_root} or {w.cache_dir} (looked for {self._looked_for()}); "
                         f"{self.where_to_get()}, or give {self.kind}:{self.sub_domain}:PATH")
+
+    @classmethod
+    def availability(cls, spec: str, path: str | None, where: Where) -> tuple[str, str]:
+        probe = cls.__new__(cls)  # the search needs the spec and where, not the images
+        Domain.__init__(probe, spec, path, where)
+        found = (probe._at_hand(Path(path)) if path is not None
+                 else where.search(probe._at_hand))
+        if found is not None:
+            return "present", str(found)
+        return "missing", probe.where_to_get()
+
+    def _at_hand(self, root: Path) -> Path | None:
+        """The domain folder or release archive below ``root`` (nothing extracted)."""
+        if root.is_file():
+            return root
+        if (found := self._folder(root)) is not None:
+            return found
+        archives = (root / a.format(domain=self.sub_domain) for a in self.archives)
+        return next((a for a in archives if a.is_file()), None)
 
     def where_to_get(self) -> str:
         """Where the publisher offers the data and where to put them."""

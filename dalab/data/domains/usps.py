@@ -48,6 +48,16 @@ class Usps(Domain):
         self.source = self._locate(Path(path) if path else None)
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
 
+    @classmethod
+    def availability(cls, spec: str, path: str | None, where: Where) -> tuple[str, str]:
+        found = found_at(Path(path)) if path is not None else where.search(found_at)
+        if found is not None:
+            return "present", str(found if isinstance(found, Path)
+                                  else found["train"].parent)
+        if path is not None:
+            return "missing", f"{path}: no USPS files there"
+        return "fetched", "downloaded on first use (md5-checked)"
+
     def _read(self, name: str):
         if self._arrays is None:
             sets = read_h5(self.source) if isinstance(self.source, Path) else {

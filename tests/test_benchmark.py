@@ -1,0 +1,177 @@
+"""`dalab benchmark`: a table of methods × tasks end to end on two tiny photo folders,
+resume after a kill mid-table, pair files, published rows, ``--list``."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from dalab.cli import main
+from dalab.errors import ConfigError, DataError
+from dalab.sweep.benchmark import run_benchmark
+from dalab.sweep.benchmarks import BENCHMARKS, Benchmark, Task, load_pairs
+from test_compare import fake_train
+from test_photo_training import _domain
+
+TINY = dict(network="dann_bn", size=28, resize=32, optimizer="adam", lr=1e-3, batch_size=8,
+            epochs=1, validators=False, device="cpu", threads=1)
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bench")
+    a, b = _domain(root / "studio", 0), _domain(root / "street", 60)
+    path = root / "pairs.txt"
+    path.write_text(f"# two tiny domains\nfolder:{a} > folder:{b}\n\n"
+                    f"folder:{b} > folder:{a}   # the other way\n")
+    return path
+
+
+def test_a_benchmark_of_two_tasks_and_two_methods_end_to_end(pairs, tmp_path):
+    out = tmp_path / "table"
+    code = main(["-q", "benchmark", str(pairs), "--methods", "dann,mcc", "--seeds", "0",
+                 "--preset", "quick", "--out", str(out), "--cache-dir", str(tmp_path / "c"),
+                 *[f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]])
+    assert code == 0
+    with open(out / "benchmark.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6  # 2 tasks × (source only, dann, mcc)
+    assert {r["task"] for r in rows} == {"studio→street", "street→studio"}
+    for r in rows:
+        result = json.loads((out / r["run"] / "result.json").read_text())
+        assert float(r["score"]) == result["target_test_accuracy"]
+        assert result["target_split"] == "heldout"  # folders: a held-out target test split
+    md = (out / "benchmark.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| method"))
+    assert header == "| method | studio→street | street→studio | Avg |"
+    mcc = next(r for r in rows if r["method"] == "mcc" and r["task"] == "studio→street")
+    assert f"{100 * float(mcc['score']):.1f}" in md
+    assert "## Gain over source only (points)" in md and "tllib" not in md
+    assert (out / "benchmark_bar.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["report", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    assert "dalab benchmark" in page and "studio→street" in page and "<strong>" in page
+
+
+def _fake_bench(tmp: Path) -> Benchmark:
+    return Benchmark("office31", "Office-31", BENCHMARKS["office31"].tasks[:2])
+
+
+def _run(bench, out, train_fn=fake_train, **kw):
+    return run_benchmark(bench, ["dann", "cdan"], out, seeds=[0, 1], preset="quick",
+                         train_fn=train_fn, log=lambda s: None, data_root="/nonexistent",
+                         runtime={"cache_dir": str(out.parent)}, epochs=3, **kw)
+
+
+@pytest.fixture
+def office_present(monkeypatch):
+    """The benchmark's domains count as present and labelled (the fake runs read no
+    images)."""
+    import dalab.sweep.benchmark as benchmark
+    import dalab.training.domains as domains
+
+    monkeypatch.setattr(benchmark, "availability", lambda *a: ("present", "here"))
+    monkeypatch.setattr(domains, "require_target_labels", lambda *a: None)
+
+
+def test_the_table_resumes_after_a_kill_in_the_middle(tmp_path, office_present):
+    calls = []
+
+    def killed_after_five(cfg, out, log=print):
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # the process is stopped mid-table
+        calls.append(Path(out).name)
+        fake_train(cfg, out, log)
+
+    out = tmp_path / "table"
+    with pytest.raises(KeyboardInterrupt):
+        _run(_fake_bench(tmp_path), out, killed_after_five)
+    assert len(calls) == 5  # the first task's 6 runs are not all done
+    again = []
+
+    def counted(cfg, out, log=print):
+        again.append(Path(out).name)
+        fake_train(cfg, out, log)
+
+    tables = _run(_fake_bench(tmp_path), out, counted)
+    assert len(again) == 12 - 5  # only the runs the kill left undone
+    assert tables["runs"] == 12 and not tables["failed"]
+    table = {e["method"]: e for e in tables["table"]}
+    # fake_train: source only 0.4 + 0.01 seed, cdan 0.7 + 0.01 seed (θ = 1)
+    assert table["cdan"]["A→W"][0] == pytest.approx(70.5)
+    assert table["cdan"]["Avg"][0] == pytest.approx(70.5)
+    assert table["source only"]["Avg"][1] == pytest.approx(0.01 * 100 / 2 ** 0.5)
+    md = (out / "benchmark.md").read_text()
+    assert "| cdan | **70.5 ± 0.7** | **70.5 ± 0.7** | **70.5 ± 0.7** |" in md
+    assert "+30.0" in md  # cdan's gain over source only
+
+
+def test_published_rows_only_for_their_own_benchmark(tmp_path, office_present):
+    out = tmp_path / "o31"
+    _run(_fake_bench(tmp_path), out)
+    md = (out / "benchmark.md").read_text()
+    # two of Office-31's six tasks: not the benchmark tllib reports, so no published rows
+    assert "tllib" not in md
+    full = tmp_path / "full"
+    _run(BENCHMARKS["office31"], full)
+    md = (full / "benchmark.md").read_text()
+    assert "| MCC (tllib, ResNet-50) | 94.1 | 98.4 | 99.8 | 95.6 | 75.5 | 74.2 | 89.6 |" in md
+    assert "LeNet" not in md and "DANN paper" not in md  # the digits' rows stay there
+
+
+def test_a_folder_holding_another_benchmark_is_refused(tmp_path, office_present):
+    out = tmp_path / "table"
+    _run(_fake_bench(tmp_path), out)
+    with pytest.raises(ConfigError, match="another benchmark"):
+        run_benchmark(_fake_bench(tmp_path), ["dann"], out, seeds=[0, 1], preset="quick",
+                      train_fn=fake_train, log=lambda s: None)
+
+
+def test_missing_data_stop_the_table_before_any_run(tmp_path):
+    bench = BENCHMARKS["officehome"]
+    with pytest.raises(DataError, match=r"officehome:Art: .*hemanthdv"):
+        run_benchmark(bench, ["dann"], tmp_path / "t", data_root=tmp_path,
+                      train_fn=fake_train, log=lambda s: None)
+    assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize("line,message", [
+    ("folder:/a folder:/b", "expected 'SOURCE > TARGET'"),
+    ("folder:/a > ", "expected 'SOURCE > TARGET'"),
+    ("folder:/a > folder:/b > folder:/c", "expected 'SOURCE > TARGET'"),
+    ("mnist > nosuchkind", "domain spec 'nosuchkind': unknown kind"),
+])
+def test_a_bad_line_of_a_pair_file_is_named(tmp_path, line, message):
+    path = tmp_path / "pairs.txt"
+    path.write_text(f"mnist > usps\n# fine so far\n{line}\n")
+    with pytest.raises(ConfigError, match=rf"pairs.txt, line 3: {message}"):
+        load_pairs(path)
+
+
+def test_pair_file_tasks_and_repeats(tmp_path):
+    path = tmp_path / "mine.txt"
+    path.write_text("mnist > usps\nusps > mnist\n")
+    bench = load_pairs(path)
+    assert [t.label for t in bench.tasks] == ["mnist→usps", "usps→mnist"]
+    assert bench.tasks[0] == Task("mnist→usps", "mnist", "usps")
+    path.write_text("mnist > usps\nmnist >  usps\n")
+    with pytest.raises(ConfigError, match="line 2: the pair mnist→usps is already listed"):
+        load_pairs(path)
+    path.write_text("# nothing\n")
+    with pytest.raises(ConfigError, match="no 'SOURCE > TARGET' pairs"):
+        load_pairs(path)
+
+
+def test_list_shows_tasks_and_which_data_are_here(tmp_path, capsys):
+    office = tmp_path / "office31" / "amazon" / "images"
+    office.mkdir(parents=True)
+    assert main(["benchmark", "--list", "--data-root", str(tmp_path)]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # long lines are wrapped
+    assert "office31: Office-31, 6 tasks" in text and "A→W, D→W, W→D, A→D, D→A, W→A" in text
+    assert f"office31:amazon: present: {office}" in text
+    assert "office31:webcam: missing: " in text and "office31:dslr: missing: " in text
+    assert "usps: fetched: downloaded on first use" in text
+    assert "visda2017: VisDA-2017, 1 task;" in text
