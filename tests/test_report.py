@@ -3,6 +3,7 @@ headless Chromium (screenshot kept under test-artifacts/)."""
 
 from __future__ import annotations
 
+import html as html_lib
 import json
 import re
 import shutil
@@ -48,7 +49,8 @@ def fake_train(cfg, out, log=print):
     acc = 0.9 - 0.3 * cfg.theta + (0.1 * cfg.grl_lambda if cfg.protocol == "tst_tt" else 0)
     write_json_atomic(out / "result.json", {
         "protocol": cfg.protocol, "train_on": "source", "test_on": "target",
-        "test_accuracy": acc + 0.01 * cfg.seed, "selection": cfg.select,
+        "test_accuracy": acc + 0.01 * cfg.seed, "target_test_accuracy": acc + 0.01 * cfg.seed,
+        "source_test_accuracy": 0.98, "selection": cfg.select,
         "oracle_selection": cfg.oracle_selection, "best_epoch": 1, "epochs": 1,
         "seconds": 0.1, "theta": cfg.theta, "grl_lambda": cfg.grl_lambda, "seed": cfg.seed})
 
@@ -151,3 +153,120 @@ def test_report_cli_on_a_run(tmp_path, monkeypatch, capsys):
     assert "no such folder" in capsys.readouterr().err
     info = json.loads((exp / "tst_tt" / "result.json").read_text())
     assert info["oracle_selection"] is True
+
+
+# -- plots with something to compare, legends clear of the data ---------------------------------
+
+def make_compare(tmp: Path, thetas) -> Path:
+    from dalab.sweep.comparison import compare
+
+    compare(["dann", "cdan"], tmp / "cmp", seeds=[0], thetas=thetas, train_fn=fake_train,
+            log=lambda *a: None, runtime={"cache_dir": str(tmp)}, epochs=1)
+    return tmp / "cmp"
+
+
+def test_single_theta_compare_draws_and_shows_no_theta_plot(tmp_path):
+    out = make_compare(tmp_path, [1.0])
+    assert (out / "compare_bar.png").is_file()
+    assert not (out / "compare_theta.png").exists() and not (out / "sweep_theta.png").exists()
+    for stale in ("compare_theta.png", "sweep_theta.png"):  # left by an older version
+        shutil.copy(out / "compare_bar.png", out / stale)
+    page = write_report(out, load_samples=fake_samples).read_text()
+    assert "compare_bar.png" in page
+    assert "compare_theta.png" not in page and "sweep_theta.png" not in page
+
+
+def test_sweep_plots_need_two_values_to_compare():
+    from dalab.reporting.plots import compare_plot_names, sweep_plot_names
+
+    def rows(thetas, lams):
+        return ([{"protocol": "ts_tt", "method": "", "theta": t, "grl_lambda": ""}
+                 for t in thetas]
+                + [{"protocol": "tst_tt", "method": "dann", "theta": t, "grl_lambda": lam}
+                   for t in thetas for lam in lams])
+
+    assert sweep_plot_names(rows([1.0], [1.0])) == []
+    assert sweep_plot_names(rows([1.0], [0.1, 1.0])) == ["lambda"]  # no heat map of one row
+    assert sweep_plot_names(rows([0.5, 1.0], [1.0])) == ["theta"]  # nor of one column
+    assert sweep_plot_names(rows([0.5, 1.0], [0.1, 1.0])) == ["theta", "lambda", "heatmap"]
+    assert compare_plot_names([{"theta": 1.0}, {"theta": 1.0}]) == ["bar"]
+    assert compare_plot_names([{"theta": 0.5}, {"theta": 1.0}]) == ["bar", "theta"]
+
+
+def test_legends_stay_clear_of_the_data(tmp_path, monkeypatch):
+    from dalab.reporting import plots
+    from dalab.sweep.comparison import read_compare
+    from dalab.sweep.results import read_csv
+
+    sweep, cmp = make_sweep(tmp_path, epochs=1), make_compare(tmp_path, [0.5, 1.0])
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig) or path)
+    plots.plot_sweep(read_csv(sweep / "sweep_summary.csv"), tmp_path)
+    plots.plot_compare(read_compare(cmp)[0], tmp_path)
+    legends = 0
+    for fig in figures:
+        fig.canvas.draw()
+        boxes = [ax.get_window_extent() for ax in fig.axes]
+        for ax in fig.axes:
+            if ax.get_legend() is not None:
+                legends += 1
+                box = ax.get_legend().get_window_extent()
+                assert not any(box.overlaps(b) for b in boxes), ax.get_title()
+    assert legends == 4  # θ, λ, bars by θ, methods against θ
+
+
+# -- the page at a phone's width and a desktop's ------------------------------------------------
+
+# Injected into a copy of the page, shown in a frame of the width under test: opens every
+# <details>, then tells the frame's parent what sticks out of the page sideways (a table
+# may only be wider than the page inside its scrolling wrapper) and which wrappers scroll.
+MEASURE = """<script>
+window.addEventListener('load',function(){
+document.querySelectorAll('details').forEach(function(d){d.open=true;});
+var W=document.documentElement.clientWidth,out=[],scrolled=[];
+document.querySelectorAll('main *').forEach(function(el){
+ if(el.parentElement.closest('.scroll'))return;
+ var r=el.getBoundingClientRect();
+ if(r.width&&(r.right>W+0.5||r.left<-0.5))out.push(el.tagName+'.'+el.className);});
+document.querySelectorAll('.scroll').forEach(function(s){
+ if(s.scrollWidth>s.clientWidth+1)scrolled.push(s.querySelector('th').textContent);});
+parent.postMessage(JSON.stringify({width:W,page:document.documentElement.scrollWidth,
+ out:out,scrolled:scrolled}),'*');});
+</script></body>"""
+# A window cannot be narrower than 500 px in headless Chromium; a frame can.
+FRAME = """<!DOCTYPE html><html><body style="margin:0"><iframe src="{src}"
+style="width:{width}px;height:900px;border:0"></iframe><script>
+window.addEventListener('message',function(e){{document.body.setAttribute('data-layout',e.data);}});
+</script></body></html>"""
+
+
+def layout(exe: str, page: Path, width: int) -> dict:
+    """What the page measures of itself in a frame ``width`` pixels wide."""
+    probe = page.with_name("probe.html")
+    write_text_atomic(probe, page.read_text().replace("</body>", MEASURE))
+    frame = page.with_name(f"frame-{width}.html")
+    write_text_atomic(frame, FRAME.format(src=probe.name, width=width))
+    dom = browse(exe, frame, "--window-size=1400,1000", "--dump-dom").stdout
+    found = re.search(r"data-layout=\"([^\"]+)\"", dom)
+    assert found, dom[-2000:]
+    return json.loads(html_lib.unescape(found.group(1)))
+
+
+@pytest.mark.parametrize("kind", ["compare", "run"])
+def test_report_fits_a_phone_and_a_desktop(tmp_path, kind):
+    exe = chromium()
+    folder = (make_compare(tmp_path, [1.0]) if kind == "compare"
+              else make_experiment(tmp_path) / "tst_tt")
+    page = write_report(folder, load_samples=fake_samples)
+    seen = {width: layout(exe, page, width) for width in (390, 1280)}
+    for width, found in seen.items():
+        assert found["width"] == width, found
+        assert found["out"] == [] and found["page"] == width, found  # no sideways scrolling
+    assert seen[1280]["scrolled"] == [], seen  # every table fits a desktop ...
+    assert seen[390]["scrolled"], seen  # ... and the wide ones scroll in place on a phone
+    ARTIFACTS.mkdir(exist_ok=True)
+    for width in seen:
+        shot = ARTIFACTS / f"report-{kind}-{width}.png"
+        shot.unlink(missing_ok=True)
+        browse(exe, page, f"--window-size={width},2400", f"--screenshot={shot}")
+        assert shot.read_bytes()[:4] == b"\x89PNG"

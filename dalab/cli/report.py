@@ -1,7 +1,8 @@
 """`dalab report`: one self-contained HTML page for a run, an experiment or a sweep.
 
 Writes ``DIR/report.html`` with every image embedded; it opens offline in any
-browser. See ``docs/report.md``.
+browser. Sample images are read (never downloaded) from --data-root, else $DALAB_DATA,
+else the data root the runs recorded. See ``docs/report.md``.
 """
 
 from __future__ import annotations

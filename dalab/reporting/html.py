@@ -17,22 +17,28 @@ from pathlib import Path
 
 from dalab.errors import ConfigError, DataError
 from dalab.paths import write_text_atomic
-from dalab.reporting.samples import pair_strip, sample_strip
+from dalab.reporting.plots import compare_plot_names, sweep_plot_names
+from dalab.reporting.samples import data_dirs, missing_line, pair_strip, sample_strip
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;
- color:#1d2330;background:#f6f7f9}
+ color:#1d2330;background:#f6f7f9;overflow-wrap:break-word}
 main{max-width:1150px;margin:0 auto;padding:24px}
+@media (max-width:600px){main{padding:12px}.scroll>table:not(.kv){width:max-content}}
+.scroll{max-width:100%;overflow-x:auto}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #d5d9e0}
 h3{font-size:14px;margin:16px 0 6px}.muted{color:#667}
 table{border-collapse:collapse;background:#fff;margin:6px 0;font-size:13px}
 th,td{border:1px solid #d5d9e0;padding:3px 8px;text-align:left;vertical-align:top}
-th{background:#eef1f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
-img{max-width:100%;background:#fff;border:1px solid #d5d9e0;margin:4px 0}
+th{background:#eef1f5}.kv td{overflow-wrap:anywhere}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+img{max-width:100%;height:auto;box-sizing:border-box;background:#fff;border:1px solid #d5d9e0;
+ margin:4px 0}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:12px}
 .grid figure{margin:0;min-width:0}.grid img{width:100%;height:auto}
 figcaption{font-size:12px;color:#556}
-.oracle{background:#c62828;color:#fff;padding:1px 6px;border-radius:3px;font-weight:600}
+.oracle{display:inline-block;background:#c62828;color:#fff;padding:1px 6px;
+ border-radius:3px;font-weight:600}
 .banner{background:#fdecea;border:2px solid #c62828;color:#7f1d1d;padding:10px 14px;margin:12px 0}
 .ok{background:#e8f5e9;border:1px solid #2e7d32;padding:8px 12px;margin:12px 0}
 details{margin:8px 0}summary{cursor:pointer}
@@ -47,6 +53,7 @@ p.textContent=(im.length-ok)+' image(s) failed to load';document.querySelector('
 """
 ANALYSIS_COLUMNS = ("protocol", "theta", "method", "n_per_domain", "proxy_a_distance",
                     "domain_classifier_error", "source_test_accuracy", "target_test_accuracy")
+SETTINGS = "<h2>Settings</h2>"  # the report puts the sample images just above it
 RESULT_COLUMNS = ("protocol", "method", "train_on", "test_on", "test_accuracy", "source_test_accuracy",
                   "target_test_accuracy", "selection", "best_epoch", "epochs", "seconds")
 
@@ -72,8 +79,9 @@ def cell(key: str, value, row: dict | None = None) -> str:
         return f"<td>{selection_html(row)}</td>"
     if isinstance(value, float):
         return f'<td class="num">{value:.4f}</td>'
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f'<td class="num">{value}</td>'
+    integer = isinstance(value, int) and not isinstance(value, bool)
+    if integer or (isinstance(value, str) and " ± " in value):  # mean ± std: one line
+        return f'<td class="num">{esc(value)}</td>'
     return f"<td>{esc('' if value is None else value)}</td>"
 
 
@@ -84,12 +92,15 @@ def table(rows: list[dict], columns=None) -> str:
     head = "".join(f"<th>{esc(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(cell(c, r.get(c, ""), r) for c in columns) + "</tr>"
                    for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return (f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+            "</table></div>")
 
 
 def kv_table(values: dict) -> str:
-    return "<table>" + "".join(f"<tr><th>{esc(k)}</th>{cell(k, v)}</tr>"
-                               for k, v in values.items()) + "</table>"
+    """A two-column table (name, value); long values wrap anywhere."""
+    return ('<div class="scroll"><table class="kv">' + "".join(
+        f"<tr><th>{esc(k)}</th>{cell(k, v)}</tr>" for k, v in values.items())
+        + "</table></div>")
 
 
 def selection_html(result: dict) -> str:
@@ -170,8 +181,10 @@ def curves(run_dir: Path) -> bytes | Path | None:
 # -- sections --------------------------------------------------------------------------------------
 
 def detect_kind(folder: Path) -> str:
-    """``"compare"``, ``"sweep"``, ``"experiment"`` or ``"run"``, from the files in
-    ``folder``."""
+    """``"benchmark"``, ``"compare"``, ``"sweep"``, ``"experiment"`` or ``"run"``, from
+    the files in ``folder``."""
+    if (folder / "benchmark.json").exists():
+        return "benchmark"
     if (folder / "compare.json").exists():
         return "compare"
     if (folder / "sweep.json").exists():
@@ -181,8 +194,8 @@ def detect_kind(folder: Path) -> str:
         return "experiment"
     if (folder / "result.json").exists():
         return "run"
-    raise DataError(f"{folder}: not a run (result.json), experiment (experiment.json) or "
-                    "sweep (sweep.json) folder")
+    raise DataError(f"{folder}: not a run (result.json), experiment (experiment.json), "
+                    "sweep (sweep.json) or benchmark (benchmark.json) folder")
 
 
 def analysis_section(run_dirs: list[Path], extra: Path | None = None) -> str:
@@ -203,31 +216,38 @@ def analysis_section(run_dirs: list[Path], extra: Path | None = None) -> str:
             + f'<div class="grid">{"".join(parts)}</div>')
 
 
-def samples_section(configs: list[dict], data_root, cache_dir, load_samples) -> str:
+def samples_section(configs: list[dict], data_root: Path, cache_dir: Path,
+                    load_samples=None) -> str:
+    """Sample images of the runs' domains, read from ``data_root`` and ``cache_dir``
+    (:func:`dalab.reporting.samples.data_dirs`); one line saying what is missing and
+    how to pass it when they cannot be read."""
     thetas = sorted({float(c.get("theta", 1.0)) for c in configs})
     c0 = configs[0] if configs else {}
     source, target = c0.get("source", "mnist"), c0.get("target", "mnistm")
-    if (source, target) != ("mnist", "mnistm"):  # any other pair: its own test images
-        from dalab.training.config import config_from_dict
-        from dalab.training.domains import source_spec, target_spec
-        try:
-            cfg = config_from_dict(c0)
-            png = pair_strip(source_spec(cfg), target_spec(cfg), data_root or cfg.data_root,
-                             cache_dir or cfg.cache_dir, cfg.size)
-        except (DataError, ConfigError, OSError) as err:
-            return f"<h2>Sample images</h2><p class='muted'>unavailable: {esc(err)}</p>"
-        return (f"<h2>Sample images</h2><p class='muted'>Test images of the source "
-                f"({esc(source)}, top) and the target ({esc(target)}).</p>"
-                + img(png, "source and target samples"))
+    head = "<h2>Sample images</h2>"
     try:
+        if (source, target) != ("mnist", "mnistm"):  # any other pair: its own test images
+            from dalab.training.config import config_from_dict
+            from dalab.training.domains import source_spec, target_spec
+
+            cfg = config_from_dict(c0)
+            png = pair_strip(source_spec(cfg), target_spec(cfg), data_root, cache_dir,
+                             cfg.size)
+            return (f"{head}<p class='muted'>Test images of the source ({esc(source)}, top) "
+                    f"and the target ({esc(target)}).</p>"
+                    + img(png, "source and target samples"))
         png = sample_strip(thetas, c0.get("mode", "color"), c0.get("mask", "binary"),
-                           c0.get("data_seed", 0),
-                           c0.get("patch_split", "train"), data_root or c0.get("data_root"),
-                           cache_dir or c0.get("cache_dir"), load_samples=load_samples)
+                           c0.get("data_seed", 0), c0.get("patch_split", "train"),
+                           data_root, cache_dir, load_samples=load_samples)
+    except ConfigError as err:  # settings this dalab cannot read: their first line
+        line = f"Sample images left out: {str(err).partition(chr(10))[0]}"
+        return f"{head}<p class='muted'>{esc(line)}</p>"
     except (DataError, OSError) as err:
-        return f"<h2>Sample images</h2><p class='muted'>unavailable: {esc(err)}</p>"
-    return ("<h2>Sample images</h2><p class='muted'>MNIST test digits (top) and their "
-            "MNIST-M versions at each θ below.</p>" + img(png, "MNIST and MNIST-M samples"))
+        what = ("the MNIST and MNIST-M test images" if (source, target) == ("mnist", "mnistm")
+                else f"the test images of {source} and {target}")
+        return f"{head}<p class='muted'>{esc(missing_line(err, data_root, what))}</p>"
+    return (f"{head}<p class='muted'>MNIST test digits (top) and their MNIST-M versions at "
+            "each θ below.</p>" + img(png, "MNIST and MNIST-M samples"))
 
 
 def run_sections(folder: Path) -> tuple[list[str], list[dict], dict]:
@@ -241,7 +261,7 @@ def run_sections(folder: Path) -> tuple[list[str], list[dict], dict]:
     png = curves(folder)
     if png is not None:
         body += ["<h2>Training curves</h2>", img(png, "training curves")]
-    body += ["<h2>Settings</h2>", kv_table(cfg)]
+    body += [SETTINGS, kv_table(cfg)]
     if env:
         body += ["<h3>Environment</h3>", kv_table(env)]
     return body, [cfg], {folder.name: result}
@@ -262,7 +282,7 @@ def experiment_sections(folder: Path) -> tuple[list[str], list[dict], dict]:
             + "".join(figure(png, name) for name, png in pngs if png is not None) + "</div>"]
     exp = folder / "experiment.json"
     settings = read_json(exp).get("config", {}) if exp.exists() else (configs or [{}])[0]
-    body += ["<h2>Settings</h2>", kv_table(settings)]
+    body += [SETTINGS, kv_table(settings)]
     return body + [analysis_section(runs, folder / "analysis")], configs, results
 
 
@@ -285,14 +305,14 @@ def sweep_sections(folder: Path) -> tuple[list[str], list[dict], dict]:
         body += [f"<h3>preset {esc(preset)}</h3>", table(theta_table(summary, preset))]
     body += ["<div class='grid'>" + "".join(
         figure(folder / f"sweep_{k}.png", f"sweep_{k}.png")
-        for k in ("theta", "lambda", "heatmap") if (folder / f"sweep_{k}.png").exists())
+        for k in sweep_plot_names(summary) if (folder / f"sweep_{k}.png").exists())
         + "</div>",
         "<details><summary>summary per (protocol, preset, θ, λ)</summary>"
         + table(summary) + "</details>",
         "<details><summary>every point</summary>"
         + table(rows, ["name", "test_accuracy", "selection", "best_epoch", "epochs",
                        "seconds"]) + "</details>",
-        "<h2>Settings</h2>", kv_table({k: v for k, v in spec.items() if k != "overrides"}),
+        SETTINGS, kv_table({k: v for k, v in spec.items() if k != "overrides"}),
         "<h3>Options shared by every point</h3>", kv_table(spec.get("overrides", {}))]
     configs = [run_config(d)[0] for d in run_dirs[:1]]
     configs += [{**(configs[0] if configs else {}), "theta": t} for t in spec.get("thetas", [])]
@@ -313,7 +333,8 @@ def compare_sections(folder: Path) -> tuple[list[str], list[dict], dict]:
         body += [f"<h3>θ = {theta:g}</h3>", table(accuracy_table(summary, theta))]
     body.append("<div class='grid'>" + "".join(
         figure(folder / f"compare_{k}.png", f"compare_{k}.png")
-        for k in ("bar", "theta") if (folder / f"compare_{k}.png").exists()) + "</div>")
+        for k in compare_plot_names(summary) if (folder / f"compare_{k}.png").exists())
+        + "</div>")
     body += ["<h2>Regret of each selection rule</h2><p class='muted'>Regret = target test "
              "accuracy of the oracle's choice (target-val: labelled target validation data, "
              "never used for the kept model unless selected) − that of the rule's choice, "
@@ -322,8 +343,14 @@ def compare_sections(folder: Path) -> tuple[list[str], list[dict], dict]:
     return [sweep_body[0], *body, *sweep_body[1:]], configs, results  # the selection banner first
 
 
+def benchmark_sections(folder: Path) -> tuple[list[str], list[dict], dict]:
+    from dalab.reporting.benchmark import benchmark_sections as sections
+
+    return sections(folder)
+
+
 BUILDERS = {"run": run_sections, "experiment": experiment_sections, "sweep": sweep_sections,
-            "compare": compare_sections}
+            "compare": compare_sections, "benchmark": benchmark_sections}
 
 
 def write_report(folder: str | Path, data_root=None, cache_dir=None, load_samples=None,
@@ -340,8 +367,9 @@ def write_report(folder: str | Path, data_root=None, cache_dir=None, load_sample
         raise DataError(f"{folder}: no such folder")
     kind = detect_kind(folder)
     body, configs, _ = BUILDERS[kind](folder)
-    body.insert(-1 if kind == "run" else len(body) - 1,
-                samples_section(configs, data_root, cache_dir, load_samples))
+    root, cache = data_dirs(folder, data_root, cache_dir)
+    at = body.index(SETTINGS) if SETTINGS in body else len(body)  # samples before settings
+    body.insert(at, samples_section(configs, root, cache, load_samples))
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<meta name='viewport' content='width=device-width,initial-scale=1'>"

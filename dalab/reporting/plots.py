@@ -6,7 +6,9 @@
   source-only accuracy at the same θ dashed;
 - ``sweep_heatmap.png``: DANN's mean target accuracy over the θ × λ grid.
 
-One panel per preset. Inputs are :func:`dalab.sweep.results.summarize` rows.
+One panel per preset. Inputs are :func:`dalab.sweep.results.summarize` rows. A plot
+with nothing to compare (one θ, one λ) is not drawn (:func:`sweep_plot_names`,
+:func:`compare_plot_names`), and legends sit outside the axes, clear of the data.
 """
 
 from __future__ import annotations
@@ -20,20 +22,40 @@ LABELS = {"ts_ts": "train S, test S", "ts_tt": "source only (train S, test T)",
           "tt_tt": "target trained (train T, test T)", "tst_tt": "DANN"}
 
 
+def sweep_plot_names(summary: list[dict]) -> list[str]:
+    """The sweep plots with something to compare: ``theta`` with several θ, ``lambda``
+    with several λ of DANN, ``heatmap`` with several of both (a plot of one θ or one λ
+    would be one column of points)."""
+    summary = _dann_only(summary)
+    dann = [r for r in summary if r["protocol"] == DANN]
+    names = ["theta"] if len({r["theta"] for r in summary}) > 1 else []
+    if len({r["grl_lambda"] for r in dann}) > 1:
+        names.append("lambda")
+        if len({r["theta"] for r in dann}) > 1:
+            names.append("heatmap")
+    return names
+
+
 def plot_sweep(summary: list[dict], out: Path) -> list[Path]:
-    """Write the sweep plots that the summary has data for; return their paths."""
+    """Write the sweep plots of :func:`sweep_plot_names`, remove the others (left by an
+    earlier grid or version); return the paths written."""
     import matplotlib
 
     matplotlib.use("Agg")
-    # these plots follow DANN's λ; `dalab compare` draws methods against each other
-    summary = [r for r in summary if r.get("method") in (None, "", DANN_METHOD)]
-    written = [_theta_plot(summary, out / "sweep_theta.png")]
-    dann = [r for r in summary if r["protocol"] == DANN]
-    if len({r["grl_lambda"] for r in dann}) > 1:
-        written.append(_lambda_plot(summary, out / "sweep_lambda.png"))
-        if len({r["theta"] for r in dann}) > 1:
-            written.append(_heatmap(dann, out / "sweep_heatmap.png"))
-    return written
+    summary = _dann_only(summary)
+    draw = {"theta": lambda path: _theta_plot(summary, path),
+            "lambda": lambda path: _lambda_plot(summary, path),
+            "heatmap": lambda path: _heatmap([r for r in summary if r["protocol"] == DANN], path)}
+    names = sweep_plot_names(summary)
+    for name in set(draw) - set(names):
+        (out / f"sweep_{name}.png").unlink(missing_ok=True)
+    return [draw[name](out / f"sweep_{name}.png") for name in names]
+
+
+def _dann_only(summary: list[dict]) -> list[dict]:
+    """The rows these plots follow: DANN's λ (`dalab compare` draws methods against
+    each other) and the reference protocols."""
+    return [r for r in summary if r.get("method") in (None, "", DANN_METHOD)]
 
 
 def save_figure(fig, path: Path) -> Path:
@@ -44,6 +66,17 @@ def save_figure(fig, path: Path) -> Path:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def legend_below(ax) -> None:
+    """The axes' legend under its x label, in two columns, clear of the data."""
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=2,
+              frameon=False)
+
+
+def legend_beside(ax) -> None:
+    """The axes' legend to the right of the axes, clear of the data."""
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
 
 
 def _panels(summary: list[dict], width: float = 5.2):
@@ -90,7 +123,7 @@ def _theta_plot(summary: list[dict], path: Path) -> Path:
         ax.set(xlabel="θ (MNIST-M blend strength)", ylabel="target test accuracy",
                title=f"accuracy vs θ ({preset})")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        legend_below(ax)
     return save_figure(fig, path)
 
 
@@ -145,7 +178,7 @@ def _lambda_plot(summary: list[dict], path: Path) -> Path:
         ax.set(xlabel="λ (GRL weight; 0 = no domain loss)", ylabel="target test accuracy",
                title=f"DANN accuracy vs λ ({preset}); dotted: source only")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        legend_below(ax)
     return save_figure(fig, path)
 
 
@@ -173,10 +206,19 @@ def _heatmap(dann: list[dict], path: Path) -> Path:
 
 # -- method comparison (dalab.sweep.compare) ---------------------------------------------------
 
+def compare_plot_names(summary: list[dict]) -> list[str]:
+    """The comparison plots with something to compare: ``bar``, and ``theta`` with
+    several θ."""
+    if not summary:
+        return []
+    return ["bar", "theta"] if len({r["theta"] for r in summary}) > 1 else ["bar"]
+
+
 def plot_compare(summary: list[dict], out: Path) -> list[Path]:
     """``compare_bar.png`` (target test accuracy per method, error bars = std over
     seeds, one bar group per θ) and, with several θ, ``compare_theta.png`` (accuracy
-    against θ, one line per method, references dashed). Rows: ``compare.csv``'s."""
+    against θ, one line per method, references dashed; removed with one θ). Rows:
+    ``compare.csv``'s."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -202,9 +244,11 @@ def plot_compare(summary: list[dict], out: Path) -> list[Path]:
            title="target test accuracy (mean ± std over seeds)")
     ax.grid(axis="y", alpha=0.3)
     if len(thetas) > 1:
-        ax.legend(fontsize=7)
+        legend_beside(ax)
     written = [save_figure(fig, out / "compare_bar.png")]
-    if len(thetas) > 1:
+    if "theta" not in compare_plot_names(summary):
+        (out / "compare_theta.png").unlink(missing_ok=True)
+    else:
         fig, ax = plt.subplots(figsize=(7.5, 4.2))
         for i, m in enumerate(methods):
             rows = [acc[(m, t)] for t in thetas if (m, t) in acc]
@@ -217,7 +261,7 @@ def plot_compare(summary: list[dict], out: Path) -> list[Path]:
         ax.set(xlabel="θ (domain gap: MNIST-M blend strength)",
                ylabel="target test accuracy", title="accuracy against the domain gap")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        legend_beside(ax)
         written.append(save_figure(fig, out / "compare_theta.png"))
     return written
 
@@ -243,7 +287,7 @@ def plot_embeddings(panels: list[tuple], path: Path, class_names: list[str] | No
                                            (f"target ({domain_names[1]})", "tab:red"))):
             sel = domain == d
             ax_d.scatter(pts[sel, 0], pts[sel, 1], s=4, c=color, alpha=0.5, label=name)
-        ax_d.legend(markerscale=3, fontsize=8)
+        ax_d.legend(markerscale=3, fontsize=8, loc="best")
         ax_d.set_title(f"{title}\nby domain", fontsize=9)
         for d, marker in ((0, "o"), (1, "^")):
             sel = domain == d
@@ -251,8 +295,9 @@ def plot_embeddings(panels: list[tuple], path: Path, class_names: list[str] | No
                          alpha=0.6, marker=marker)
         handles = [plt.Line2D([], [], marker="o", linestyle="", color=cmap(k % cmap.N),
                               label=name) for k, name in enumerate(names[:20])]
-        ax_c.legend(handles=handles, fontsize=7, ncol=2, title="class (o src, ^ tgt)",
-                    title_fontsize=7)
+        ax_c.legend(handles=handles, fontsize=7, ncol=1 if len(handles) <= 10 else 2,
+                    title="class (o src, ^ tgt)", title_fontsize=7, loc="center left",
+                    bbox_to_anchor=(1.01, 0.5))  # beside the points, not over them
         ax_c.set_title(f"{title}\nby class", fontsize=9)
         for ax in (ax_d, ax_c):
             ax.set_xticks([])

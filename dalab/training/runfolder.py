@@ -1,6 +1,7 @@
 """Run folders: what ``train`` writes and how to read it back without unpickling.
 
-A run folder holds ``config.json`` (the full Config plus versions, device, git commit),
+A run folder holds ``config.json`` (the full Config plus versions, device, git commit
+and the data root and cache dir it read),
 ``metrics.csv`` (one row per epoch), ``steps.csv`` (training figures every few
 steps), ``summary.txt``, ``model.safetensors`` (weights of
 the kept model; the network name, input channels and config in its metadata),
@@ -47,9 +48,16 @@ def environment(device: torch.device | str) -> dict:
 def write_config(out: Path, cfg: Config, device, changes: list[str] | None = None,
                  epoch: int = 0) -> None:
     """``config.json``; ``changes`` (settings changed on resuming after ``epoch``) are
-    appended to the history of such changes the file already holds."""
+    appended to the history of such changes the file already holds. The environment
+    records the data root and cache dir the run read (``dalab report`` finds its sample
+    images there); like the rest of it, they are not part of the run's identity."""
+    from dalab.data import resolve_dirs
+
     path = Path(out) / "config.json"
-    data = {"config": cfg.to_dict(), "environment": environment(device)}
+    root, cache = resolve_dirs(cfg.data_root, cfg.cache_dir)
+    env = {**environment(device), "data_root": str(root.resolve()),
+           "cache_dir": str(cache.resolve())}
+    data = {"config": cfg.to_dict(), "environment": env}
     if changes:
         old = json.loads(path.read_text()).get("changed_on_resume", [])
         data["changed_on_resume"] = [*old, {"after_epoch": epoch, "changes": changes}]
