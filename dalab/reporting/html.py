@@ -300,7 +300,7 @@ def sweep_sections(folder: Path) -> tuple[list[str], list[dict], dict]:
     body = [selection_banner(results) if results else "", warnings_banner(recorded),
             "<h2>Results</h2>",
             f"<p>{len(rows)} finished point(s). Target test accuracy, mean ± std over seeds "
-            "(ts_tt = source only, tst_tt = DANN).</p>"]
+            "(ts_tt = source only, tst_tt = the adaptation method of each row).</p>"]
     for preset in sorted({r["preset"] for r in summary}):
         body += [f"<h3>preset {esc(preset)}</h3>", table(theta_table(summary, preset))]
     body += ["<div class='grid'>" + "".join(
