@@ -295,3 +295,19 @@ def test_cli_flags_become_spec_and_runtime(tmp_path):
     methods, _ = spec_from_args(build_parser().parse_args(
         ["sweep", "--out", "x", "--methods", "dann,coral"]))
     assert methods.methods == ["dann", "coral"]
+
+
+def test_sweep_modules_import_one_way():
+    """points <- ray_backend <- runner: neither lower module imports one above it,
+    not even inside a function."""
+    import ast
+
+    sweep = Path(__file__).resolve().parents[1] / "dalab" / "sweep"
+
+    def imports(name: str) -> set[str]:
+        tree = ast.parse((sweep / f"{name}.py").read_text())
+        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+
+    assert not {"dalab.sweep.runner", "dalab.sweep.ray_backend"} & imports("points")
+    assert "dalab.sweep.runner" not in imports("ray_backend")
+    assert {"dalab.sweep.points", "dalab.sweep.ray_backend"} <= imports("runner")

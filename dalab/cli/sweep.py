@@ -40,7 +40,7 @@ def add_parser(sub, common) -> None:
     g.add_argument("--preset", default="quick", metavar="LIST",
                    help="presets (default: %(default)s)")
     g.add_argument("--seeds", default="0", metavar="LIST", help="seeds (default: %(default)s)")
-    add_running_options(p, "sweep folder")
+    add_running_options(p, "sweep folder", retries=True)
     r = p.add_argument_group("growing")
     r.add_argument("--extend", action="store_true",
                    help="add this grid to the one stored in DIR/sweep.json")
@@ -48,25 +48,35 @@ def add_parser(sub, common) -> None:
     p.set_defaults(func=run)
 
 
-def add_running_options(p, folder: str) -> None:
-    """``--out``, ``--jobs``, ``--backend`` and the Ray options (sweep and compare)."""
+def add_running_options(p, folder: str, out_required: bool = True,
+                        retries: bool = False) -> None:
+    """``--out``, ``--jobs``, ``--backend`` and the Ray options (sweep, compare and
+    benchmark; ``--retries`` where ``retries``)."""
     r = p.add_argument_group("running")
-    r.add_argument("--out", required=True, metavar="DIR", help=folder)
+    r.add_argument("--out", required=out_required, metavar="DIR",
+                   help=f"{folder} (with --backend ray: a path every node sees)")
     r.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="points run at once on this machine, each with cores/N torch threads")
     r.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local processes, or Ray tasks (pip install 'dalab[ray]')")
-    r.add_argument("--address", default=None,
-                   help="Ray cluster address (e.g. auto, ray://host:10001); default: "
-                   "start a local Ray")
+    r.add_argument("--address", default=None, metavar="ADDRESS",
+                   help="Ray: join the running cluster there (HOST:PORT of a head started "
+                   "with `ray start --head`, auto, or ray://HOST:10001); default: "
+                   "$RAY_ADDRESS, else the last `ray start` here, else a local Ray for "
+                   "the sweep (docs/cluster.md)")
     r.add_argument("--cpus-per-point", type=float, default=1.0, metavar="N",
                    help="Ray: CPUs each point asks for (default: %(default)s)")
     r.add_argument("--gpus-per-point", type=float, default=0.0, metavar="F",
-                   help="Ray: GPUs each point asks for; a fraction shares one GPU")
+                   help="Ray: GPUs each point asks for (0: it runs on the CPU; a fraction "
+                   "shares one GPU)")
     r.add_argument("--pack", type=int, default=1, metavar="N",
                    help="train up to N points that share network, batch size and method "
                    "at once as one stacked model (one job or Ray task per pack; faster on "
                    "a GPU, on par on the CPU); default 1: every point alone")
+    if retries:
+        r.add_argument("--retries", type=int, default=2, metavar="N",
+                       help="Ray: run a point again, from its checkpoint, when its worker "
+                       "or node dies, up to N times (default: %(default)s)")
 
 
 def spec_from_args(args):
@@ -110,7 +120,8 @@ def run(args) -> int:
     outcome = run_sweep(spec, Path(args.out), jobs=args.jobs, backend=args.backend,
                         runtime=runtime, extend=args.extend, address=args.address,
                         cpus_per_point=args.cpus_per_point, gpus_per_point=args.gpus_per_point,
-                        pack=args.pack)
+                        pack=args.pack, retries=args.retries)
     print(f"sweep: {len(outcome.trained)} trained, {len(outcome.skipped)} already done, "
-          f"{len(outcome.failed)} failed; tables and plots in {args.out}")
+          f"{len(outcome.retried)} retried, {len(outcome.failed)} failed; tables and plots "
+          f"in {args.out}")
     return 1 if outcome.failed else 0

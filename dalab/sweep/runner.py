@@ -17,35 +17,24 @@ any moment resumes when run again with the same arguments.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-from dalab.errors import ConfigError, DalabError
-from dalab.paths import folder_lock, make_folder, write_json_atomic
-from dalab.progress import info, progress, silenced
+from dalab.errors import ConfigError
+from dalab.paths import folder_lock, write_json_atomic
+from dalab.progress import info, progress
+from dalab.sweep.grid import SPEC_FILE, SweepSpec, check_spec, expand_grid
+from dalab.sweep.points import (  # noqa: F401 - run_point, run_pack: kept importable here
+    PointResult, Task, TrainFn, build_config, config_from_dict, engine_pack, engine_train,
+    error_text, run_pack, run_point, run_unit, unit_args,
+)
+from dalab.sweep.ray_backend import check_address, import_ray, run_ray
 from dalab.training.config import RUNTIME_FIELDS
-from dalab.sweep.grid import SPEC_FILE, Point, SweepSpec, check_spec, expand_grid
-
-# train_fn(cfg, out, log) writes a run folder under `out` (result.json last).
-TrainFn = Callable[..., object]
-
-
-@dataclass
-class Task:
-    """A point to run: its name, full config (JSON-able dict) and folders."""
-
-    point: Point
-    config: dict
-    run_dir: Path
-    log_path: Path
 
 
 @dataclass
@@ -56,28 +45,7 @@ class Outcome:
     skipped: list[str] = field(default_factory=list)   # finished before this call
     trained: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # name -> error message
-
-
-def engine_train(cfg, out: Path, log=print):
-    """The real trainer (:func:`dalab.training.train`), imported only when used."""
-    from dalab.training import train
-
-    return train(cfg, out=out, log=log)
-
-
-def build_config(point: Point, spec: SweepSpec, runtime: dict) -> dict:
-    """The point's full Config as a JSON-able dict: preset, shared options, point, runtime."""
-    from dalab.training.config import make_config
-
-    cfg = make_config(point.preset, **spec.overrides, **point.overrides(), **runtime)
-    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
-
-
-def config_from_dict(data: dict):
-    """Rebuild a Config from :func:`build_config`'s dict."""
-    from dalab.training.config import config_from_dict as rebuild
-
-    return rebuild(data)
+    retried: list[str] = field(default_factory=list)  # Ray: run again after a worker died
 
 
 def finished(task: Task) -> bool:
@@ -102,45 +70,6 @@ def finished(task: Task) -> bool:
     return True
 
 
-def engine_pack(cfgs, outs, logs):
-    """The real packed trainer (:func:`dalab.training.pack.train_pack`)."""
-    from dalab.training.pack import train_pack
-
-    return train_pack(cfgs, outs, logs)
-
-
-def run_pack(configs: list[dict], run_dirs: list[str], log_paths: list[str],
-             pack_fn=engine_pack) -> list[dict | str]:
-    """Train points as one pack; return each one's result.json, or its error message.
-
-    Runs in a worker process as :func:`run_point` does (threads, one log file per
-    point). Raises :class:`dalab.training.stacked.PackError` when the pack cannot be
-    built, before anything is trained: the caller then runs the points one by one.
-    """
-    import torch
-
-    if configs[0].get("threads"):
-        torch.set_num_threads(int(configs[0]["threads"]))
-    with contextlib.ExitStack() as files, silenced():
-        logs = []
-        for path in map(Path, log_paths):
-            make_folder(path.parent)
-            handle = files.enter_context(open(path, "a", buffering=1))
-            logs.append(lambda *a, _h=handle: print(*a, file=_h))
-        outcomes = pack_fn([config_from_dict(c) for c in configs], list(map(Path, run_dirs)),
-                           logs)
-    results: list[dict | str] = []
-    for run_dir, outcome in zip(map(Path, run_dirs), outcomes):
-        if isinstance(outcome, BaseException):
-            results.append(f"{type(outcome).__name__}: {outcome}")
-        elif not (run_dir / "result.json").exists():
-            results.append(f"DalabError: {run_dir}: training returned without writing "
-                           "result.json")
-        else:
-            results.append(json.loads((run_dir / "result.json").read_text()))
-    return results
-
-
 def plan_units(tasks: list[Task], pack: int) -> list[list[Task]]:
     """``tasks`` as units of work: packs of up to ``pack`` points that can share a
     stacked model (same :func:`dalab.training.pack.pack_key`, a method that packs),
@@ -161,28 +90,6 @@ def plan_units(tasks: list[Task], pack: int) -> list[list[Task]]:
     for members in groups.values():
         units += [members[i:i + pack] for i in range(0, len(members), pack)]
     return units
-
-
-def run_point(config: dict, run_dir: str, log_path: str, train_fn: TrainFn) -> dict:
-    """Train one point into ``run_dir``; return its result.json.
-
-    Runs in a worker process: sets torch's thread count from the config and sends the
-    trainer's log to a file (appended to, so a resumed point keeps its earlier log). A
-    half-written folder left by an interrupted run resumes from its last checkpoint.
-    """
-    import torch
-
-    if config.get("threads"):
-        torch.set_num_threads(int(config["threads"]))
-    run_dir, log_path = Path(run_dir), Path(log_path)
-    make_folder(log_path.parent)
-    with open(log_path, "a", buffering=1) as log_file, silenced():  # no bars per point
-        train_fn(config_from_dict(config), out=run_dir,
-                 log=lambda *a: print(*a, file=log_file))
-    result_path = run_dir / "result.json"
-    if not result_path.exists():
-        raise DalabError(f"{run_dir}: training returned without writing result.json")
-    return json.loads(result_path.read_text())
 
 
 class Progress:
@@ -211,8 +118,8 @@ class Progress:
 def run_sweep(spec: SweepSpec, out: Path, *, jobs: int = 1, backend: str = "local",
               runtime: dict | None = None, extend: bool = False, address: str | None = None,
               cpus_per_point: float | None = None, gpus_per_point: float = 0.0,
-              pack: int = 1, train_fn: TrainFn = engine_train, pack_fn=engine_pack,
-              log=info) -> Outcome:
+              pack: int = 1, retries: int = 2, train_fn: TrainFn = engine_train,
+              pack_fn=engine_pack, log=info) -> Outcome:
     """Run (or resume) the sweep ``spec`` into ``out``; write its CSVs and plots.
 
     Parameters
@@ -225,12 +132,17 @@ def run_sweep(spec: SweepSpec, out: Path, *, jobs: int = 1, backend: str = "loca
         Points run at once on this machine (``backend="local"``); each gets
         ``cores // jobs`` torch threads unless ``runtime`` sets ``threads``.
     backend
-        ``"local"`` or ``"ray"`` (``address``, ``cpus_per_point``, ``gpus_per_point``).
+        ``"local"`` or ``"ray"`` (:mod:`dalab.sweep.ray_backend`): ``address`` joins a
+        running cluster; each point asks for ``cpus_per_point`` CPUs (its torch threads)
+        and ``gpus_per_point`` GPUs (its device: cuda if > 0, else cpu, unless
+        ``runtime`` sets ``device``). ``out`` must then be on storage every node sees.
     runtime
         Config fields that do not change results (device, threads, data_root, cache_dir).
     pack
         Up to this many points that can share a stacked model train at once (one pool
         job or Ray task per pack); 1 = every point alone.
+    retries
+        Ray: times a unit whose worker died is run again (resuming from its checkpoint).
     train_fn, pack_fn
         ``train_fn(cfg, out=run_dir, log=...)`` and ``pack_fn(cfgs, outs, logs)``; the
         real engine by default.
@@ -255,8 +167,15 @@ def run_sweep(spec: SweepSpec, out: Path, *, jobs: int = 1, backend: str = "loca
         resolve_device("cuda")  # no CUDA here: one clear error, not one per point
     if backend == "local" and not runtime.get("threads"):
         runtime["threads"] = max(1, _cores() // jobs)
-    if backend == "ray" and cpus_per_point and not runtime.get("threads"):
-        runtime["threads"] = max(1, int(cpus_per_point))
+    if backend == "ray":
+        import_ray()  # not installed, or no cluster at --address: say so before anything
+        if address:
+            check_address(address)
+        out = out.absolute()  # the tasks' folders, on every node
+        if cpus_per_point and not runtime.get("threads"):
+            runtime["threads"] = max(1, int(cpus_per_point))
+        if not runtime.get("device"):  # the resources the point asked for, no other
+            runtime["device"] = "cuda" if gpus_per_point > 0 else "cpu"
     points = expand_grid(spec)
     tasks = [Task(p, build_config(p, spec, runtime), out / "runs" / p.name,
                   out / "logs" / f"{p.name}.log") for p in points]
@@ -284,11 +203,10 @@ def run_sweep(spec: SweepSpec, out: Path, *, jobs: int = 1, backend: str = "loca
         if pack > 1:
             log(f"sweep: {len(todo)} points to train in {len(units)} units (packs of up "
                 f"to {pack})")
-        if backend == "ray":
-            from dalab.sweep.ray_backend import run_ray
-
-            run_ray(units, done, train_fn, address=address, cpus=cpus_per_point or 1,
-                    gpus=gpus_per_point, pack_fn=pack_fn)
+        if backend == "ray" and units:
+            outcome.retried = run_ray(units, out, done, train_fn, address=address,
+                                      cpus=cpus_per_point or 1, gpus=gpus_per_point,
+                                      pack_fn=pack_fn, retries=retries, log=log)
         elif jobs == 1:
             for unit in units:
                 _run_here(unit, train_fn, pack_fn, done)
@@ -296,6 +214,9 @@ def run_sweep(spec: SweepSpec, out: Path, *, jobs: int = 1, backend: str = "loca
             _run_pool(units, jobs, train_fn, pack_fn, done)
         progress.bar.close()
         write_results(out, points, plots=True)
+    log(f"sweep: {len(outcome.trained)} done, {len(outcome.skipped)} already done, "
+        f"{len(outcome.retried)} retried after a worker died, {len(outcome.failed)} failed "
+        f"(of {outcome.total} points)")
     if outcome.failed:
         log(f"sweep: {len(outcome.failed)} point(s) failed (see {out / 'logs'}); "
             "run the same command again to retry them")
@@ -304,14 +225,14 @@ def run_sweep(spec: SweepSpec, out: Path, *, jobs: int = 1, backend: str = "loca
 
 def _run_here(unit: list[Task], train_fn: TrainFn, pack_fn, done) -> None:
     try:
-        results = run_unit(_pack_args(unit), train_fn, pack_fn)
+        results = run_unit(unit_args(unit), train_fn, pack_fn)
     except Exception as err:  # noqa: BLE001 - the unit's points fail, the sweep goes on
-        results = [f"{type(err).__name__}: {err}"] * len(unit)
+        results = [error_text(err)] * len(unit)
     for task, result in zip(unit, results):
         report(task, result, done)
 
 
-def report(task: Task, result: dict | str, done) -> None:
+def report(task: Task, result: PointResult, done) -> None:
     """``done(task, result, None)``, or ``done(task, None, message)`` for an error."""
     if isinstance(result, str):
         done(task, None, result)
@@ -319,40 +240,15 @@ def report(task: Task, result: dict | str, done) -> None:
         done(task, result, None)
 
 
-def _pack_args(unit: list[Task]) -> tuple[list, list, list]:
-    return ([t.config for t in unit], [str(t.run_dir) for t in unit],
-            [str(t.log_path) for t in unit])
-
-
-def run_unit(unit_args: tuple, train_fn: TrainFn, pack_fn) -> list[dict | str]:
-    """A unit of work in a worker: a pack (falling back to one point after another when
-    it cannot be stacked), or one point; each point's result.json or error message."""
-    from dalab.training.stacked import PackError
-
-    configs, run_dirs, log_paths = unit_args
-    if len(configs) > 1:
-        try:
-            return run_pack(configs, run_dirs, log_paths, pack_fn)
-        except PackError:
-            pass
-    results: list[dict | str] = []
-    for config, run_dir, log_path in zip(configs, run_dirs, log_paths):
-        try:
-            results.append(run_point(config, run_dir, log_path, train_fn))
-        except Exception as err:  # noqa: BLE001 - reported per point
-            results.append(f"{type(err).__name__}: {err}")
-    return results
-
-
 def _run_pool(units: list[list[Task]], jobs: int, train_fn: TrainFn, pack_fn, done) -> None:
     # spawn, not fork: forking a process that has started torch's thread pools can hang.
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_unit, _pack_args(u), train_fn, pack_fn): u for u in units}
+        futures = {pool.submit(run_unit, unit_args(u), train_fn, pack_fn): u for u in units}
         try:
             for fut in as_completed(futures):
                 err = fut.exception()
                 results = (fut.result() if err is None else
-                           [f"{type(err).__name__}: {err}"] * len(futures[fut]))
+                           [error_text(err)] * len(futures[fut]))
                 for task, result in zip(futures[fut], results):
                     report(task, result, done)
         except BaseException:
