@@ -73,7 +73,8 @@ def run(args) -> int:
                            cache_dir=args.cache_dir, jobs=args.jobs, backend=args.backend,
                            runtime=runtime, address=args.address,
                            cpus_per_point=args.cpus_per_point,
-                           gpus_per_point=args.gpus_per_point, pack=args.pack, **overrides)
+                           gpus_per_point=args.gpus_per_point, pack=args.pack,
+                           retries=args.retries, **overrides)
     print(f"benchmark: {tables['runs']} runs in {args.out}/benchmark.md"
           + (f"; {len(tables['failed'])} run(s) failed (rerun to retry)" if tables["failed"]
              else ""))

@@ -53,7 +53,7 @@ def run(args) -> int:
                      preset=args.preset, jobs=args.jobs, backend=args.backend,
                      runtime=runtime, address=args.address,
                      cpus_per_point=args.cpus_per_point, gpus_per_point=args.gpus_per_point,
-                     pack=args.pack, **overrides)
+                     pack=args.pack, retries=args.retries, **overrides)
     print(f"compare: {len(tables['summary'])} rows in {args.out}/compare.md"
           + (f"; {len(tables['failed'])} run(s) failed (rerun to retry)" if tables["failed"]
              else ""))

@@ -40,7 +40,7 @@ def add_parser(sub, common) -> None:
     g.add_argument("--preset", default="quick", metavar="LIST",
                    help="presets (default: %(default)s)")
     g.add_argument("--seeds", default="0", metavar="LIST", help="seeds (default: %(default)s)")
-    add_running_options(p, "sweep folder", retries=True)
+    add_running_options(p, "sweep folder")
     r = p.add_argument_group("growing")
     r.add_argument("--extend", action="store_true",
                    help="add this grid to the one stored in DIR/sweep.json")
@@ -48,10 +48,9 @@ def add_parser(sub, common) -> None:
     p.set_defaults(func=run)
 
 
-def add_running_options(p, folder: str, out_required: bool = True,
-                        retries: bool = False) -> None:
+def add_running_options(p, folder: str, out_required: bool = True) -> None:
     """``--out``, ``--jobs``, ``--backend`` and the Ray options (sweep, compare and
-    benchmark; ``--retries`` where ``retries``)."""
+    benchmark)."""
     r = p.add_argument_group("running")
     r.add_argument("--out", required=out_required, metavar="DIR",
                    help=f"{folder} (with --backend ray: a path every node sees)")
@@ -73,10 +72,9 @@ def add_running_options(p, folder: str, out_required: bool = True,
                    help="train up to N points that share network, batch size and method "
                    "at once as one stacked model (one job or Ray task per pack; faster on "
                    "a GPU, on par on the CPU); default 1: every point alone")
-    if retries:
-        r.add_argument("--retries", type=int, default=2, metavar="N",
-                       help="Ray: run a point again, from its checkpoint, when its worker "
-                       "or node dies, up to N times (default: %(default)s)")
+    r.add_argument("--retries", type=int, default=2, metavar="N",
+                   help="Ray: run a point again, from its checkpoint, when its worker "
+                   "or node dies, up to N times (default: %(default)s)")
 
 
 def spec_from_args(args):

@@ -42,7 +42,7 @@ def compare(methods: list[str], out: str | Path, *, seeds=(0,), thetas=None,
             preset: str = "quick", jobs: int = 1, backend: str = "local",
             runtime: dict | None = None, address: str | None = None,
             cpus_per_point: float | None = None, gpus_per_point: float = 0.0,
-            pack: int = 1, references: tuple[str, ...] = tuple(REFERENCES),
+            pack: int = 1, retries: int = 2, references: tuple[str, ...] = tuple(REFERENCES),
             train_fn: TrainFn = engine_train, log=print, **overrides) -> dict:
     """Train (or resume) a comparison of ``methods`` into ``out``; write its tables.
 
@@ -61,7 +61,7 @@ def compare(methods: list[str], out: str | Path, *, seeds=(0,), thetas=None,
     references
         The reference protocols run beside the methods: ``ts_tt`` (source only) and
         ``tt_tt`` (target trained, the oracle), by default both.
-    jobs, backend, runtime, address, cpus_per_point, gpus_per_point, pack, train_fn
+    jobs, backend, runtime, address, cpus_per_point, gpus_per_point, pack, retries, train_fn
         As for :func:`dalab.sweep.run_sweep`.
 
     Returns
@@ -97,7 +97,8 @@ def compare(methods: list[str], out: str | Path, *, seeds=(0,), thetas=None,
                                            "select": overrides["select"]})
     outcome = run_sweep(spec, out, jobs=jobs, backend=backend, runtime=runtime,
                         address=address, cpus_per_point=cpus_per_point,
-                        gpus_per_point=gpus_per_point, pack=pack, train_fn=train_fn, log=log)
+                        gpus_per_point=gpus_per_point, pack=pack, retries=retries,
+                        train_fn=train_fn, log=log)
     tables = write_compare(out)
     return {**tables, "failed": outcome.failed}
 
