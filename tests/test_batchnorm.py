@@ -9,7 +9,7 @@ from torch import nn
 
 from dalab.evaluation import batchnorm
 from dalab.evaluation.batchnorm import reestimate_bn
-from dalab.training import loop, make_config, train
+from dalab.training import epoch_end, make_config, train
 from dalab.training.runfolder import load_model
 
 
@@ -64,7 +64,7 @@ def test_the_loop_reestimates_on_unlabelled_target_images(data_root, cache_dir, 
         seen.append(images)
         batchnorm.reestimate_bn(model, images, batch_size, device)
 
-    monkeypatch.setattr(loop, "reestimate_bn", spy)
+    monkeypatch.setattr(epoch_end, "reestimate_bn", spy)
     cfg = make_config("quick", protocol=protocol, target_bn=True, epochs=2, max_train=512,
                       max_eval=256, batch_size=64, threads=1, device="cpu",
                       data_root=str(data_root), cache_dir=str(cache_dir))

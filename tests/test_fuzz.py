@@ -252,7 +252,7 @@ def trained_state():
     from dalab.methods import METHODS
     from dalab.models import build_model
     from dalab.training import checkpoint
-    from dalab.training.optim import make_optimizer
+    from dalab.methods.optim import make_optimizer
 
     cfg = make_config("quick", optimizer="adam", network="dann")  # Adam: moments, scalar step
     torch.manual_seed(0)

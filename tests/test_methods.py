@@ -319,7 +319,7 @@ def test_the_loop_hands_methods_target_images_only(name, monkeypatch):
 
 
 def test_weak_and_strong_augmentations_are_seeded_batch_ops():
-    from dalab.training.augment import random_affine, strong, weak
+    from dalab.data.augment import random_affine, strong, weak
 
     x = torch.zeros(6, 1, SIZE, SIZE, dtype=torch.uint8)
     x[:, :, 6:10, 6:10] = 255  # a square in the middle

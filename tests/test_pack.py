@@ -22,7 +22,7 @@ from dalab.models import build_model
 from dalab.sweep import SweepSpec, run_sweep
 from dalab.sweep.runner import Task, plan_units
 from dalab.training import make_config, train
-from dalab.training.augment import augment
+from dalab.data.augment import augment
 from dalab.training.pack import pack_key, train_pack
 from dalab.training.stacked import PackError, StackedStep, pack_problem
 

@@ -19,7 +19,7 @@ import torch
 from dalab.errors import BusyError, ConfigError, DataError
 from dalab.paths import folder_lock
 from dalab.reporting.html import write_report
-from dalab.training import checkpoint, loop, make_config, train
+from dalab.training import checkpoint, epoch_end, loop, make_config, train
 from dalab.training.experiment import summary_markdown
 from dalab.training.guard import DivergenceError, collapse_warning
 from dalab.training.runfolder import TIMING_FIELDS
@@ -183,7 +183,7 @@ def test_scripted_collapse_warns_or_stops(data_root, cache_dir, tmp_path, monkey
     def scripted(model, images, labels, **kw):
         return torch.tensor(round(next(script) * len(labels)))
 
-    monkeypatch.setattr(loop, "count_correct", scripted)
+    monkeypatch.setattr(epoch_end, "count_correct", scripted)
     cfg = _cfg(data_root, cache_dir, protocol="ts_ts", on_collapse="stop",
                keep_checkpoints=True)
     result = train(cfg, tmp_path / "run", log=lambda s: None)

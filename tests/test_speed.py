@@ -11,7 +11,7 @@ import torch
 
 from dalab.bench.bare_step import build_step, random_batch
 from dalab.training import make_config, train
-from dalab.training.augment import AUGMENTS, augment, color_jitter
+from dalab.data.augment import AUGMENTS, augment, color_jitter
 
 FAST = dict(amp=True, channels_last=True, compile=True)
 CPU = torch.device("cpu")

@@ -16,7 +16,7 @@ from PIL import Image
 from dalab.data import load_domain
 from dalab.data.store import build_store, open_store
 from dalab.errors import DataError
-from dalab.training.augment import random_resized_crop
+from dalab.data.augment import random_resized_crop
 from dalab.training.batches import Resident, Streamed, batch_source
 from dalab.training.config import make_config
 from dalab.training.loop import batch_indices

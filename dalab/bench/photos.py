@@ -8,7 +8,7 @@ Figures, in one process, on one photo domain (default ``office31:amazon``) store
 * pipeline -- the data path of a training step, alone: a
   :class:`~dalab.training.batches.Streamed` source gathering batches of ``batch`` rows
   from the memory-mapped store (its background thread), then
-  :func:`~dalab.training.augment.random_resized_crop` to ``size`` px and the model's
+  :func:`~dalab.data.augment.random_resized_crop` to ``size`` px and the model's
   ``preprocess`` (float, normalisation). *Cold*: one pass right after the store's pages
   were evicted from the page cache (``posix_fadvise``); *warm*: the repeats after it;
 * step -- the DANN step (``efficientnet_lite0`` fine-tuned from ImageNet weights, with
@@ -85,7 +85,7 @@ def batch_rows(n: int, batch: int, steps: int, gen: torch.Generator) -> Tensor:
 
 def crops(x: Tensor, size: int, gen: torch.Generator, channels_last: bool) -> Tensor:
     """Random resized crops of a uint8 batch, in the loop's memory format."""
-    from dalab.training.augment import random_resized_crop
+    from dalab.data.augment import random_resized_crop
 
     x = random_resized_crop(x, size, gen)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x

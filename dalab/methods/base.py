@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dalab.methods.common import accuracy, ema_update, features_st, frozen_copy
+from dalab.methods.optim import make_optimizer, set_lr, trainable
 from dalab.models import Classifier
 
 
@@ -90,8 +91,6 @@ class Method(nn.Module):
     def build_optimizers(self, groups: dict[str, list[nn.Parameter]] | None = None) -> None:
         """Build ``self.optimizers`` from the Config: one optimiser per named group of
         parameters (default: ``{"main": every trainable parameter}``)."""
-        from dalab.training.optim import make_optimizer, trainable  # (imports methods)
-
         if groups is None:
             groups = {"main": trainable(self)}
         self.optimizers = {name: make_optimizer(params, self.cfg)
@@ -108,8 +107,6 @@ class Method(nn.Module):
     def step(self, names: str | tuple[str, ...], loss: Tensor, lr: float) -> None:
         """One step of the optimiser(s) ``names`` on ``loss``: set lr, zero their
         gradients, backward, step each."""
-        from dalab.training.optim import set_lr  # (dalab.training imports methods)
-
         optimizers = [self.optimizers[n] for n in ((names,) if isinstance(names, str)
                                                     else names)]
         for opt in optimizers:

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dalab.data.augment import strong, weak
 from dalab.methods.base import Method
 from dalab.methods.common import accuracy, grad_reverse, grl_weight
 from dalab.methods.dann import domain_bce
@@ -21,7 +22,7 @@ class FixMatch(Method):
     Loss: ``CE(h(weak(xs)), ys) + fixmatch_weight * mean_i m_i CE(h(strong(xt_i)), y^_i)``
     with ``y^ = argmax softmax(h(weak(xt)))`` (no gradient) and
     ``m_i = [max softmax >= fixmatch_threshold]`` (0.95 in the paper).
-    :func:`dalab.training.augment.strong` (affine, colour jitter and inversion, noise)
+    :func:`dalab.data.augment.strong` (affine, colour jitter and inversion, noise)
     stands in for RandAugment. Source and target pass separately, each with its own
     batch-norm statistics (the paper concatenates labelled and unlabelled batches).
 
@@ -51,8 +52,6 @@ class FixMatch(Method):
 
     def losses(self, xs: Tensor, ys: Tensor, xt: Tensor, progress: float
                ) -> dict[str, Tensor]:
-        from dalab.training.augment import strong, weak  # dalab.training imports methods
-
         channels = self.model.in_channels
         adversarial = self.cfg.fixmatch_domain_weight > 0
         confusion = self.cfg.fixmatch_mcc_weight > 0

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dalab.data.augment import weak
 from dalab.methods.base import Method, detached
 from dalab.methods.common import accuracy, ema_update, frozen_copy
 from dalab.models import Classifier
@@ -21,7 +22,7 @@ class SelfEnsembling(Method):
             + se_class_balance * mean_i m_i * K * BCE(mean_i p_i, 1 / K)
 
     with ``p = softmax(student(a(xt)))``, ``q = softmax(teacher(a'(xt)))`` under two
-    independent augmentations ``a``, ``a'`` (:func:`dalab.training.augment.weak`:
+    independent augmentations ``a``, ``a'`` (:func:`dalab.data.augment.weak`:
     translations), and the confidence mask ``m_i = [max_k q_i,k > se_threshold]``
     (0.968 in the paper). The teacher is an exponential moving average of the student
     (``ema_decay`` = 0.99) updated after every step with ``lerp_``. Paper defaults:
@@ -40,8 +41,6 @@ class SelfEnsembling(Method):
 
     def update(self, xs: Tensor, ys: Tensor, xt: Tensor, progress: float, lr: float
                ) -> dict[str, Tensor]:
-        from dalab.training.augment import weak  # dalab.training imports dalab.methods
-
         cfg, channels = self.cfg, self.model.in_channels
         self.teacher.train(self.model.training)
         with self.autocast(xs):

@@ -1,9 +1,10 @@
 """``train(cfg) -> Result``: one loop for every method and protocol.
 
 Reads top to bottom: device and seeds, data, model, method (with its optimisers), the
-step loop (``method.update`` per batch), per-epoch evaluation and logging, selection,
-the run folder. The whole data set lives on the device as uint8; each batch is a slice
-of a seeded ``randperm``. Inside an epoch the loop never waits on the device: the
+step loop (``method.update`` per batch), the end of each epoch (evaluation, selection,
+checkpoint: :func:`dalab.training.epoch_end.end_epoch`), the end of the run
+(:func:`finish_run`). The whole data set lives on the device as uint8; each batch is a
+slice of a seeded ``randperm``. Inside an epoch the loop never waits on the device: the
 monitor (:mod:`dalab.training.monitor`) sums the step figures as tensors and reads them
 at its logging interval.
 """
@@ -20,20 +21,20 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from dalab.data.augment import augment, random_resized_crop
 from dalab.errors import ConfigError, DataError
 from dalab.evaluation import count_correct
-from dalab.evaluation.batchnorm import reestimate_bn
 from dalab.methods import METHODS
-from dalab.models import BACKBONES, NUM_CLASSES, build_model, channel_stats
+from dalab.models import BACKBONES, build_model, channel_stats
 from dalab.models.pretrained import load_init_weights, load_pretrained
 from dalab.paths import folder_lock, resolve_cache_dir, resolve_data_root
 from dalab.progress import info
-from dalab.training import checkpoint, frozen, guard, resume
+from dalab.training import checkpoint, frozen, resume
 from dalab.training.allocator import keep_freed_memory
-from dalab.training.augment import augment, random_resized_crop
 from dalab.training.batches import batch_source
 from dalab.training.config import PROTOCOLS, Config, epoch_steps
 from dalab.training.domains import Sets, load_sets
+from dalab.training.epoch_end import Run, end_epoch
 from dalab.training.graph import captured_step
 from dalab.training.monitor import Monitor
 from dalab.training.optim import lr_at
@@ -135,7 +136,7 @@ def _build(cfg: Config, sets: Sets, device: torch.device, log):
             resolve_data_root(cfg.data_root), cfg.cache_dir), log)
         backbone = model.feature_extractor.backbone
         for p in backbone.parameters():
-            p.lr_mult = cfg.backbone_lr  # read by dalab.training.optim.param_groups
+            p.lr_mult = cfg.backbone_lr  # read by dalab.methods.optim.param_groups
         if cfg.freeze_backbone or cfg.tune_blocks:
             try:
                 model.feature_extractor.freeze(cfg.tune_blocks)
@@ -211,29 +212,24 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
     gen_s = torch.Generator().manual_seed(cfg.seed)
     gen_t = torch.Generator().manual_seed(cfg.seed + 1_000_003)
     gen_aug = torch.Generator(device).manual_seed(cfg.seed + 2_000_003)
-    selector = Selector.for_run(cfg, sets)
-    rows, step_no = [], 0
-    warns, stopped, spent = [], False, 0.0
-    generators = {"source": gen_s, "target": gen_t, "augment": gen_aug}
-    optimizers = method.optimizers
+    eval_kw = dict(batch_size=cfg.eval_batch_size, device=device, amp=amp,
+                   cuda_graphs=cfg.cuda_graphs)
+    run = Run(cfg, out, log, method, sets, Selector.for_run(cfg, sets),
+              {"source": gen_s, "target": gen_t, "augment": gen_aug}, eval_kw, start=start)
     if state is not None:
-        checkpoint.restore(state, out, method, optimizers, generators)
-        selector.load_state_dict(state.selection)
-        rows, step_no = state.rows, state.step
-        warns, stopped, spent = state.warnings, state.stopped, state.seconds
+        run.resume(state)
     graph = (None if source.streamed or (target is not None and target.streamed) or sets.crop
              else captured_step(cfg, method, (source.images, ys_all, target and target.images),
                                 gen_aug, sets.channels, device))
-    eval_kw = dict(batch_size=cfg.eval_batch_size, device=device, amp=amp,
-                   cuda_graphs=cfg.cuda_graphs)
     log(f"train {cfg.protocol} ({cfg.trained_method}, {cfg.network}, {device}): "
         f"{sets.source} -> {sets.target}, {len(sets.class_names)} classes, {cfg.size} px; "
         f"{len(ys_all)} labelled, {0 if target is None else len(target)} unlabelled"
         f"{' (read from disk)' if source.streamed else ''}, target split {sets.target_split}, "
         f"{cfg.epochs} epochs x {steps_per_epoch} steps of {cfg.batch_size}")
-    monitor = Monitor(cfg, out, method, steps_per_epoch, log, done=len(rows), spent=spent)
+    monitor = Monitor(cfg, out, method, steps_per_epoch, log, done=len(run.rows),
+                      spent=run.spent)
 
-    for epoch in range(len(rows), 0 if stopped else cfg.epochs):
+    for epoch in range(len(run.rows), 0 if run.stopped else cfg.epochs):
         t_epoch = time.perf_counter()
         idx_s = batch_indices(len(ys_all), cfg.batch_size, steps_per_epoch, gen_s)
         idx_t = (batch_indices(len(target), cfg.batch_size, steps_per_epoch, gen_t)
@@ -246,7 +242,7 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
         monitor.start_epoch(epoch)
         model.train()
         for i in range(steps_per_epoch):
-            progress = step_no / total
+            progress = run.step / total
             lr = lr_at(cfg, progress, epoch)
             if graph is not None:  # CUDA: one graph replay (dalab.training.graph)
                 figures = graph(idx_s[i:i + 1], idx_t[i:i + 1] if idx_t is not None else None,
@@ -265,69 +261,24 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
                           else None)
                 figures = method.update(xs, ys, xt, progress, lr)
             method.update_average()
-            step_no += 1
-            monitor.step(step_no, progress, lr, figures)
+            run.step += 1
+            monitor.step(run.step, progress, lr, figures)
             if on_step is not None:
-                on_step(step_no, method.evaluated)
-        if end_epoch(cfg, out, log, method, sets, selector, monitor, rows, warns, epoch,
-                     step_no, progress, lr, t_epoch, eval_kw, generators, start - spent):
+                on_step(run.step, method.evaluated)
+        if end_epoch(run, monitor, epoch, progress, t_epoch):
             break
 
-    return finish_run(cfg, out, log, method.evaluated, sets, selector, monitor, rows, step_no,
-                      warns, spent + time.perf_counter() - start, eval_kw)
+    return finish_run(run, monitor)
 
 
-def end_epoch(cfg: Config, out: Path | None, log: Callable[[str], None], method, sets: Sets,
-              selector: Selector, monitor: Monitor, rows: list[dict], warns: list, epoch: int,
-              step_no: int, progress: float, lr: float, t_epoch: float, eval_kw: dict,
-              generators: dict, clock: float) -> bool:
-    """The end of 0-based ``epoch`` (also a packed member's): with ``target_bn`` the
-    target's batch-norm statistics first, then the evaluation row, guards, selection,
-    ``metrics.csv`` and the checkpoint (``seconds`` counted from ``clock``);
-    True when the run stops here (patience or collapse)."""
-    from dalab.training import runfolder  # matplotlib etc. only when writing
-
-    model = method.evaluated
-    if cfg.target_bn and sets.unlabelled is not None:
-        reestimate_bn(model, sets.eval_view(sets.unlabelled), cfg.eval_batch_size,
-                      eval_kw["device"])
-    train_on = PROTOCOLS[cfg.protocol][1]
-    watch = ("target" if train_on == "target" else "source") + "_train_acc"
-    classes = len(sets.labelled.class_names) or NUM_CLASSES
-    row = {"epoch": epoch + 1, "step": step_no}
-    means = monitor.epoch_means()  # one read from the device
-    row.update(means)
-    row.update({f"{name}_acc": count_correct(model, d.images, d.labels, **eval_kw).item()
-                / len(d) for name, d in sets.evals.items() if not name.endswith("_test")})
-    row["lambda"] = method.grl_weight(progress)
-    row["lr"] = method.step_lr(progress, lr)
-    row["seconds"] = time.perf_counter() - t_epoch
-    guard.check_finite(row, means, out)
-    row.update(selector.update(model, row))
-    rows.append(row)
-    stop = selector.should_stop(step_no)
-    collapsed = guard.note_collapse(rows, warns, watch, classes, cfg.on_collapse, log)
-    monitor.end_epoch(row)
-    if out is not None:
-        runfolder.write_metrics(out, rows)
-        checkpoint.save_state(out, checkpoint.TrainState(
-            epoch + 1, step_no, rows, selector.state_dict(), method.state_dict(),
-            {name: o.state_dict() for name, o in method.optimizers.items()},
-            checkpoint.rng_states(generators), warns, stop or collapsed,
-            time.perf_counter() - clock), cfg.keep_checkpoints)
-    if stop:
-        log(f"early stop after epoch {epoch + 1}: no real improvement for "
-            f"{step_no - selector.chosen()['step']} steps")
-    return stop or collapsed
-
-
-def finish_run(cfg: Config, out: Path | None, log: Callable[[str], None], model, sets: Sets,
-               selector: Selector, monitor: Monitor, rows: list[dict], step_no: int,
-               warns: list, seconds: float, eval_kw: dict) -> Result:
+def finish_run(run: Run, monitor: Monitor) -> Result:
     """A trained run's end (also a packed member's): each selection rule's verdict, the
     final tests, the :class:`Result`, the run folder (``result.json`` last), the monitor."""
     from dalab.training import runfolder  # matplotlib etc. only when writing
 
+    seconds = run.seconds()
+    cfg, out, sets, selector, eval_kw = run.cfg, run.out, run.sets, run.selector, run.eval_kw
+    model = run.method.evaluated
     validators = selector.finish(model, sets.evals.get("target_test"), **eval_kw)
     val_acc = selector.chosen()["score"] if cfg.select in ("source-val", "target-val") else None
     tests = {name: count_correct(model, d.images, d.labels, **eval_kw).item() / len(d)
@@ -337,17 +288,17 @@ def finish_run(cfg: Config, out: Path | None, log: Callable[[str], None], model,
         protocol=cfg.protocol, method=cfg.trained_method, train_on=train_on, test_on=test_on,
         test_accuracy=tests.get(sets.test), selection=cfg.select,
         oracle_selection=cfg.oracle_selection, best_epoch=selector.chosen()["epoch"],
-        epochs=len(rows), steps=step_no, seconds=round(seconds, 3), theta=cfg.theta,
+        epochs=len(run.rows), steps=run.step, seconds=round(seconds, 3), theta=cfg.theta,
         mode=cfg.mode, grl_lambda=cfg.grl_lambda, lambda_schedule=cfg.lambda_schedule,
         seed=cfg.seed, preset=cfg.preset, network=cfg.network, val_accuracy=val_acc,
         source_test_accuracy=tests["source_test"],
         target_test_accuracy=tests.get("target_test"), device=str(eval_kw["device"]),
         class_names=list(sets.class_names), source=sets.source, target=sets.target,
-        validators=validators, warnings=warns, target_split=sets.target_split,
+        validators=validators, warnings=run.warns, target_split=sets.target_split,
     )
-    log(runfolder.summary_text(cfg, result))
+    run.log(runfolder.summary_text(cfg, result))
     if out is not None:
-        runfolder.write_run(out, model, cfg, result, rows, monitor.rows)
+        runfolder.write_run(out, model, cfg, result, run.rows, monitor.rows)
         if not cfg.keep_checkpoints:
             checkpoint.remove_all(out)
     monitor.close(result, cfg)

@@ -2,10 +2,11 @@
 
 Each run of a pack is built exactly as :func:`dalab.training.train` builds it (seeded
 data, model, method, optimisers, generators, selection, monitor, run folder lock and
-resume) and ends the same way (evaluation rows, validators, guards, checkpoints,
-``result.json`` last); only the optimisation steps are shared: one
-:class:`dalab.training.stacked.StackedStep` per step trains every member, each with its
-own batch order, augmentation draws, λ and learning-rate schedule. A member's run
+resume) and ends each epoch and itself with the same calls
+(:func:`dalab.training.epoch_end.end_epoch`, :func:`dalab.training.loop.finish_run`);
+only the optimisation steps are shared: one :class:`dalab.training.stacked.StackedStep`
+per step trains every member, each with its own batch order, augmentation draws, λ and
+learning-rate schedule. A member's run
 folder holds what a lone run's holds (figures equal within float tolerance).
 
 Members train in lockstep, so they need the same network, batch size, method, epochs,
@@ -24,15 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from dalab.methods import METHODS
 from dalab.paths import folder_lock
 from dalab.progress import info
-from dalab.training import checkpoint, resume
+from dalab.training import resume
 from dalab.training.config import PROTOCOLS, RUNTIME_FIELDS, Config, epoch_steps
 from dalab.training.domains import load_sets
-from dalab.training.loop import (Result, _build, _prepare, batch_indices, end_epoch,
-                                 finish_run, resolve_device)
+from dalab.training.epoch_end import Run, end_epoch
+from dalab.training.loop import (Result, _build, _prepare, batch_indices, finish_run,
+                                 resolve_device)
 from dalab.training.monitor import Monitor
 from dalab.training.optim import lr_at
 from dalab.training.selection import Selector
@@ -55,18 +58,13 @@ def pack_key(cfg: Config) -> tuple:
 
 @dataclass
 class Member:
-    """One run of a pack: what :func:`dalab.training.train` holds in local variables."""
+    """One run of a pack: its settings, what resuming found, how it ended."""
 
     cfg: Config
     out: Path | None
     log: Callable[[str], None]
     begin: resume.Start
     start: float = field(default_factory=time.perf_counter)
-    rows: list = field(default_factory=list)
-    step_no: int = 0
-    warns: list = field(default_factory=list)
-    stopped: bool = False
-    spent: float = 0.0
     result: Result | None = None
     error: BaseException | None = None
 
@@ -114,68 +112,67 @@ def _train(members: list[Member]) -> None:
 
     cfg = members[0].cfg
     device = resolve_device(cfg.device)
-    runs = [_setup(m, device) for m in members]
-    sizes = {(len(r["ys"]), None if r["xt"] is None else len(r["xt"])) for r in runs}
+    built = [_setup(m, device) for m in members]
+    runs = [run for run, _ in built]
+    sizes = {(len(ys), None if xt is None else len(xt)) for _, (_, ys, xt) in built}
     if len(sizes) != 1:
         raise PackError(f"pack: the members' training sets differ in size ({sorted(sizes)})")
     n_s, n_t = sizes.pop()
-    stacked = StackedStep([r["method"] for r in runs], [m.cfg for m in members],
-                          [(r["xs"], r["ys"], r["xt"]) for r in runs],
-                          [r["gens"]["augment"] for r in runs], runs[0]["sets"].channels)
+    stacked = StackedStep([r.method for r in runs], [r.cfg for r in runs],
+                          [data for _, data in built],
+                          [r.generators["augment"] for r in runs], runs[0].sets.channels)
     step = GraphStep(stacked, cfg.batch_size,
                      capture=device.type == "cuda" and bool(cfg.cuda_graphs))
     steps_per_epoch = epoch_steps(cfg, n_s)
     total = cfg.epochs * steps_per_epoch
-    for m, r in zip(members, runs):
-        r["monitor"] = Monitor(m.cfg, m.out, r["method"], steps_per_epoch, m.log,
-                               done=len(m.rows), spent=m.spent)
+    monitors = [Monitor(r.cfg, r.out, r.method, steps_per_epoch, r.log, done=len(r.rows),
+                        spent=r.spent) for r in runs]
     progress = 0.0
-    for epoch in range(len(members[0].rows), cfg.epochs):
-        live = [(m, r) for m, r in zip(members, runs) if m.live]
+    for epoch in range(len(runs[0].rows), cfg.epochs):
+        live = [(r, monitor) for m, r, monitor in zip(members, runs, monitors) if m.live]
         if not live:
             break
         t_epoch = time.perf_counter()
         idx_s = torch.stack([batch_indices(n_s, cfg.batch_size, steps_per_epoch,
-                                           r["gens"]["source"]) for r in runs]).to(device)
+                                           r.generators["source"]) for r in runs]).to(device)
         idx_t = (torch.stack([batch_indices(n_t, cfg.batch_size, steps_per_epoch,
-                                            r["gens"]["target"]) for r in runs]).to(device)
+                                            r.generators["target"]) for r in runs]).to(device)
                  if n_t is not None else None)
-        for m, r in live:
-            r["monitor"].start_epoch(epoch)
-            r["model"].train()
-        step_no = members[0].step_no
+        for r, monitor in live:
+            monitor.start_epoch(epoch)
+            r.method.model.train()
+        step_no = runs[0].step
         for i in range(steps_per_epoch):
             progress = step_no / total
-            lrs = [lr_at(m.cfg, progress, epoch) for m in members]
+            lrs = [lr_at(r.cfg, progress, epoch) for r in runs]
             figures = step(idx_s[:, i], idx_t[:, i] if idx_t is not None else None, progress,
                            lrs)
             step_no += 1
-            for j, (m, r) in enumerate(zip(members, runs)):
+            for j, (m, monitor) in enumerate(zip(members, monitors)):
                 if m.live:
-                    r["monitor"].step(step_no, progress, lrs[j],
-                                      {k: v[j] for k, v in figures.items()})
-        for j, (m, r) in enumerate(zip(members, runs)):
-            m.step_no = step_no
+                    monitor.step(step_no, progress, lrs[j],
+                                 {k: v[j] for k, v in figures.items()})
+        for m, r, monitor in zip(members, runs, monitors):
+            r.step = step_no
             if not m.live:
                 continue
             try:
-                if end_epoch(m.cfg, m.out, m.log, r["method"], r["sets"], r["selector"],
-                             r["monitor"], m.rows, m.warns, epoch, m.step_no, progress,
-                             lr_at(m.cfg, progress, epoch), t_epoch, r["eval_kw"], r["gens"],
-                             m.start - m.spent):
-                    _finish(m, r)
+                if end_epoch(r, monitor, epoch, progress, t_epoch):
+                    m.result = finish_run(r, monitor)
             except Exception as err:  # noqa: BLE001 - one member's failure ends it alone
                 m.error = err
-    for m, r in zip(members, runs):
+    for m, r, monitor in zip(members, runs, monitors):
         if m.live:
             try:
-                _finish(m, r)
+                m.result = finish_run(r, monitor)
             except Exception as err:  # noqa: BLE001
                 m.error = err
 
 
-def _setup(m: Member, device: torch.device) -> dict:
-    """Build one member as :func:`dalab.training.train` builds a run (same seeding)."""
+def _setup(m: Member, device: torch.device
+           ) -> tuple[Run, tuple[Tensor, Tensor, Tensor | None]]:
+    """Build one member as :func:`dalab.training.train` builds a run (same seeding): its
+    :class:`Run` and its training tensors (labelled images and labels, unlabelled images)."""
     from dalab.training import runfolder
 
     cfg, log = m.cfg, m.log
@@ -190,26 +187,14 @@ def _setup(m: Member, device: torch.device) -> dict:
     gens = {"source": torch.Generator().manual_seed(cfg.seed),
             "target": torch.Generator().manual_seed(cfg.seed + 1_000_003),
             "augment": torch.Generator(device).manual_seed(cfg.seed + 2_000_003)}
-    selector = Selector.for_run(cfg, sets)
+    run = Run(cfg, m.out, log, method, sets, Selector.for_run(cfg, sets), gens,
+              dict(batch_size=cfg.eval_batch_size, device=device, amp=amp,
+                   cuda_graphs=cfg.cuda_graphs), start=m.start)
     if state is not None:
-        checkpoint.restore(state, m.out, method, method.optimizers, gens)
-        selector.load_state_dict(state.selection)
-        m.rows, m.step_no = state.rows, state.step
-        m.warns, m.stopped, m.spent = state.warnings, state.stopped, state.seconds
-    if m.stopped:
+        run.resume(state)
+    if run.stopped:
         raise PackError(f"pack: {m.out} stopped early and only needs finishing")
     log(f"train {cfg.protocol} ({cfg.trained_method}, {cfg.network}, {device}, packed): "
         f"{sets.source} -> {sets.target}, {cfg.epochs} epochs of batch {cfg.batch_size}")
-    return {"sets": sets, "model": model, "method": method, "gens": gens,
-            "selector": selector,
-            "xs": sets.labelled.images.to(device), "ys": sets.labelled.labels.to(device),
-            "xt": sets.unlabelled.to(device) if sets.unlabelled is not None else None,
-            "eval_kw": dict(batch_size=cfg.eval_batch_size, device=device, amp=amp,
-                            cuda_graphs=cfg.cuda_graphs)}
-
-
-def _finish(m: Member, r: dict) -> None:
-    """The loop's final test, Result and run folder for one member."""
-    m.result = finish_run(m.cfg, m.out, m.log, r["model"], r["sets"], r["selector"],
-                          r["monitor"], m.rows, m.step_no, m.warns,
-                          m.spent + time.perf_counter() - m.start, r["eval_kw"])
+    return run, (sets.labelled.images.to(device), sets.labelled.labels.to(device),
+                 sets.unlabelled.to(device) if sets.unlabelled is not None else None)

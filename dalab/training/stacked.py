@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dalab.data.augment import augment_stacked
 from dalab.errors import ConfigError
 from dalab.methods import Method
 
@@ -383,8 +384,6 @@ class StackedStep:
         xs = self.xs[self.xs_of.unsqueeze(1), idx_s]
         ys = self.ys[rows, idx_s]
         xt = self.xt[self.xt_of.unsqueeze(1), idx_t] if self.xt is not None else None
-        from dalab.training.augment import augment_stacked
-
         xs = augment_stacked(self.augment, xs, self.gens, self.channels)
         params = {k: v for k, v in self.stack.params.items()}
         if not self.batched:  # members one after another (see the class docstring)
