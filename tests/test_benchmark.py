@@ -44,6 +44,9 @@ def test_a_benchmark_of_two_tasks_and_two_methods_end_to_end(pairs, tmp_path):
         result = json.loads((out / r["run"] / "result.json").read_text())
         assert float(r["score"]) == result["target_test_accuracy"]
         assert result["target_split"] == "heldout"  # folders: a held-out target test split
+        per_class = result["target_test_per_class"]  # accuracy: their weighted mean
+        assert len(per_class) == 2
+        assert min(per_class) <= result["target_test_accuracy"] <= max(per_class)
     md = (out / "benchmark.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| method"))
     assert header == "| method | studio→street | street→studio | Avg |"
@@ -120,6 +123,24 @@ def test_published_rows_only_for_their_own_benchmark(tmp_path, office_present):
     md = (full / "benchmark.md").read_text()
     assert "| MCC (tllib, ResNet-50) | 94.1 | 98.4 | 99.8 | 95.6 | 75.5 | 74.2 | 89.6 |" in md
     assert "LeNet" not in md and "DANN paper" not in md  # the digits' rows stay there
+
+
+def test_a_class_mean_benchmark_tables_each_class_and_their_mean(tmp_path, office_present):
+    def with_classes(cfg, out, log=print):
+        fake_train(cfg, out, log)
+        path = Path(out) / "result.json"
+        result = json.loads(path.read_text())
+        acc = result["target_test_accuracy"]  # classes at acc - 0.1 and acc + 0.1
+        result.update(class_names=["plane", "truck"], target_test_per_class=[acc - .1, acc + .1])
+        path.write_text(json.dumps(result))
+
+    bench = Benchmark("visda2017", "VisDA-2017", BENCHMARKS["visda2017"].tasks, "class-mean")
+    tables = _run(bench, tmp_path / "visda", with_classes)
+    assert tables["columns"] == ["plane", "truck", "Avg"]
+    cdan = next(e for e in tables["table"] if e["method"] == "cdan")
+    assert [cdan[c][0] for c in tables["columns"]] == pytest.approx([60.5, 80.5, 70.5])
+    md = (tmp_path / "visda" / "benchmark.md").read_text()
+    assert "mean of per-class target test accuracies" in md
 
 
 def test_a_folder_holding_another_benchmark_is_refused(tmp_path, office_present):

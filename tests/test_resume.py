@@ -49,9 +49,13 @@ def _dalab(args: list[str], env: dict | None = None) -> subprocess.Popen:
 
 
 def comparable(run_dir: Path) -> dict[str, bytes]:
-    """Every file of a finished run folder, with the timing fields blanked."""
+    """Every file of a finished run folder, with the timing fields and the data root it
+    was started with (the environment, not the run) blanked."""
     files = {p.relative_to(run_dir).as_posix(): p.read_bytes()
              for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    config = json.loads(files["config.json"])
+    config["environment"].pop("data_root", None)
+    files["config.json"] = json.dumps(config).encode()
     for name in ("metrics.csv", "steps.csv"):
         rows = list(csv.DictReader(io.StringIO(files[name].decode())))
         for row in rows:

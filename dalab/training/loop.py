@@ -23,7 +23,7 @@ from torch import Tensor
 
 from dalab.data.augment import augment, random_resized_crop
 from dalab.errors import ConfigError, DataError
-from dalab.evaluation import count_correct
+from dalab.evaluation import confusion_counts, predict
 from dalab.methods import METHODS
 from dalab.models import BACKBONES, build_model, channel_stats
 from dalab.models.pretrained import load_init_weights, load_pretrained
@@ -76,6 +76,9 @@ class Result:
     # all: every target image trained (unlabelled) and tested, the benchmarks' convention;
     # heldout: the target's test split was never trained on
     target_split: str = "heldout"
+    # accuracy on each class of the target test set, in class_names order (VisDA's score
+    # is their mean); None without target labels
+    target_test_per_class: list[float] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -281,8 +284,13 @@ def finish_run(run: Run, monitor: Monitor) -> Result:
     model = run.method.evaluated
     validators = selector.finish(model, sets.evals.get("target_test"), **eval_kw)
     val_acc = selector.chosen()["score"] if cfg.select in ("source-val", "target-val") else None
-    tests = {name: count_correct(model, d.images, d.labels, **eval_kw).item() / len(d)
-             for name, d in sets.evals.items() if name.endswith("_test")}
+    counts = {name: confusion_counts(predict(model, d.images, **eval_kw), d.labels,
+                                     len(sets.class_names))
+              for name, d in sets.evals.items() if name.endswith("_test")}
+    tests = {name: c.diag().sum().item() / c.sum().item() for name, c in counts.items()}
+    per_class = (None if "target_test" not in counts else
+                 (counts["target_test"].diag().double()
+                  / counts["target_test"].sum(1).clamp_min(1)).tolist())
     _, train_on, test_on = PROTOCOLS[cfg.protocol]
     result = Result(
         protocol=cfg.protocol, method=cfg.trained_method, train_on=train_on, test_on=test_on,
@@ -295,6 +303,7 @@ def finish_run(run: Run, monitor: Monitor) -> Result:
         target_test_accuracy=tests.get("target_test"), device=str(eval_kw["device"]),
         class_names=list(sets.class_names), source=sets.source, target=sets.target,
         validators=validators, warnings=run.warns, target_split=sets.target_split,
+        target_test_per_class=per_class,
     )
     run.log(runfolder.summary_text(cfg, result))
     if out is not None:
