@@ -187,6 +187,32 @@ def test_dann_reverses_exactly_the_domain_gradient_of_the_features():
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("name", ["dann", "cdan", "mcc"])
+def test_joint_bn_normalises_source_and_target_as_one_batch(name):
+    """``joint_bn``: the losses are those of one forward of the concatenated batch
+    (tllib's); per domain (the default) they differ on a batch-norm network."""
+    xs, ys, xt = _batch()
+    xs = xs.expand(-1, 3, -1, -1)  # one shape, so the joint batch is a plain cat
+    losses = {}
+    for joint in (False, True):
+        torch.manual_seed(0)
+        cfg = make_config("quick", method=name, network="dann_bn", dropout=0.0,
+                          joint_bn=joint)  # no dropout: the forwards below are the same
+        method = METHODS[name](build_model("dann_bn", 3, [0.4] * 3, [0.25] * 3, 0.0,
+                                           size=SIZE), cfg)
+        torch.manual_seed(1)
+        losses[joint] = method.losses(xs, ys, xt, 0.5)
+    model = method.model
+    f = model.features(torch.cat([xs, xt]))
+    assert torch.allclose(model.classify(f[:8]), model.classify(features_st(
+        model, xs, xt, joint=True)[0]))
+    if name == "dann":
+        d = model.discriminate(f)
+        expected, _ = domain_bce(d[:8], d[8:])
+        torch.testing.assert_close(losses[True]["domain_loss"], expected)
+    assert not torch.allclose(losses[True]["loss"], losses[False]["loss"])
+
+
 @pytest.mark.parametrize("weight", [0.0, 0.5])
 def test_fixmatch_domain_term_trains_the_domain_head_only_when_asked(weight):
     torch.manual_seed(0)

@@ -172,7 +172,7 @@ class Aligned(Method):
 
     def losses(self, xs: Tensor, ys: Tensor, xt: Tensor | None, progress: float
                ) -> dict[str, Tensor]:
-        f_s, f_t = features_st(self.model, xs, xt)
+        f_s, f_t = features_st(self.model, xs, xt, self.cfg.joint_bn)
         logits_s, logits_t = self.model.classify(f_s), self.model.classify(f_t)
         cls = F.cross_entropy(logits_s, ys)
         term, figures = self.align(f_s, f_t, logits_s, logits_t, progress)

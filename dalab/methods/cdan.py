@@ -7,8 +7,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dalab.methods.base import Method
-from dalab.methods.common import (accuracy, entropy, features_st, grad_reverse, grl_weight,
-                                  mlp, widths)
+from dalab.methods.common import (
+    accuracy, discriminate_st, entropy, features_st, grad_reverse, grl_weight, mlp, widths,
+)
 from dalab.methods.dann import domain_bce
 from dalab.models import Classifier
 
@@ -59,12 +60,14 @@ class CDAN(Method):
 
     def losses(self, xs: Tensor, ys: Tensor, xt: Tensor, progress: float
                ) -> dict[str, Tensor]:
-        f_s, f_t = features_st(self.model, xs, xt)
+        joint = self.cfg.joint_bn
+        f_s, f_t = features_st(self.model, xs, xt, joint)
         logits_s, logits_t = self.model.classify(f_s), self.model.classify(f_t)
         cls = F.cross_entropy(logits_s, ys)
         lam = self.grl_weight(progress)
-        d_s = self.discriminator(grad_reverse(self.condition(f_s, logits_s), lam)).squeeze(1)
-        d_t = self.discriminator(grad_reverse(self.condition(f_t, logits_t), lam)).squeeze(1)
+        d_s, d_t = discriminate_st(self.discriminator,
+                                   grad_reverse(self.condition(f_s, logits_s), lam),
+                                   grad_reverse(self.condition(f_t, logits_t), lam), joint)
         weights = None
         if self.entropy_conditioning:
             w_s = 1.0 + torch.exp(-entropy(logits_s.detach(), reduce=False))

@@ -82,18 +82,34 @@ def grl_weight(schedule: str, maximum: float, progress: float) -> float:
 
 
 # -- the forward pass of both domains ---------------------------------------------------------
-def features_st(model: Classifier, xs: Tensor, xt: Tensor) -> tuple[Tensor, Tensor]:
+def features_st(model: Classifier, xs: Tensor, xt: Tensor, joint: bool = False
+                ) -> tuple[Tensor, Tensor]:
     """Features ``(N, D)`` of source ``xs`` and ``(M, D)`` of target ``xt``.
 
     With batch norm in the network, each domain goes through separately, so each batch
-    is normalised with its own statistics (the strongest public DANN code does this;
-    a joint batch mixes two distributions in one mean and variance). Without batch norm
-    both go through in one pass when their shapes agree (same result, fewer launches).
+    is normalised with its own statistics (the strongest public DANN code for digits
+    does this), unless ``joint``: one batch of both domains, normalised together (as
+    tllib trains its photo backbones and heads). Without batch norm both go through in
+    one pass when their shapes agree (same result, fewer launches).
     """
-    if xs.shape[1:] == xt.shape[1:] and not batch_norms(model):
+    n = xs.shape[0]
+    if xs.shape[1:] == xt.shape[1:] and (joint or not batch_norms(model)):
         f = model.features(torch.cat([xs, xt]))
-        return f[:xs.shape[0]], f[xs.shape[0]:]
+        return f[:n], f[n:]
+    if joint:  # images of different channel counts: joined once preprocessed
+        f = model.feature_extractor(torch.cat([model.preprocess(xs), model.preprocess(xt)]))
+        return f[:n], f[n:]
     return model.features(xs), model.features(xt)
+
+
+def discriminate_st(head: nn.Module, a_s: Tensor, a_t: Tensor, joint: bool = False
+                    ) -> tuple[Tensor, Tensor]:
+    """Domain logits ``(N,)`` and ``(M,)`` of a discriminator ``head`` on source and
+    target inputs: each domain alone (its batch norm, if any, per domain) or ``joint``."""
+    if joint:
+        d = head(torch.cat([a_s, a_t])).reshape(-1)
+        return d[:a_s.shape[0]], d[a_s.shape[0]:]
+    return head(a_s).reshape(-1), head(a_t).reshape(-1)
 
 
 def widths(model: Classifier) -> tuple[int, int]:

@@ -7,7 +7,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dalab.methods.base import Method
-from dalab.methods.common import accuracy, features_st, grad_reverse, grl_weight
+from dalab.methods.common import (
+    accuracy, discriminate_st, features_st, grad_reverse, grl_weight,
+)
 from dalab.models import Classifier
 
 
@@ -42,11 +44,12 @@ class DANN(Method):
 
     def losses(self, xs: Tensor, ys: Tensor, xt: Tensor, progress: float
                ) -> dict[str, Tensor]:
-        f_s, f_t = features_st(self.model, xs, xt)
+        joint = self.cfg.joint_bn
+        f_s, f_t = features_st(self.model, xs, xt, joint)
         logits = self.model.classify(f_s)
         cls = F.cross_entropy(logits, ys)
         lam = self.grl_weight(progress)
-        dom, dom_acc = domain_bce(self.model.discriminate(grad_reverse(f_s, lam)),
-                                  self.model.discriminate(grad_reverse(f_t, lam)))
+        dom, dom_acc = domain_bce(*discriminate_st(
+            self.model.domain_head, grad_reverse(f_s, lam), grad_reverse(f_t, lam), joint))
         return {"loss": cls + dom, "class_loss": cls, "domain_loss": dom,
                 "train_acc": accuracy(logits, ys), "domain_acc": dom_acc}

@@ -136,6 +136,7 @@ class Config:
     # -- model selection ---------------------------------------------------------------
     select: str = "none"  # none (last) | source-val | target-val (oracle) | entropy | im | bnm | snd | dev | classami
     target_bn: bool = False  # tst_tt: evaluate with batch-norm statistics re-estimated on target images
+    joint_bn: bool = False  # train batch norm on source + target as one batch (tllib), not per domain
     weight_ema: float = 0.0  # evaluate/save a moving average of the weights: decay per step (0 = off)
     validators: bool = True  # score every unsupervised validator each epoch (always when select is one)
     early_stopping: bool = False  # stop when patience runs out (select source-val or target-val)
@@ -191,7 +192,7 @@ class Config:
             _check_range(self, name, 0.0, math.inf)
         for name in ("early_stopping", "amp", "channels_last", "compile", "cuda_graphs",
                      "keep_checkpoints", "validators", "target_bn", "freeze_backbone",
-                     "nesterov"):
+                     "nesterov", "joint_bn"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
         if self.pretrained is not None and (not isinstance(self.pretrained, str)
