@@ -143,12 +143,29 @@ def test_a_class_mean_benchmark_tables_each_class_and_their_mean(tmp_path, offic
     assert "mean of per-class target test accuracies" in md
 
 
-def test_a_folder_holding_another_benchmark_is_refused(tmp_path, office_present):
-    out = tmp_path / "table"
-    _run(_fake_bench(tmp_path), out)
+def test_a_table_grows_by_seeds_and_methods_and_refuses_another(tmp_path, office_present):
+    out, calls = tmp_path / "table", []
+
+    def counted(cfg, out, log=print):
+        calls.append(Path(out).name)
+        fake_train(cfg, out, log)
+
+    def run(methods, seeds, **kw):
+        return run_benchmark(_fake_bench(tmp_path), methods, out, seeds=seeds,
+                             preset="quick", train_fn=counted, log=lambda s: None,
+                             runtime={"cache_dir": str(tmp_path)}, epochs=3, **kw)
+
+    run(["dann"], [0])
+    assert len(calls) == 4  # 2 tasks × (source only, dann)
+    tables = run(["cdan"], [1])  # grows to dann + cdan, seeds 0 + 1: 12 runs, 8 new
+    assert len(calls) == 12 and tables["runs"] == 12
+    assert [e["method"] for e in tables["table"]] == ["source only", "dann", "cdan"]
+    assert json.loads((out / "benchmark.json").read_text())["seeds"] == [0, 1]
     with pytest.raises(ConfigError, match="another benchmark"):
-        run_benchmark(_fake_bench(tmp_path), ["dann"], out, seeds=[0, 1], preset="quick",
-                      train_fn=fake_train, log=lambda s: None)
+        run(["dann"], [0], oracle=True)
+    with pytest.raises(ConfigError, match="another benchmark"):
+        run_benchmark(_fake_bench(tmp_path), ["dann"], out, seeds=[0], preset="speedrun",
+                      train_fn=counted, log=lambda s: None)
 
 
 def test_missing_data_stop_the_table_before_any_run(tmp_path):

@@ -64,6 +64,8 @@ def run_benchmark(bench: Benchmark, methods: list[str], out: str | Path, *, seed
     out = Path(out)
     if list(methods) == ["all"]:
         methods = [m for m in METHODS if m != "source_only"]
+    if not methods or not seeds:
+        raise ConfigError("benchmark: give at least one method and one seed")
     missing = [f"{spec}: {how}" for spec in dict.fromkeys(
         s for t in bench.tasks for s in (t.source, t.target))
         for status, how in [availability(spec, data_root, cache_dir)] if status == "missing"]
@@ -74,33 +76,41 @@ def run_benchmark(bench: Benchmark, methods: list[str], out: str | Path, *, seed
     record = json.loads(json.dumps({  # as benchmark.json will hold it
         "benchmark": asdict(bench), "methods": list(methods), "preset": preset,
         "seeds": [int(s) for s in seeds], "oracle": oracle}))
-    _check_record(out, record)
+    record = _grown_record(out, record)
     write_json_atomic(out / BENCHMARK_FILE, record)
     runtime = {**(compare_kw.pop("runtime", None) or {}),
                **{k: v for k, v in (("data_root", data_root), ("cache_dir", cache_dir))
                   if v is not None}}
     failed: dict = {}
-    for i, task in enumerate(bench.tasks, 1):
-        log(f"benchmark {bench.name}: task {i}/{len(bench.tasks)} {task.label} "
-            f"({task.source} → {task.target})")
-        outcome = compare(list(methods), out / "tasks" / task.folder, seeds=seeds,
-                          preset=preset, references=("ts_tt", "tt_tt") if oracle
-                          else ("ts_tt",), runtime=runtime, log=log, select=select,
-                          source=task.source, target=task.target, **compare_kw)
-        failed.update({f"{task.folder}/{k}": v for k, v in outcome["failed"].items()})
-    return {**write_benchmark(out), "failed": failed}
+    # seed by seed, so that a stopped table has whole seeds; the table after every task
+    for seed in record["seeds"]:
+        for i, task in enumerate(bench.tasks, 1):
+            log(f"benchmark {bench.name}: seed {seed}, task {i}/{len(bench.tasks)} "
+                f"{task.label} ({task.source} → {task.target})")
+            outcome = compare(record["methods"], out / "tasks" / task.folder, seeds=[seed],
+                              preset=preset, references=("ts_tt", "tt_tt") if oracle
+                              else ("ts_tt",), extend=True, runtime=runtime, log=log,
+                              select=select, source=task.source, target=task.target,
+                              **compare_kw)
+            failed.update({f"{task.folder}/{k}": v for k, v in outcome["failed"].items()})
+            tables = write_benchmark(out)
+    return {**tables, "failed": failed}
 
 
-def _check_record(out: Path, record: dict) -> None:
-    """Refuse a folder that holds another benchmark (tasks, methods, preset, seeds)."""
+def _grown_record(out: Path, record: dict) -> dict:
+    """The record to run: ``record``, grown by the seeds and methods already in ``out``
+    (a table grows by seeds and methods); another benchmark there (tasks, preset,
+    options) is refused."""
     path = out / BENCHMARK_FILE
     if not path.exists():
-        return
+        return record
     stored = json.loads(path.read_text(encoding="utf-8"))
-    diffs = [k for k in record if stored.get(k) != record[k]]
+    diffs = [k for k in record if k not in ("seeds", "methods") and stored.get(k) != record[k]]
     if diffs:
         raise ConfigError(f"{path} holds another benchmark ({', '.join(diffs)} differ); rerun "
                           "with the same arguments to resume, or choose another --out")
+    return {**record, **{k: list(dict.fromkeys([*stored[k], *record[k]]))
+                         for k in ("seeds", "methods")}}
 
 
 # -- the table ------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ def compare(methods: list[str], out: str | Path, *, seeds=(0,), thetas=None,
             runtime: dict | None = None, address: str | None = None,
             cpus_per_point: float | None = None, gpus_per_point: float = 0.0,
             pack: int = 1, retries: int = 2, references: tuple[str, ...] = tuple(REFERENCES),
+            extend: bool = False,
             train_fn: TrainFn = engine_train, log=print, **overrides) -> dict:
     """Train (or resume) a comparison of ``methods`` into ``out``; write its tables.
 
@@ -61,6 +62,9 @@ def compare(methods: list[str], out: str | Path, *, seeds=(0,), thetas=None,
     references
         The reference protocols run beside the methods: ``ts_tt`` (source only) and
         ``tt_tt`` (target trained, the oracle), by default both.
+    extend
+        Grow the grid stored in ``out`` by these seeds, θ and methods (the other
+        options must be the same) instead of refusing it.
     jobs, backend, runtime, address, cpus_per_point, gpus_per_point, pack, retries, train_fn
         As for :func:`dalab.sweep.run_sweep`.
 
@@ -92,10 +96,11 @@ def compare(methods: list[str], out: str | Path, *, seeds=(0,), thetas=None,
                      thetas=[float(t) for t in (thetas or [base.theta])],
                      lambdas=[base.grl_lambda], presets=[preset],
                      seeds=[int(s) for s in seeds], overrides=overrides)
-    check_spec(out, spec)  # a folder holding another grid is refused before anything is written
-    write_json_atomic(out / COMPARE_FILE, {"methods": list(methods), "preset": preset,
+    # a folder holding another grid is refused before anything is written (or grown)
+    spec = check_spec(out, spec, extend)
+    write_json_atomic(out / COMPARE_FILE, {"methods": spec.methods, "preset": preset,
                                            "select": overrides["select"]})
-    outcome = run_sweep(spec, out, jobs=jobs, backend=backend, runtime=runtime,
+    outcome = run_sweep(spec, out, jobs=jobs, backend=backend, runtime=runtime, extend=extend,
                         address=address, cpus_per_point=cpus_per_point,
                         gpus_per_point=gpus_per_point, pack=pack, retries=retries,
                         train_fn=train_fn, log=log)

