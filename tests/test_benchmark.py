@@ -195,6 +195,7 @@ def test_pair_file_tasks_and_repeats(tmp_path):
     bench = load_pairs(path)
     assert [t.label for t in bench.tasks] == ["mnist→usps", "usps→mnist"]
     assert bench.tasks[0] == Task("mnist→usps", "mnist", "usps")
+    assert bench.preset == "quick" and BENCHMARKS["office31"].preset == "office-cpu"
     path.write_text("mnist > usps\nmnist >  usps\n")
     with pytest.raises(ConfigError, match="line 2: the pair mnist→usps is already listed"):
         load_pairs(path)

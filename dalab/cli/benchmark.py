@@ -42,8 +42,8 @@ def add_parser(sub, common) -> None:
                    "%(default)s)")
     g.add_argument("--seeds", default="0", metavar="LIST", help="seeds (default: %(default)s)")
     g.add_argument("--preset", default=None,
-                   help="preset of every run (default: office-cpu for photos, quick for "
-                   "digits)")
+                   help="preset of every run (default: quick when every domain is digits, "
+                   "else office-cpu)")
     g.add_argument("--oracle", action="store_true",
                    help="also train on the labelled target (the target-trained row)")
     add_running_options(p, "benchmark folder", out_required=False)
@@ -66,7 +66,7 @@ def run(args) -> int:
     bench = find_benchmark(args.name)
     runtime, overrides = split_overrides(args, SWEPT)
     runtime = {k: v for k, v in runtime.items() if k not in ("data_root", "cache_dir")}
-    preset = args.preset or ("quick" if bench.name == "digits" else "office-cpu")
+    preset = args.preset or bench.preset
     tables = run_benchmark(bench, parse_list(args.methods, str, "--methods"), args.out,
                            seeds=parse_list(args.seeds, int, "--seeds"), preset=preset,
                            oracle=args.oracle, data_root=args.data_root,

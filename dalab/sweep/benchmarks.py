@@ -47,6 +47,13 @@ class Benchmark:
     def published(self) -> list[Published]:
         return PUBLISHED.get(self.name, [])
 
+    @property
+    def preset(self) -> str:
+        """The default preset: ``quick`` when every domain is digits, else
+        ``office-cpu``."""
+        kinds = {s.split(":")[0] for t in self.tasks for s in (t.source, t.target)}
+        return "quick" if kinds <= DIGIT_KINDS else "office-cpu"
+
 
 def _pairs(kind: str, letters: dict[str, str], labels: list[str]) -> tuple[Task, ...]:
     """Tasks of ``kind:DOMAIN`` specs from labels such as ``A→W`` (letters -> domains)."""
@@ -57,6 +64,7 @@ def _pairs(kind: str, letters: dict[str, str], labels: list[str]) -> tuple[Task,
     return tuple(tasks)
 
 
+DIGIT_KINDS = {"mnist", "mnistm", "mnistm-official", "usps", "digits", "syndigits"}
 OFFICE31 = {"A": "amazon", "D": "dslr", "W": "webcam"}
 OFFICEHOME = {"Ar": "Art", "Cl": "Clipart", "Pr": "Product", "Rw": "Real_World"}
 DOMAINNET = {"c": "clipart", "i": "infograph", "p": "painting", "q": "quickdraw",
