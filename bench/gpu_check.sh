@@ -26,8 +26,12 @@
 #                   ResNet-50's weights must be in gpu-data/ (resnet50-0676ba61.pth:
 #                   the machine is offline), else EfficientNet-Lite0 from gpu-data/cache;
 #   office          the office preset, A -> W and D -> A, DANN, seed 0, side by side;
+#   distributed     the data-parallel path on NCCL: one epoch of speedrun-gpu alone and
+#                   under torchrun with one process (--distributed), images/s and
+#                   accuracies of both (bench/distributed.py, a JSON line each), then
+#                   the torchrun run with --sync-bn (distributed-sync-bn.json);
 # STEPS picks some (default: prepare tests bench speedrun sweep_packed sweep_unpacked
-# sota_probe), e.g. STEPS="prepare sota_variants".
+# sota_probe), e.g. STEPS="prepare sota_variants" or STEPS="prepare distributed".
 #
 # Data: MNIST and BSDS500 copied into the git-ignored gpu-data/ of the checkout:
 #   mkdir -p gpu-data && cp -r "$DALAB_DATA"/mnist "$DALAB_DATA"/BSR gpu-data/
@@ -116,6 +120,13 @@ office() {  # A -> W and D -> A side by side, the whole recipe
     wait
 }
 
+distributed() {  # the same epoch alone and as a torchrun job of one process (NCCL)
+    local flags="--preset speedrun-gpu --device cuda --epochs 1 --log-every 26 --cuda-graphs false"
+    $PY bench/distributed.py --out "$DATA/runs/distributed" --processes 1 -- $flags \
+        && $PY -m torch.distributed.run --standalone --nproc_per_node 1 -m dalab -q train \
+            $flags --distributed --sync-bn --out "$DATA/runs/distributed/sync-bn"
+}
+
 sota_gpu() {  # three seeds side by side; each run folder holds its time and figures
     for seed in 0 1 2; do
         $PY -m dalab train --preset sota-gpu --device cuda --seed $seed \
@@ -129,7 +140,8 @@ sota_gpu() {  # three seeds side by side; each run folder holds its time and fig
 SWEEP=(--theta 0.2,0.4,0.6,0.8,1.0 --lambda 0,0.03,0.1,0.3,1 --protocol ts_tt,tst_tt
        --seeds 0 --preset quick --device cuda)
 
-export -f prepare sota_gpu sota_variants speedrun_variants compare office office_weights
+export -f prepare sota_gpu sota_variants speedrun_variants compare office office_weights \
+    distributed
 export PY OUT DATA VARIANTS=${VARIANTS:-"--preset speedrun"}
 # longer training, the network without the input's instance norm, and the previous
 # sota-gpu (dann_bn, 12 epochs) on the same card
@@ -179,6 +191,8 @@ if [[ " $STEPS " == *" office "* ]]; then
         cp "$run/metrics.csv" "$OUT/$(basename "$run").csv" 2>/dev/null
     done
 fi
+step distributed 150 bash -c distributed
+cp "$DATA/runs/distributed/sync-bn/result.json" "$OUT/distributed-sync-bn.json" 2>/dev/null
 step compare 420 bash -c compare
 if [[ " $STEPS " == *" compare "* ]]; then  # the runs' results and curves, no weights
     (cd "$DATA/runs" && tar -czf "$OUT/compare.tar.gz" --exclude='*.safetensors' \

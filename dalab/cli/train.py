@@ -9,7 +9,10 @@ default dann: source labels + unlabelled target, test target; see docs/methods.m
 The run folder gets config.json, metrics.csv, summary.txt, model.safetensors,
 curves.png and, last, result.json. A checkpoint is written after every epoch: running
 the same command on an unfinished run folder resumes it; a finished one is not
-retrained."""
+retrained. Under torchrun (`torchrun --nproc_per_node N -m dalab train ...`) the run
+trains data-parallel over the N processes, each on batch-size / N images of every
+batch, rank 0 writing the run folder (docs/cluster.md); --distributed asks for it
+explicitly, --sync-bn synchronises batch norm over the processes (CUDA)."""
 
 
 def add_parser(sub, common) -> None:

@@ -46,7 +46,7 @@ CHOICES = {
 # between a run (or sweep) and its resumption (another machine, other --jobs).
 RUNTIME_FIELDS = frozenset({"device", "threads", "data_root", "cache_dir", "keep_checkpoints",
                             "log_every", "logger", "tracking_uri", "cuda_graphs", "data_in",
-                            "memory_budget"})
+                            "memory_budget", "distributed", "sync_bn"})
 
 
 @dataclass
@@ -156,6 +156,9 @@ class Config:
     #   the memory-mapped store on disk batch by batch; auto: memory when within memory_budget
     memory_budget: float = 8.0  # GiB of training images data_in=auto holds in memory
     keep_checkpoints: bool = False  # keep every epoch's checkpoint (default: the last, until done)
+    distributed: bool = False  # train data-parallel over torchrun's processes (automatic
+    #   under torchrun with WORLD_SIZE > 1); each takes batch_size / WORLD_SIZE of every batch
+    sync_bn: bool = False  # distributed on CUDA: batch norm over the global batch (SyncBatchNorm)
     # -- monitoring (no effect on the result) ----------------------------------------------
     log_every: int = 0  # steps between rows of steps.csv (0 = about 300 rows per run)
     logger: str = "none"  # experiment tracker: none | tensorboard | mlflow
@@ -192,7 +195,7 @@ class Config:
             _check_range(self, name, 0.0, math.inf)
         for name in ("early_stopping", "amp", "channels_last", "compile", "cuda_graphs",
                      "keep_checkpoints", "validators", "target_bn", "freeze_backbone",
-                     "nesterov", "joint_bn"):
+                     "nesterov", "joint_bn", "distributed", "sync_bn"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
         if self.pretrained is not None and (not isinstance(self.pretrained, str)

@@ -6,16 +6,19 @@ checkpoint: :func:`dalab.training.epoch_end.end_epoch`), the end of the run
 (:func:`finish_run`). The whole data set lives on the device as uint8; each batch is a
 slice of a seeded ``randperm``. Inside an epoch the loop never waits on the device: the
 monitor (:mod:`dalab.training.monitor`) sums the step figures as tensors and reads them
-at its logging interval.
+at its logging interval. Under torchrun the same loop trains one run data-parallel: the
+hooks of :class:`dalab.training.distributed.Ranks` (no-ops in a lone run) shard each
+batch, average gradients and figures, and leave the run folder to rank 0.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -29,7 +32,7 @@ from dalab.models import BACKBONES, build_model, channel_stats
 from dalab.models.pretrained import load_init_weights, load_pretrained
 from dalab.paths import folder_lock, resolve_cache_dir, resolve_data_root
 from dalab.progress import info
-from dalab.training import checkpoint, frozen, resume
+from dalab.training import checkpoint, distributed, frozen, resume
 from dalab.training.allocator import keep_freed_memory
 from dalab.training.batches import batch_source
 from dalab.training.config import PROTOCOLS, Config, epoch_steps
@@ -109,6 +112,7 @@ def batch_indices(n: int, batch: int, steps: int, gen: torch.Generator) -> Tenso
 
 
 def _prepare(cfg: Config, device: torch.device, log):
+    distributed.refuse_outside_session(cfg)  # a pack's member
     keep_freed_memory()  # CPU steps reuse their buffers instead of mmap/munmap
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -180,23 +184,33 @@ def train(cfg: Config, out: Path | None = None, log: Callable[[str], None] = inf
     (``dalab bench`` times the loop and evaluates periodically through it). A run
     folder is locked while training; an unfinished one resumes from its last
     checkpoint (with other settings only when ``resume_changed``), a finished one is
-    returned as it is (:mod:`dalab.training.resume`).
+    returned as it is (:mod:`dalab.training.resume`). Under torchrun (or with
+    ``cfg.distributed``) each process trains its share of every batch and rank 0 alone
+    locks, resumes and writes the folder (:mod:`dalab.training.distributed`).
     """
-    if out is None:
-        return _train(cfg, None, log, on_step, resume.Start())
-    with folder_lock(out, what="dalab process"):
-        begin = resume.start_run(Path(out), cfg, log, resume_changed)
+    with (distributed.session(cfg, resolve_device(cfg.device)) as ranks,
+          contextlib.ExitStack() as held):
+        folder = Path(out) if out is not None and ranks.lead else None
+
+        def start() -> resume.Start:
+            if folder is None:
+                return resume.Start()
+            held.enter_context(folder_lock(folder, what="dalab process"))
+            return resume.start_run(folder, cfg, log, resume_changed)
+
+        begin = ranks.from_lead(start)  # every rank resumes from rank 0's checkpoint
         if begin.result is not None:
             return Result.from_dict(begin.result, str(Path(out) / "result.json"))
-        return _train(cfg, Path(out), log, on_step, begin)
+        return _train(cfg, folder, log if ranks.lead else lambda _: None, on_step, begin,
+                      ranks)
 
 
 def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
-           begin: resume.Start) -> Result:
+           begin: resume.Start, ranks: distributed.Ranks) -> Result:
     from dalab.training import runfolder  # matplotlib etc. only when writing
 
     start = time.perf_counter()
-    device = resolve_device(cfg.device)
+    device = ranks.device(resolve_device(cfg.device))
     amp = _prepare(cfg, device, log)
     sets = load_sets(cfg)
     model = _build(cfg, sets, device, log)
@@ -205,7 +219,8 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
     method = METHODS[cfg.trained_method](model, cfg).to(device)  # owns its optimisers
     state = begin.state
     if out is not None and (state is None or begin.changes):
-        runfolder.write_config(out, cfg, device, begin.changes, state.epoch if state else 0)
+        runfolder.write_config(out, cfg, device, begin.changes, state.epoch if state else 0,
+                               processes=ranks.world)
 
     source = batch_source(sets.labelled.images, device, cfg)
     target = batch_source(sets.unlabelled, device, cfg) if sets.unlabelled is not None else None
@@ -221,21 +236,26 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
               {"source": gen_s, "target": gen_t, "augment": gen_aug}, eval_kw, start=start)
     if state is not None:
         run.resume(state)
-    graph = (None if source.streamed or (target is not None and target.streamed) or sets.crop
+    ranks.join(method)
+    graph = (None if ranks.active or source.streamed or (target is not None and target.streamed)
+             or sets.crop
              else captured_step(cfg, method, (source.images, ys_all, target and target.images),
                                 gen_aug, sets.channels, device))
     log(f"train {cfg.protocol} ({cfg.trained_method}, {cfg.network}, {device}): "
         f"{sets.source} -> {sets.target}, {len(sets.class_names)} classes, {cfg.size} px; "
         f"{len(ys_all)} labelled, {0 if target is None else len(target)} unlabelled"
         f"{' (read from disk)' if source.streamed else ''}, target split {sets.target_split}, "
-        f"{cfg.epochs} epochs x {steps_per_epoch} steps of {cfg.batch_size}")
-    monitor = Monitor(cfg, out, method, steps_per_epoch, log, done=len(run.rows),
-                      spent=run.spent)
+        f"{cfg.epochs} epochs x {steps_per_epoch} steps of {cfg.batch_size}"
+        f"{f' over {ranks.world} processes' if ranks.active else ''}")
+    # the other ranks track nothing (their figures are rank 0's)
+    monitor = Monitor(cfg if ranks.lead else replace(cfg, logger="none"), out, method,
+                      steps_per_epoch, log, done=len(run.rows), spent=run.spent)
 
     for epoch in range(len(run.rows), 0 if run.stopped else cfg.epochs):
         t_epoch = time.perf_counter()
-        idx_s = batch_indices(len(ys_all), cfg.batch_size, steps_per_epoch, gen_s)
-        idx_t = (batch_indices(len(target), cfg.batch_size, steps_per_epoch, gen_t)
+        ranks.seed(cfg.seed, epoch, gen_aug)
+        idx_s = ranks.shard(batch_indices(len(ys_all), cfg.batch_size, steps_per_epoch, gen_s))
+        idx_t = (ranks.shard(batch_indices(len(target), cfg.batch_size, steps_per_epoch, gen_t))
                  if target is not None else None)
         if graph is None:
             batches_s = source.batches(idx_s)
@@ -262,16 +282,18 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
                     xs = xs.contiguous(memory_format=torch.channels_last)
                     xt = (xt.contiguous(memory_format=torch.channels_last) if xt is not None
                           else None)
-                figures = method.update(xs, ys, xt, progress, lr)
+                figures = ranks.average(method.update(xs, ys, xt, progress, lr))
             method.update_average()
             run.step += 1
+            ranks.crash_for_tests(run.step)
             monitor.step(run.step, progress, lr, figures)
             if on_step is not None:
                 on_step(run.step, method.evaluated)
-        if end_epoch(run, monitor, epoch, progress, t_epoch):
+        ranks.average_statistics(method)
+        if ranks.agree(end_epoch(run, monitor, epoch, progress, t_epoch)):
             break
 
-    return finish_run(run, monitor)
+    return ranks.agree(finish_run(run, monitor))
 
 
 def finish_run(run: Run, monitor: Monitor) -> Result:
