@@ -115,18 +115,23 @@ def _grown_record(out: Path, record: dict) -> dict:
 
 # -- the table ------------------------------------------------------------------------------
 
+def task_runs(out: Path, record: dict):
+    """``(task, its folder, its finished runs' rows)`` for every task begun."""
+    for t in record["benchmark"]["tasks"]:
+        task = Task(**t)
+        folder = out / "tasks" / task.folder
+        if (folder / SPEC_FILE).exists():
+            spec = SweepSpec.from_json(json.loads((folder / SPEC_FILE).read_text()))
+            yield task, folder, collect_rows(folder, expand_grid(spec))
+
+
 def run_rows(out: Path, record: dict) -> list[dict]:
     """One row per finished run of every task: its score (accuracy, or the mean of
     per-class accuracies for a ``class-mean`` benchmark)."""
     rows = []
     class_mean = record["benchmark"]["metric"] == "class-mean"
-    for t in record["benchmark"]["tasks"]:
-        task = Task(**t)
-        folder = out / "tasks" / task.folder
-        if not (folder / SPEC_FILE).exists():
-            continue
-        spec = SweepSpec.from_json(json.loads((folder / SPEC_FILE).read_text()))
-        for r in collect_rows(folder, expand_grid(spec)):
+    for task, folder, finished in task_runs(out, record):
+        for r in finished:
             result = json.loads((folder / "runs" / r["name"] / "result.json").read_text())
             per_class = result.get("target_test_per_class")
             if class_mean and not per_class:
@@ -209,12 +214,8 @@ def write_benchmark(out: str | Path) -> dict:
 
 def _regret(out: Path, record: dict) -> list[dict]:
     """The selection rules' regret over every adaptation run of every task."""
-    regret = []
-    for t in record["benchmark"]["tasks"]:
-        folder = out / "tasks" / Task(**t).folder
-        if (folder / SPEC_FILE).exists():
-            spec = SweepSpec.from_json(json.loads((folder / SPEC_FILE).read_text()))
-            regret += regret_rows(folder, collect_rows(folder, expand_grid(spec)))
+    regret = [r for _, folder, finished in task_runs(out, record)
+              for r in regret_rows(folder, finished)]
     return regret_table(regret, record["methods"]) if regret else []
 
 
