@@ -290,5 +290,8 @@ def session(cfg, device: torch.device) -> Iterator[Ranks]:
                 warnings.simplefilter("ignore")
             yield Ranks(rank, world, local, True,
                         int(kill[2]) if kill[0] == str(rank) and kill[2] else 0)
+        # Every rank done before any tears its group down: a rank that leaves while
+        # another still reads the last broadcast can abort that one's Gloo threads
+        dist.barrier()
     finally:
         dist.destroy_process_group()
