@@ -166,6 +166,60 @@ def test_frozen_backbone_features_are_cached_reused_and_invalidated(photos, back
     assert len(list(cache.glob("*.safetensors"))) == 6
 
 
+def test_feature_views_are_cached_once_for_every_seed_and_drawn_per_image(photos,
+                                                                          backbone_file,
+                                                                          tmp_path):
+    from safetensors.torch import load_file
+
+    from dalab.data.augment import random_resized_crop
+    from dalab.training import frozen
+    from dalab.training.runfolder import load_model
+
+    kw = dict(network="resnet18", pretrained=str(backbone_file), freeze_backbone=True,
+              size=32, resize=36, epochs=1, target_split="all")
+    cache = tmp_path / "cache" / "features"
+    first: list[str] = []
+    viewed = train(_cfg(photos, tmp_path, feature_views=2, **kw), tmp_path / "a",
+                   log=first.append)
+    # the centre of each domain and two views of each: six entries, made once
+    assert len(list(cache.glob("*.safetensors"))) == 6
+    assert sum("view 1 at 32 px" in line for line in first) == 0  # computed quietly
+    again: list[str] = []
+    train(_cfg(photos, tmp_path, feature_views=2, seed=5, method="mcc", **kw),
+          tmp_path / "b", log=again.append)
+    assert sum("read from the cache" in line for line in again) == 6
+    assert sum("view 1 at 32 px" in line for line in again) == 2
+    # a view is the backbone on that view's random crops, the same draws in every run
+    model, _ = load_model(tmp_path / "a")
+    sets = load_sets(_cfg(photos, tmp_path, feature_views=2, **kw))
+    view = frozen.View(1, 32)
+    crops = random_resized_crop(sets.labelled.images, 32, view.generator(), frozen.CROP_SCALE)
+    model.eval()
+    with torch.no_grad():
+        expected = model.feature_extractor.frozen_part(model.preprocess(crops))
+    entries = [load_file(p)["features"] for p in cache.glob("*.safetensors")]
+    assert any(e.shape == expected.shape and torch.allclose(e, expected, atol=1e-4)
+               for e in entries)
+    centre = frozen.View()
+    assert str(centre) == "centre" and centre.generator() is None
+    # a step takes one view per image, drawn by the run's augmentation generator
+    batch = torch.arange(12.0).view(3, 2, 2)  # 3 images, 2 views, 2 features
+    picked = frozen.pick_views(batch, torch.Generator().manual_seed(0))
+    assert picked.shape == (3, 2)
+    assert all(any(torch.equal(picked[i], batch[i, k]) for k in range(2)) for i in range(3))
+    plain = train(_cfg(photos, tmp_path, **kw), tmp_path / "c", log=lambda s: None)
+    a, c = (load_file(tmp_path / name / "model.safetensors") for name in "ac")
+    assert any(not torch.equal(a[k], c[k]) for k in a)  # views train otherwise
+    assert 0 <= viewed.target_test_accuracy <= 1 and 0 <= plain.target_test_accuracy <= 1
+
+
+def test_feature_views_need_a_frozen_backbone(photos, tmp_path):
+    from dalab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="feature_views: .*frozen"):
+        _cfg(photos, tmp_path, feature_views=2)
+
+
 @pytest.mark.parametrize("how", [dict(freeze_backbone=True), dict(tune_blocks=1)])
 def test_a_model_trained_on_cached_features_classifies_images_the_same(how, photos,
                                                                        backbone_file, tmp_path):

@@ -64,6 +64,9 @@ class Config:
     #   its output is computed once and cached on disk, the rest trains on it
     tune_blocks: int = 0  # train only the backbone's last N blocks, the rest frozen and
     #   cached (0: every block, or none with freeze_backbone)
+    feature_views: int = 0  # frozen backbone: cache the features of N random training
+    #   views (resized crops + flips) of every training image; a step takes one of them
+    #   (0: the centre crop's features only, no augmentation)
     backbone_lr: float = 0.1  # learning rate of a pretrained backbone, times the run's lr
     dropout: float = 0.0  # dropout probability before each fully connected layer
     augment: str = "none"  # batch augmentation of labelled images: none | color (jitter)
@@ -211,7 +214,8 @@ class Config:
                 raise ConfigError(f"{name}: expected a positive integer, got "
                                   f"{getattr(self, name)!r}")
         for name in ("seed", "data_seed", "max_train", "max_eval", "threads", "patience",
-                     "log_every", "resize", "epoch_steps", "tune_blocks"):
+                     "log_every", "resize", "epoch_steps", "tune_blocks",
+                     "feature_views"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
                 raise ConfigError(f"{name}: expected a non-negative integer, got "
                                   f"{getattr(self, name)!r}")
@@ -225,6 +229,9 @@ class Config:
         if (self.freeze_backbone or self.tune_blocks) and not self.pretrained:
             raise ConfigError("freeze_backbone/tune_blocks: a frozen backbone needs trained "
                               "weights; give pretrained (imagenet or a FILE)")
+        if self.feature_views and not (self.freeze_backbone or self.tune_blocks):
+            raise ConfigError("feature_views: views of cached features need a frozen "
+                              "backbone (freeze_backbone or tune_blocks)")
         if self.early_stopping and self.select not in ("source-val", "target-val"):
             raise ConfigError(f"early_stopping: patience counts validation accuracy; set "
                               f"select to source-val or target-val (not {self.select!r})")

@@ -53,6 +53,17 @@ class Sets:
     target: str
     target_split: str = "heldout"  # all: the target's every image trains (unlabelled) and tests
     crop: int = 0  # photos: training takes random crops of this size, evaluation the centre
+    # Cached features of random training views, (N, views, D) (dalab.training.frozen):
+    # each step takes one view per image; ``labelled``/``unlabelled`` hold the centre's
+    labelled_views: Tensor | None = None
+    unlabelled_views: Tensor | None = None
+
+    def training(self) -> tuple[Tensor, Tensor | None]:
+        """What the training steps draw their batches from: the labelled and the
+        unlabelled images (or features), or their views."""
+        if self.labelled_views is not None:
+            return self.labelled_views, self.unlabelled_views
+        return self.labelled.images, self.unlabelled
 
     def eval_view(self, images: Tensor) -> Tensor:
         """``images`` as evaluation sees them: the centre ``crop`` (a view), or as they are."""

@@ -222,8 +222,9 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
         runfolder.write_config(out, cfg, device, begin.changes, state.epoch if state else 0,
                                processes=ranks.world)
 
-    source = batch_source(sets.labelled.images, device, cfg)
-    target = batch_source(sets.unlabelled, device, cfg) if sets.unlabelled is not None else None
+    labelled, unlabelled = sets.training()
+    source = batch_source(labelled, device, cfg)
+    target = batch_source(unlabelled, device, cfg) if unlabelled is not None else None
     ys_all = sets.labelled.labels.to(device)
     steps_per_epoch = epoch_steps(cfg, len(ys_all))
     total = cfg.epochs * steps_per_epoch
@@ -238,7 +239,7 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
         run.resume(state)
     ranks.join(method)
     graph = (None if ranks.active or source.streamed or (target is not None and target.streamed)
-             or sets.crop
+             or sets.crop or sets.labelled_views is not None
              else captured_step(cfg, method, (source.images, ys_all, target and target.images),
                                 gen_aug, sets.channels, device))
     log(f"train {cfg.protocol} ({cfg.trained_method}, {cfg.network}, {device}): "
@@ -278,6 +279,9 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
                 if sets.crop:  # photos: random resized crops and flips of both domains
                     xs = random_resized_crop(xs, sets.crop, gen_aug)
                     xt = random_resized_crop(xt, sets.crop, gen_aug) if xt is not None else None
+                elif sets.labelled_views is not None:  # their cached features
+                    xs = frozen.pick_views(xs, gen_aug)
+                    xt = frozen.pick_views(xt, gen_aug) if xt is not None else None
                 if cfg.channels_last and xs.dim() == 4:
                     xs = xs.contiguous(memory_format=torch.channels_last)
                     xt = (xt.contiguous(memory_format=torch.channels_last) if xt is not None
