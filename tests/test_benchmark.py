@@ -30,12 +30,14 @@ def pairs(tmp_path_factory) -> Path:
     return path
 
 
-def test_a_benchmark_of_two_tasks_and_two_methods_end_to_end(pairs, tmp_path):
+def test_a_benchmark_of_two_tasks_and_two_methods_end_to_end(pairs, tmp_path, capsys):
     out = tmp_path / "table"
     code = main(["-q", "benchmark", str(pairs), "--methods", "dann,mcc", "--seeds", "0",
                  "--preset", "quick", "--out", str(out), "--cache-dir", str(tmp_path / "c"),
                  *[f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]])
     assert code == 0
+    assert capsys.readouterr().out.splitlines() == [  # -q: the result line alone
+        f"benchmark: 6 runs in {out}/benchmark.md"]
     with open(out / "benchmark.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6  # 2 tasks × (source only, dann, mcc)

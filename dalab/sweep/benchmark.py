@@ -27,6 +27,7 @@ from pathlib import Path
 from dalab.data.domains import availability
 from dalab.errors import ConfigError, DataError
 from dalab.paths import write_json_atomic, write_text_atomic
+from dalab.progress import info
 from dalab.sweep.benchmarks import Benchmark, Task
 from dalab.sweep.comparison import (
     REFERENCES, compare, markdown_table, method_label, regret_rows, regret_table,
@@ -42,7 +43,7 @@ ORACLE_ROW = REFERENCES["tt_tt"]
 
 
 def run_benchmark(bench: Benchmark, methods: list[str], out: str | Path, *, seeds=(0,),
-                  preset: str = "office-cpu", oracle: bool = False, log=print,
+                  preset: str = "office-cpu", oracle: bool = False, log=info,
                   data_root=None, cache_dir=None, **compare_kw) -> dict:
     """Train (or resume) every task of ``bench`` for ``methods`` and ``seeds`` into
     ``out``; write the table.

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from dalab.errors import ConfigError
 from dalab.paths import write_json_atomic, write_text_atomic
+from dalab.progress import info
 from dalab.sweep.grid import SPEC_FILE, SweepSpec, check_spec, expand_grid
 from dalab.sweep.results import collect_rows, read_csv, to_csv
 from dalab.sweep.runner import TrainFn, engine_train, run_sweep
@@ -44,7 +45,7 @@ def compare(methods: list[str], out: str | Path, *, seeds=(0,), thetas=None,
             cpus_per_point: float | None = None, gpus_per_point: float = 0.0,
             pack: int = 1, retries: int = 2, references: tuple[str, ...] = tuple(REFERENCES),
             extend: bool = False,
-            train_fn: TrainFn = engine_train, log=print, **overrides) -> dict:
+            train_fn: TrainFn = engine_train, log=info, **overrides) -> dict:
     """Train (or resume) a comparison of ``methods`` into ``out``; write its tables.
 
     Parameters
