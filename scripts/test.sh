@@ -9,6 +9,6 @@ export DALAB_CACHE="${DALAB_CACHE:-$PWD/.dalab-cache}"   # generated MNIST-M set
 . .venv/bin/activate
 # torch first, pinned: a bare "torch" requirement would pull a multi-GB CUDA build.
 python -m pip install -q torch==2.13.0
-python -m pip install -q -e ".[test,ray,analysis,tensorboard,mlflow,pretrained]"   # their tests run too
+python -m pip install -q -e ".[test,ray,analysis,svhn,tensorboard,mlflow,pretrained]"   # their tests run too
 bash scripts/setup-browser.sh || echo "setup-browser failed: the report's browser test will be skipped" >&2
 python -m pytest -q "$@"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -165,6 +166,17 @@ def test_a_table_grows_by_seeds_and_methods_and_refuses_another(tmp_path, office
     assert json.loads((out / "benchmark.json").read_text())["seeds"] == [0, 1]
     with pytest.raises(ConfigError, match="another benchmark"):
         run(["dann"], [0], oracle=True)
+    # a benchmark that gained a task since (as digits gained S→M) grows the table
+    bench = _fake_bench(tmp_path)
+    grown = replace(bench, tasks=(*bench.tasks, replace(bench.tasks[0], label="again")),
+                    note="another note")
+    before = len(calls)
+    tables = run_benchmark(grown, ["dann"], out, seeds=[0], preset="quick", train_fn=counted,
+                           log=lambda s: None, runtime={"cache_dir": str(tmp_path)}, epochs=3)
+    assert len(calls) == before + 6 and tables["columns"][-2:] == ["again", "Avg"]
+    with pytest.raises(ConfigError, match="another benchmark"):  # one lost: another
+        run_benchmark(replace(bench, tasks=bench.tasks[:1]), ["dann"], out, seeds=[0],
+                      preset="quick", train_fn=counted, log=lambda s: None)
     with pytest.raises(ConfigError, match="another benchmark"):
         run_benchmark(_fake_bench(tmp_path), ["dann"], out, seeds=[0], preset="speedrun",
                       train_fn=counted, log=lambda s: None)
@@ -215,4 +227,7 @@ def test_list_shows_tasks_and_which_data_are_here(tmp_path, capsys):
     assert f"office31:amazon: present: {office}" in text
     assert "office31:webcam: missing: " in text and "office31:dslr: missing: " in text
     assert "usps: fetched: downloaded on first use" in text
+    assert "tasks: M→U, U→M, M→MM, S→M" in text
+    assert ("svhn: fetched: downloaded on first use (md5-checked" in text
+            or "svhn: present: " in text)  # a cache that holds SVHN already
     assert "visda2017: VisDA-2017, 1 task;" in text

@@ -44,8 +44,9 @@ def test_relative_paths_become_absolute(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("spec, message", [
     ("", "domain spec: expected a string"),
-    ("svhn", "unknown kind 'svhn'; choose one of mnist, mnistm, mnistm-official, digits, "
-             "syndigits, folder, usps, office31, officehome, visda2017, domainnet"),
+    ("cifar10", "unknown kind 'cifar10'; choose one of mnist, mnistm, mnistm-official, "
+                "digits, syndigits, folder, usps, svhn, office31, officehome, visda2017, "
+                "domainnet"),
     ("mnist:theta=1", "unknown option 'theta' for mnist; its options: none"),
     ("mnistm:thta=1", "unknown option 'thta' for mnistm; its options: theta, mode, mask, "
                       "seed, patches"),

@@ -100,8 +100,8 @@ def list_text(data_root=None, cache_dir=None) -> str:
         n = len(bench.tasks)
         lines += ["", f"{bench.name}: {bench.title}, {n} task{'s' if n > 1 else ''}"
                   + (f"; {bench.note}" if bench.note else "")
-                  + (f"; published rows: {bench.published[0].source}" if bench.published
-                     else ""),
+                  + ("; published rows: " + " / ".join(dict.fromkeys(
+                      p.source for p in bench.published)) if bench.published else ""),
                   wrap("tasks: " + ", ".join(t.label for t in bench.tasks), "    ")]
         for spec in dict.fromkeys(s for t in bench.tasks for s in (t.source, t.target)):
             status, how = availability(spec, data_root, cache_dir)

@@ -100,18 +100,27 @@ def run_benchmark(bench: Benchmark, methods: list[str], out: str | Path, *, seed
 
 def _grown_record(out: Path, record: dict) -> dict:
     """The record to run: ``record``, grown by the seeds and methods already in ``out``
-    (a table grows by seeds and methods); another benchmark there (tasks, preset,
-    options) is refused."""
+    (a table grows by seeds, methods and a benchmark's new tasks); another benchmark
+    there (tasks, preset, options) is refused."""
     path = out / BENCHMARK_FILE
     if not path.exists():
         return record
     stored = json.loads(path.read_text(encoding="utf-8"))
+    if _grown_tasks(stored.get("benchmark"), record["benchmark"]):
+        stored["benchmark"] = record["benchmark"]  # a benchmark that gained tasks since
     diffs = [k for k in record if k not in ("seeds", "methods") and stored.get(k) != record[k]]
     if diffs:
         raise ConfigError(f"{path} holds another benchmark ({', '.join(diffs)} differ); rerun "
                           "with the same arguments to resume, or choose another --out")
     return {**record, **{k: list(dict.fromkeys([*stored[k], *record[k]]))
                          for k in ("seeds", "methods")}}
+
+
+def _grown_tasks(stored, new: dict) -> bool:
+    """Whether ``new`` is the ``stored`` benchmark (its name and metric) with tasks added
+    since, as ``digits`` gained SVHN -> MNIST."""
+    return (isinstance(stored, dict) and all(stored.get(k) == new[k] for k in ("name", "metric"))
+            and all(t in new["tasks"] for t in stored.get("tasks", [])))
 
 
 # -- the table ------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ Sources
 -------
 - tllib: Transfer-Learning-Library, ``docs/dalib/benchmarks/image_classification.rst``
   (ResNet-50 for Office-31 and Office-Home, ResNet-101 for VisDA-2017 and DomainNet,
-  LeNet for MNIST <-> USPS).
+  LeNet for MNIST <-> USPS; SVHN -> MNIST with DTN on 32x32 colour inputs, as its
+  ``examples/domain_adaptation/digits/*.sh`` run it: its own rows here).
 - DANN paper: Ganin & Lempitsky, ICML 2015, Table 1 (MNIST -> MNIST-M).
 """
 
@@ -111,6 +112,16 @@ PUBLISHED: dict[str, list[Published]] = {
         MCD         | 94.1 97.6
         MDD         | 94.8 97.8
         MCC         | 95.1 94.6""", average=False),
+        *_rows("tllib, DTN", ["S→M"], """
+        Source Only | 74.1
+        DANN        | 90.8
+        ADDA        | 93.3
+        DAN         | 82.1
+        JAN         | 90.3
+        CDAN        | 93.8
+        MCD         | 90.6
+        MDD         | 88.4
+        MCC         | 76.6""", average=False),
         *_rows("DANN paper, its MNIST network", ["M→MM"], """
         Source Only | 52.25
         DANN        | 76.66""", average=False),

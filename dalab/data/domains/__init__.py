@@ -6,10 +6,11 @@
 
 A spec is ``kind`` or ``kind:rest``. For most kinds ``rest`` is ``key=value`` options
 separated by commas (``mnistm:theta=0.5,mode=gray``); for the path kinds (``folder``,
-``mnistm-official``, ``usps``) ``rest`` is one path, taken verbatim up to the end of the
-spec, so it may hold ``:`` and ``,``; the canonical spec holds it made absolute. The
-benchmark kinds with sub-domains (``office31``, ``officehome``, ``visda2017``,
-``domainnet``) take ``DOMAIN[:PATH]``: ``office31:amazon``, ``office31:amazon:/data``.
+``mnistm-official``, ``usps``, ``svhn``) ``rest`` is one path, taken verbatim up to the
+end of the spec, so it may hold ``:`` and ``,``; the canonical spec holds it made
+absolute. The benchmark kinds with sub-domains (``office31``, ``officehome``,
+``visda2017``, ``domainnet``) take ``DOMAIN[:PATH]``: ``office31:amazon``,
+``office31:amazon:/data``.
 ``KINDS`` is the registry of kinds.
 """
 
@@ -29,6 +30,7 @@ from dalab.data.domains.mnistm_official import MnistmOfficial
 from dalab.data.domains.office31 import Office31
 from dalab.data.domains.officehome import OfficeHome
 from dalab.data.domains.syndigits import Syndigits
+from dalab.data.domains.svhn import Svhn
 from dalab.data.domains.usps import Usps
 from dalab.data.domains.visda2017 import Visda2017
 from dalab.errors import ConfigError
@@ -36,7 +38,7 @@ from dalab.paths import resolve_cache_dir, resolve_data_root
 
 KINDS: dict[str, type[Domain]] = {
     kind.kind: kind for kind in (Mnist, Mnistm, MnistmOfficial, Digits, Syndigits, Folder,
-                                 Usps, Office31, OfficeHome, Visda2017, DomainNet)
+                                 Usps, Svhn, Office31, OfficeHome, Visda2017, DomainNet)
 }
 
 __all__ = ["ALL", "KINDS", "FULL_TRAIN", "SPLITS", "Domain", "Option", "Split", "Where",
@@ -85,7 +87,7 @@ def load_domain(spec: str, data_root: str | os.PathLike | None = None,
     spec
         e.g. ``"mnist"``, ``"mnistm:theta=0.5,mode=gray,mask=grey,seed=3"``,
         ``"digits"``, ``"syndigits"``, ``"mnistm-official:/data/mnist_m"``,
-        ``"folder:/data/my-images"``, ``"usps"``, ``"office31:amazon"``,
+        ``"folder:/data/my-images"``, ``"usps"``, ``"svhn"``, ``"office31:amazon"``,
         ``"domainnet:real:/data/domainnet"``.
     data_root, cache_dir
         Where datasets are read and generated sets cached (``None``: see
