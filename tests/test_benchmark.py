@@ -13,7 +13,9 @@ import pytest
 from dalab.cli import main
 from dalab.errors import ConfigError, DataError
 from dalab.sweep.benchmark import run_benchmark
-from dalab.sweep.benchmarks import BENCHMARKS, Benchmark, Task, load_pairs
+from dalab.sweep.benchmarks import (
+    BENCHMARKS, Benchmark, Task, find_benchmark, load_pairs, select_tasks,
+)
 from test_compare import fake_train
 from test_photo_training import _domain
 
@@ -119,8 +121,15 @@ def test_published_rows_only_for_their_own_benchmark(tmp_path, office_present):
     out = tmp_path / "o31"
     _run(_fake_bench(tmp_path), out)
     md = (out / "benchmark.md").read_text()
-    # two of Office-31's six tasks: not the benchmark tllib reports, so no published rows
-    assert "tllib" not in md
+    # two of Office-31's six tasks (--tasks): their published figures, not the average
+    # over all six
+    mcc = next(line for line in md.splitlines() if line.startswith("| MCC (tllib"))
+    assert [c.strip() for c in mcc.split("|")[2:-1]] == ["94.1", "98.4", ""]
+    # a pair file is no registered benchmark, whatever its name: no published rows
+    pairs = tmp_path / "office31.txt"
+    pairs.write_text("office31:amazon > office31:webcam:/elsewhere\n")
+    _run(find_benchmark(str(pairs)), tmp_path / "mine")
+    assert "tllib" not in (tmp_path / "mine" / "benchmark.md").read_text()
     full = tmp_path / "full"
     _run(BENCHMARKS["office31"], full)
     md = (full / "benchmark.md").read_text()
@@ -231,3 +240,12 @@ def test_list_shows_tasks_and_which_data_are_here(tmp_path, capsys):
     assert ("svhn: fetched: downloaded on first use (md5-checked" in text
             or "svhn: present: " in text)  # a cache that holds SVHN already
     assert "visda2017: VisDA-2017, 1 task;" in text
+
+
+def test_tasks_picks_some_of_a_benchmark_by_label_or_folder():
+    bench = BENCHMARKS["office31"]
+    picked = select_tasks(bench, ["D->A", "A-W", "W→A"])
+    assert [t.label for t in picked.tasks] == ["A→W", "D→A", "W→A"]  # the benchmark's order
+    assert picked.name == "office31"
+    with pytest.raises(ConfigError, match=r"--tasks: 'A->X' not among office31's tasks: A→W"):
+        select_tasks(bench, ["A->X"])

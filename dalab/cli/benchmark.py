@@ -15,6 +15,7 @@ examples:
   dalab benchmark --list
   dalab benchmark office31 --methods dann,cdan,mcc --seeds 0,1,2 --out runs/office31
   dalab benchmark digits --methods dann,cdan --preset quick --out runs/digits
+  dalab benchmark digits --tasks M-U,U-M --methods mcc --out runs/digits
   dalab benchmark my-pairs.txt --methods mcc --preset office-cpu --out runs/mine
 
 A pair file lists one task a line, 'SOURCE > TARGET' (two domain specs; # comments).
@@ -41,6 +42,9 @@ def add_parser(sub, common) -> None:
                    help="adaptation methods, or all (source only always runs; default: "
                    "%(default)s)")
     g.add_argument("--seeds", default="0", metavar="LIST", help="seeds (default: %(default)s)")
+    g.add_argument("--tasks", default=None, metavar="LIST",
+                   help="only these of the benchmark's tasks (A->W or A-W; default: all); "
+                   "rerun with more to grow the table")
     g.add_argument("--preset", default=None,
                    help="preset of every run (default: quick when every domain is digits, "
                    "else office-cpu)")
@@ -55,7 +59,7 @@ def run(args) -> int:
     from dalab.cli.sweep import split_overrides
     from dalab.errors import ConfigError
     from dalab.sweep.benchmark import run_benchmark
-    from dalab.sweep.benchmarks import find_benchmark
+    from dalab.sweep.benchmarks import find_benchmark, select_tasks
     from dalab.sweep.grid import parse_list
 
     if args.list:
@@ -64,6 +68,8 @@ def run(args) -> int:
     if not args.name or not args.out:
         raise ConfigError("benchmark: give a NAME (or a pair file) and --out DIR, or --list")
     bench = find_benchmark(args.name)
+    if args.tasks:
+        bench = select_tasks(bench, parse_list(args.tasks, str, "--tasks"))
     runtime, overrides = split_overrides(args, SWEPT)
     runtime = {k: v for k, v in runtime.items() if k not in ("data_root", "cache_dir")}
     preset = args.preset or bench.preset

@@ -265,13 +265,16 @@ def gain_rows(columns: list[str], table: list[dict]) -> list[dict]:
 
 
 def published_rows(record: dict) -> list[dict]:
-    """The registered benchmark's published rows (none for a pair file)."""
+    """The registered benchmark's published rows (none for a pair file); over some of
+    its tasks (``--tasks``) without their average, which spans them all."""
     from dalab.sweep.benchmarks import BENCHMARKS
 
     bench = BENCHMARKS.get(record["benchmark"]["name"])
-    if bench is None or bench.tasks != tuple(Task(**t) for t in record["benchmark"]["tasks"]):
+    tasks = tuple(Task(**t) for t in record["benchmark"]["tasks"])
+    if bench is None or not set(tasks) <= set(bench.tasks):
         return []
-    return [asdict(p) for p in bench.published]
+    return [{**asdict(p), **({} if tasks == bench.tasks else {"average": None})}
+            for p in bench.published]
 
 
 def benchmarkmarkdown_table(record: dict, rows: list[dict], columns: list[str], table: list[dict],

@@ -10,7 +10,7 @@ line, ``SOURCE > TARGET`` (two domain specs), ``#`` starts a comment.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import permutations
 from pathlib import Path
 
@@ -134,6 +134,19 @@ def find_benchmark(name: str) -> Benchmark:
         return load_pairs(name)
     raise ConfigError(f"benchmark: unknown name {name!r} and no such pair file; choose one "
                       f"of {', '.join(BENCHMARKS)} or give a file of 'SOURCE > TARGET' lines")
+
+
+def select_tasks(bench: Benchmark, wanted: list[str]) -> Benchmark:
+    """``bench`` with only the tasks ``wanted``, named by label (``A→W``, or ``A->W``)
+    or folder (``A-W``), in the benchmark's order; the table grows by the others later."""
+    by_name = {n: t for t in bench.tasks
+               for n in (t.label, t.label.replace("→", "->"), t.folder)}
+    unknown = [w for w in wanted if w not in by_name]
+    if unknown:
+        raise ConfigError(f"--tasks: {', '.join(map(repr, unknown))} not among {bench.name}'s "
+                          f"tasks: {', '.join(t.label for t in bench.tasks)}")
+    chosen = {by_name[w] for w in wanted}
+    return replace(bench, tasks=tuple(t for t in bench.tasks if t in chosen))
 
 
 def _short(spec: str) -> str:
