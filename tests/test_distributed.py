@@ -23,6 +23,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dalab.cli import main
 from dalab.errors import ConfigError
 from dalab.training import make_config, train
 from dalab.training.distributed import KILL_ENV
@@ -160,7 +161,10 @@ def test_refusals(data_root, cache_dir, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"a pack \(--pack\) trains several runs in one "
                        "process and cannot train data-parallel"):
         train_pack([cfg, _cfg(data_root, cache_dir, seed=1)], [None, None])
-    proc = subprocess.run([sys.executable, "-m", "dalab", "sweep", "--help"], cwd=REPO,
-                          capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run([sys.executable, "-m", "dalab", "sweep", "--preset", "quick",
+                           "--out", str(tmp_path / "s")], cwd=REPO, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 2 and "only `dalab train` runs" in proc.stderr
+    # the console script (torchrun --no-python dalab ...) too, before anything is written
+    assert main(["compare", "--methods", "dann", "--out", str(tmp_path / "c")]) == 2
+    assert not (tmp_path / "s").exists() and not (tmp_path / "c").exists()

@@ -84,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         print(version_text())
         raise SystemExit(0)  # as argparse's --version does
     args = build_parser().parse_args(argv)
+    world = os.environ.get("WORLD_SIZE", "")
+    if world.isdigit() and int(world) > 1 and args.command != "train":
+        # torchrun would start the command once per process, each writing the same output
+        print(f"dalab {args.command}: error: under torchrun (WORLD_SIZE={world}) only "
+              "`dalab train` runs, as one run data-parallel; run this command without "
+              "torchrun (sweeps start their own processes)", file=sys.stderr)
+        return 2
     if getattr(args, "quiet", False) and getattr(args, "verbose", False):
         print(f"dalab {args.command}: error: --quiet and --verbose exclude each other",
               file=sys.stderr)
