@@ -48,6 +48,7 @@ def test_compare_writes_tables_regret_and_plots(tmp_path):
     for name in ("compare.json", "compare.csv", "compare.md", "regret.csv",
                  "compare_bar.png", "compare_theta.png", "sweep.json"):
         assert (out / name).exists(), name
+    assert not list(out.glob("sweep_*.png"))  # the sweep's DANN-only plots: not here
     # 2 θ × 2 seeds × (source only, target trained, dann, cdan)
     assert len(list((out / "runs").iterdir())) == 16
     summary = tables["summary"]

@@ -104,7 +104,7 @@ def compare(methods: list[str], out: str | Path, *, seeds=(0,), thetas=None,
     outcome = run_sweep(spec, out, jobs=jobs, backend=backend, runtime=runtime, extend=extend,
                         address=address, cpus_per_point=cpus_per_point,
                         gpus_per_point=gpus_per_point, pack=pack, retries=retries,
-                        train_fn=train_fn, log=log)
+                        train_fn=train_fn, plots=False, log=log)  # compare's own plots
     tables = write_compare(out)
     return {**tables, "failed": outcome.failed}
 

@@ -119,8 +119,9 @@ def run_sweep(spec: SweepSpec, out: Path, *, jobs: int = 1, backend: str = "loca
               runtime: dict | None = None, extend: bool = False, address: str | None = None,
               cpus_per_point: float | None = None, gpus_per_point: float = 0.0,
               pack: int = 1, retries: int = 2, train_fn: TrainFn = engine_train,
-              pack_fn=engine_pack, log=info) -> Outcome:
-    """Run (or resume) the sweep ``spec`` into ``out``; write its CSVs and plots.
+              pack_fn=engine_pack, plots: bool = True, log=info) -> Outcome:
+    """Run (or resume) the sweep ``spec`` into ``out``; write its CSVs and (``plots``)
+    the sweep plots.
 
     Parameters
     ----------
@@ -213,7 +214,7 @@ def run_sweep(spec: SweepSpec, out: Path, *, jobs: int = 1, backend: str = "loca
         else:
             _run_pool(units, jobs, train_fn, pack_fn, done)
         progress.bar.close()
-        write_results(out, points, plots=True)
+        write_results(out, points, plots=plots)
     log(f"sweep: {len(outcome.trained)} done, {len(outcome.skipped)} already done, "
         f"{len(outcome.retried)} retried after a worker died, {len(outcome.failed)} failed "
         f"(of {outcome.total} points)")
