@@ -229,7 +229,8 @@ document.querySelectorAll('main *').forEach(function(el){
  var r=el.getBoundingClientRect();
  if(r.width&&(r.right>W+0.5||r.left<-0.5))out.push(el.tagName+'.'+el.className);});
 document.querySelectorAll('.scroll').forEach(function(s){
- if(s.scrollWidth>s.clientWidth+1)scrolled.push(s.querySelector('th').textContent);});
+ if(s.scrollWidth>s.clientWidth+1)scrolled.push(s.querySelector('th')?
+  s.querySelector('th').textContent:s.className);});
 parent.postMessage(JSON.stringify({width:W,page:document.documentElement.scrollWidth,
  out:out,scrolled:scrolled}),'*');});
 </script></body>"""
@@ -264,6 +265,9 @@ def test_report_fits_a_phone_and_a_desktop(tmp_path, kind):
         assert found["out"] == [] and found["page"] == width, found  # no sideways scrolling
     assert seen[1280]["scrolled"] == [], seen  # every table fits a desktop ...
     assert seen[390]["scrolled"], seen  # ... and the wide ones scroll in place on a phone
+    # the sample sheet too: shrunk to a phone's width its digits would be unreadable
+    assert "scroll samples" in seen[390]["scrolled"] and "scroll samples" not in seen[1280][
+        "scrolled"], seen
     ARTIFACTS.mkdir(exist_ok=True)
     for width in seen:
         shot = ARTIFACTS / f"report-{kind}-{width}.png"

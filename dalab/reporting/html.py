@@ -24,7 +24,8 @@ CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;
  color:#1d2330;background:#f6f7f9;overflow-wrap:break-word}
 main{max-width:1150px;margin:0 auto;padding:24px}
-@media (max-width:600px){main{padding:12px}.scroll>table:not(.kv){width:max-content}}
+@media (max-width:600px){main{padding:12px}.scroll>table:not(.kv){width:max-content}
+ .samples>img{max-width:none;width:600px}}
 .scroll{max-width:100%;overflow-x:auto}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #d5d9e0}
 h3{font-size:14px;margin:16px 0 6px}.muted{color:#667}
@@ -235,7 +236,7 @@ def samples_section(configs: list[dict], data_root: Path, cache_dir: Path,
                              cfg.size)
             return (f"{head}<p class='muted'>Test images of the source ({esc(source)}, top) "
                     f"and the target ({esc(target)}).</p>"
-                    + img(png, "source and target samples"))
+                    + _samples(png, "source and target samples"))
         png = sample_strip(thetas, c0.get("mode", "color"), c0.get("mask", "binary"),
                            c0.get("data_seed", 0), c0.get("patch_split", "train"),
                            data_root, cache_dir, load_samples=load_samples)
@@ -247,7 +248,12 @@ def samples_section(configs: list[dict], data_root: Path, cache_dir: Path,
                 else f"the test images of {source} and {target}")
         return f"{head}<p class='muted'>{esc(missing_line(err, data_root, what))}</p>"
     return (f"{head}<p class='muted'>MNIST test digits (top) and their MNIST-M versions at "
-            "each θ below.</p>" + img(png, "MNIST and MNIST-M samples"))
+            "each θ below.</p>" + _samples(png, "MNIST and MNIST-M samples"))
+
+
+def _samples(png, alt: str) -> str:
+    """A sample sheet: full width on a desktop; on a phone readable, scrolled sideways."""
+    return f'<div class="scroll samples">{img(png, alt)}</div>'
 
 
 def run_sections(folder: Path) -> tuple[list[str], list[dict], dict]:
