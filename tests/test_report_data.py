@@ -42,8 +42,8 @@ def trained_run(folder: Path, monkeypatch, data_root: Path, **overrides) -> Path
 
 def sample_section(page: str) -> str:
     """The page's sample images section, up to the next heading or table."""
-    return re.search(r"<h2>Sample images</h2>.*?(?=<h[23]>|<div|<table|</main>)", page,
-                     re.S).group(0)
+    return re.search(r"<h2>Sample images</h2>.*?(?=<h[23]>|<div(?! class=\"scroll samples)"
+                     r"|<table|</main>)", page, re.S).group(0)
 
 
 def test_the_run_records_its_resolved_data_root(no_data_env, tmp_path):
