@@ -183,9 +183,16 @@ def test_a_table_grows_by_seeds_and_methods_and_refuses_another(tmp_path, office
     tables = run_benchmark(grown, ["dann"], out, seeds=[0], preset="quick", train_fn=counted,
                            log=lambda s: None, runtime={"cache_dir": str(tmp_path)}, epochs=3)
     assert len(calls) == before + 6 and tables["columns"][-2:] == ["again", "Avg"]
-    with pytest.raises(ConfigError, match="another benchmark"):  # one lost: another
-        run_benchmark(replace(bench, tasks=bench.tasks[:1]), ["dann"], out, seeds=[0],
-                      preset="quick", train_fn=counted, log=lambda s: None)
+    # one task again (--tasks): it alone runs (nothing new), the table keeps them all
+    before = len(calls)
+    tables = run_benchmark(replace(bench, tasks=bench.tasks[1:2]), ["dann"], out, seeds=[0],
+                           preset="quick", train_fn=counted, log=lambda s: None,
+                           runtime={"cache_dir": str(tmp_path)}, epochs=3)
+    assert len(calls) == before and tables["columns"] == ["A→W", "D→W", "again", "Avg"]
+    with pytest.raises(ConfigError, match="another benchmark"):  # other domains, same task
+        run_benchmark(replace(bench, tasks=(replace(bench.tasks[0], target="office31:dslr"),)),
+                      ["dann"], out, seeds=[0], preset="quick", train_fn=counted,
+                      log=lambda s: None)
     with pytest.raises(ConfigError, match="another benchmark"):
         run_benchmark(_fake_bench(tmp_path), ["dann"], out, seeds=[0], preset="speedrun",
                       train_fn=counted, log=lambda s: None)

@@ -99,15 +99,16 @@ def run_benchmark(bench: Benchmark, methods: list[str], out: str | Path, *, seed
 
 
 def _grown_record(out: Path, record: dict) -> dict:
-    """The record to run: ``record``, grown by the seeds and methods already in ``out``
-    (a table grows by seeds, methods and a benchmark's new tasks); another benchmark
-    there (tasks, preset, options) is refused."""
+    """The record to run: ``record``, grown by the seeds, methods and tasks already in
+    ``out`` (a table grows by each); another benchmark there (other domains under a
+    task's name, preset, options) is refused."""
     path = out / BENCHMARK_FILE
     if not path.exists():
         return record
     stored = json.loads(path.read_text(encoding="utf-8"))
-    if _grown_tasks(stored.get("benchmark"), record["benchmark"]):
-        stored["benchmark"] = record["benchmark"]  # a benchmark that gained tasks since
+    merged = _merged_tasks(stored.get("benchmark"), record["benchmark"])
+    if merged is not None:  # tasks grow as seeds and methods do
+        stored["benchmark"] = record["benchmark"] = merged
     diffs = [k for k in record if k not in ("seeds", "methods") and stored.get(k) != record[k]]
     if diffs:
         raise ConfigError(f"{path} holds another benchmark ({', '.join(diffs)} differ); rerun "
@@ -116,11 +117,24 @@ def _grown_record(out: Path, record: dict) -> dict:
                          for k in ("seeds", "methods")}}
 
 
-def _grown_tasks(stored, new: dict) -> bool:
-    """Whether ``new`` is the ``stored`` benchmark (its name and metric) with tasks added
-    since, as ``digits`` gained SVHN -> MNIST."""
-    return (isinstance(stored, dict) and all(stored.get(k) == new[k] for k in ("name", "metric"))
-            and all(t in new["tasks"] for t in stored.get("tasks", [])))
+def _merged_tasks(stored, new: dict) -> dict | None:
+    """``new`` with the tasks of ``stored`` and its own, when both are one benchmark (its
+    name and metric; tasks chosen by ``--tasks``, or added to it since, as ``digits``
+    gained SVHN -> MNIST), in the registered benchmark's order; None when they are not,
+    or two tasks would share a folder."""
+    from dalab.sweep.benchmarks import BENCHMARKS
+
+    if not isinstance(stored, dict) or any(stored.get(k) != new[k] for k in ("name", "metric")):
+        return None
+    tasks = [*stored.get("tasks", []), *(t for t in new["tasks"]
+                                         if t not in stored.get("tasks", []))]
+    if len({Task(**t).folder for t in tasks}) < len(tasks):
+        return None
+    registered = BENCHMARKS.get(new["name"])
+    if registered is not None:
+        order = [asdict(t) for t in registered.tasks]
+        tasks.sort(key=lambda t: order.index(t) if t in order else len(order))
+    return {**new, "tasks": tasks}
 
 
 # -- the table ------------------------------------------------------------------------------
