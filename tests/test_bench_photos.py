@@ -19,7 +19,8 @@ from test_resume import REPO
 
 CLASSES = ("cup", "pen")
 RATES = ("pipeline_img_s", "pipeline_cold_img_s", "step_img_s", "fed_step_img_s",
-         "ratio_pipeline_to_step", "ratio_cold_pipeline_to_step", "ratio_fed_to_step",
+         "bf16_step_img_s", "ratio_pipeline_to_step", "ratio_cold_pipeline_to_step",
+         "ratio_fed_to_step", "ratio_bf16_to_step",
          "peak_rss_mb")
 
 
@@ -54,15 +55,18 @@ def test_photo_bench_json_and_table(photos, tmp_path, capsys):
     for key in RATES:
         assert isinstance(figures[key], float) and math.isfinite(figures[key]) \
             and figures[key] > 0, key
-    for name in ("pipeline", "step", "fed_step"):
+    for name in ("pipeline", "step", "fed_step", "bf16_step"):
         stats = figures[name]
         assert stats["min"] <= stats["median"] <= stats["max"]
         assert figures[f"{name}_img_s"] == stats["median"]
     rounds = figures["rounds"]
     assert len(rounds) == 1 and set(rounds[0]) == {"pipeline", "step", "fed_step",
-                                                   "load_average"}
+                                                   "bf16_step", "load_average"}
     assert figures["ratio_pipeline_to_step"] == pytest.approx(
         rounds[0]["pipeline"] / rounds[0]["step"])
+    assert figures["ratio_bf16_to_step"] == pytest.approx(
+        rounds[0]["bf16_step"] / rounds[0]["step"])
+    assert isinstance(figures["native_bf16"], bool)
     assert figures["meets_target"] == (figures["ratio_pipeline_to_step"] >= 1.5)
     build = figures["store_build"]
     assert build["img_s"] > 0 and build["seconds"] > 0 and build["store_mb"] > 0
@@ -71,6 +75,7 @@ def test_photo_bench_json_and_table(photos, tmp_path, capsys):
     table = "\n".join(stdout[:-1])
     assert "| pipeline (warm): streamed batches of 4, crops, preprocessing |" in table
     assert "| step: DANN, efficientnet_lite0, batch 4 + 4 |" in table
+    assert "| step in bf16 autocast (--amp) |" in table and "bf16 step / step:" in table
     assert "pipeline / step:" in table and "store build, once" in table
 
 

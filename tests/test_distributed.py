@@ -168,3 +168,47 @@ def test_refusals(data_root, cache_dir, tmp_path, monkeypatch):
     # the console script (torchrun --no-python dalab ...) too, before anything is written
     assert main(["compare", "--methods", "dann", "--out", str(tmp_path / "c")]) == 2
     assert not (tmp_path / "s").exists() and not (tmp_path / "c").exists()
+
+
+def _lead_first_worker(rank: int, port: int, folder: str) -> None:
+    """One of two Gloo processes: what ``lead_first`` lets each rank see of a cache that
+    rank 0 fills slowly, and where an exception of rank 0's is raised."""
+    import time
+
+    import torch.distributed as dist
+
+    from dalab.training.distributed import Ranks
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    out = Path(folder)
+    try:
+        ranks = Ranks(rank, 2, rank, True)
+
+        def fill() -> str:
+            if rank == 0:
+                time.sleep(0.5)
+                (out / "cache").write_text("rank 0's")
+            return (out / "cache").read_text() if (out / "cache").exists() else "missing"
+
+        (out / f"seen{rank}").write_text(ranks.lead_first(fill))
+
+        def fail() -> str:
+            if rank == 0:
+                raise ValueError("rank 0 failed")
+            return "ran"
+
+        try:
+            (out / f"error{rank}").write_text(ranks.lead_first(fail))
+        except ValueError as err:
+            (out / f"error{rank}").write_text(str(err))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_rank_0_fills_the_caches_before_the_others_look(tmp_path):
+    torch.multiprocessing.spawn(_lead_first_worker, args=(_free_port(), str(tmp_path)),
+                                nprocs=2)
+    assert [(tmp_path / f"seen{r}").read_text() for r in (0, 1)] == ["rank 0's"] * 2
+    assert [(tmp_path / f"error{r}").read_text() for r in (0, 1)] == ["rank 0 failed"] * 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -236,6 +237,18 @@ def test_a_model_trained_on_cached_features_classifies_images_the_same(how, phot
     scores = evaluate(model, target.images, target.labels, batch_size=8)
     assert scores["accuracy"] == pytest.approx(result.target_test_accuracy, abs=1 / 24)
     assert centre_crop(torch.zeros(1, 3, 36, 36), 32).shape[-1] == 32
+
+
+def test_amp_trains_tuned_blocks_on_their_cached_float16_maps(photos, backbone_file,
+                                                              tmp_path):
+    # the cached maps are float16: CPU autocast refuses to join float16 batches (joint_bn)
+    cfg = _cfg(photos, tmp_path, network="resnet18", pretrained=str(backbone_file), size=32,
+               resize=36, epochs=1, target_split="all", tune_blocks=1, joint_bn=True,
+               method="mcc", amp=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a CPU without native bf16 says so
+        result = train(cfg, None, log=lambda s: None)
+    assert 0.0 <= result.target_test_accuracy <= 1.0 and result.steps > 0
 
 
 def test_tune_blocks_trains_only_the_last_blocks(backbone_file, tmp_path):

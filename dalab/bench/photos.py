@@ -15,7 +15,9 @@ Figures, in one process, on one photo domain (default ``office31:amazon``) store
   their normalisation, the ``office`` preset's optimiser) on one batch of crops already
   made, ``batch`` source + ``batch`` target images;
 * fed step -- the loop's order: streamed source and target batches, crops, step, one
-  after another; its ratio to the step is what data handling costs a step.
+  after another; its ratio to the step is what data handling costs a step;
+* bf16 step -- the step under ``--amp``'s bf16 autocast (on a CPU it pays only with
+  native bf16: ``native_bf16`` says whether this one has it).
 
 Images/s count images delivered (pipeline) or through the network (steps: source +
 target), so the pipeline must deliver at least the step's rate; the target is
@@ -26,6 +28,7 @@ cold one: the cold pass over the median step).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -180,7 +183,7 @@ def run_photos(data_root=None, cache_dir=None, *, domain: str = "office31:amazon
     """
     from dalab.data import resolve_dirs
     from dalab.training.allocator import keep_freed_memory
-    from dalab.training.loop import resolve_device
+    from dalab.training.loop import native_bf16, resolve_device
 
     dev = resolve_device(device)
     allocator_tuned = keep_freed_memory()
@@ -193,6 +196,7 @@ def run_photos(data_root=None, cache_dir=None, *, domain: str = "office31:amazon
                  "domain": domain, "network": cfg.network, "pretrained": cfg.pretrained,
                  "size": cfg.size, "resize": cfg.resize, "batch_size": cfg.batch_size,
                  "channels_last": cfg.channels_last, "machine": machine(dev),
+                 "native_bf16": dev.type == "cuda" or native_bf16(),
                  "allocator_tuned": allocator_tuned}
     with tempfile.TemporaryDirectory(prefix="dalab-photo-bench-", dir=scratch) as tmp:
         log(f"store build: {domain} at {cfg.resize} px into an empty cache folder ...")
@@ -219,6 +223,8 @@ def _measure(out: dict, domain, cfg, sizes: dict, dev: torch.device, repeats: in
     images, labels = split.images, split.labels
     gen = torch.Generator().manual_seed(0)
     module = build_dann(cfg, tuple(domain.class_names), images, dev)
+    bf16 = build_dann(dataclasses.replace(cfg, amp=True), tuple(domain.class_names), images,
+                      dev)
     rows = batch_rows(len(images), cfg.batch_size, 2, gen)
     xs, xt = (crops(images[r].to(dev), cfg.size, gen, cfg.channels_last) for r in rows)
     batch = (xs, labels[rows[0]].to(dev), xt)
@@ -231,6 +237,7 @@ def _measure(out: dict, domain, cfg, sizes: dict, dev: torch.device, repeats: in
     out["pipeline_cold_img_s"] = pipeline_rate(*pipe)
     log(f"  {out['pipeline_cold_img_s']:,.0f} images/s; warm-up steps ...")
     step_rate(module, batch, 2, cfg.lr, dev)
+    step_rate(bf16, batch, 2, cfg.lr, dev)
     rounds = []
     for k in range(repeats):
         log(f"round {k + 1} of {repeats}: pipeline, step (DANN, {cfg.network}, batch "
@@ -239,14 +246,16 @@ def _measure(out: dict, domain, cfg, sizes: dict, dev: torch.device, repeats: in
                        "step": step_rate(module, batch, sizes["step_steps"], cfg.lr, dev),
                        "fed_step": fed_rate(module, images, labels, cfg, sizes["fed_steps"],
                                             dev, gen),
+                       "bf16_step": step_rate(bf16, batch, sizes["step_steps"], cfg.lr, dev),
                        "load_average": round(os.getloadavg()[0], 2)})
         log("  " + ", ".join(f"{k} {v:,.1f}" for k, v in rounds[-1].items()))
     out["rounds"] = rounds
-    for name in ("pipeline", "step", "fed_step"):
+    for name in ("pipeline", "step", "fed_step", "bf16_step"):
         out[name] = summarize([r[name] for r in rounds])
         out[f"{name}_img_s"] = out[name]["median"]
     out["ratio_pipeline_to_step"] = median_ratio(rounds, "pipeline", "step")
     out["ratio_fed_to_step"] = median_ratio(rounds, "fed_step", "step")
+    out["ratio_bf16_to_step"] = median_ratio(rounds, "bf16_step", "step")
     out["ratio_cold_pipeline_to_step"] = out["pipeline_cold_img_s"] / out["step_img_s"]
     out["meets_target"] = out["ratio_pipeline_to_step"] >= TARGET_RATIO
 
@@ -271,11 +280,13 @@ def format_photo_table(out: dict) -> str:
                  f"{out['pipeline_cold_img_s']:,.1f} | | | images/s |")
     row(f"step: DANN, {out['network']}, batch {b} + {b}", out["step"])
     row("fed step: streamed batches, crops, step (the loop's order)", out["fed_step"])
+    row("step in bf16 autocast (--amp)", out["bf16_step"])
     lines.append(f"| store build, once: decode + resize {build['images']:,} photos "
                  f"({build['workers']} threads) | {build['img_s']:,.1f} | | | images/s |")
     lines += ["", f"pipeline / step: {out['ratio_pipeline_to_step']:.1f} warm, "
               f"{out['ratio_cold_pipeline_to_step']:.1f} cold (target >= {TARGET_RATIO}: "
               f"{'met' if out['meets_target'] else 'NOT met'}); fed step / step: "
-              f"{out['ratio_fed_to_step']:.2f}; store {build['store_mb']:,.0f} MiB built in "
+              f"{out['ratio_fed_to_step']:.2f}; bf16 step / step: "
+              f"{out['ratio_bf16_to_step']:.2f} (native bf16: {out['native_bf16']}); store {build['store_mb']:,.0f} MiB built in "
               f"{build['seconds']:.1f} s; peak RSS {out['peak_rss_mb']:,.0f} MiB"]
     return "\n".join(lines)

@@ -98,9 +98,9 @@ def run_suite(data_root=None, cache_dir=None, *, device: str = "auto", threads: 
               log: Callable[[str], None] = print) -> dict:
     """Run every benchmark once on this machine; return all figures (see module doc).
 
-    ``amp`` defaults to on with CUDA and off on the CPU, where bf16 autocast is refused
-    by the engine (it warns and runs float32); ``channels_last`` defaults to the engine's
-    default (on).
+    ``amp`` (bf16 autocast) defaults to on with CUDA and off on the CPU, where it pays
+    only with native bf16 (:func:`dalab.training.loop.native_bf16`); ``channels_last``
+    defaults to the engine's default (on).
     """
     from dalab.data import load_domain, resolve_dirs, time_generation
     from dalab.training import make_config
@@ -116,7 +116,7 @@ def run_suite(data_root=None, cache_dir=None, *, device: str = "auto", threads: 
                 channels_last=(make_config().channels_last if channels_last is None
                                else channels_last),
                 compile=compile, threads=threads)
-    fast = dict(amp=opts["amp"] and on_gpu, channels_last=opts["channels_last"],
+    fast = dict(amp=opts["amp"], channels_last=opts["channels_last"],
                 compile=compile)
     sizes = TINY if tiny else FULL
     root, cache = resolve_dirs(data_root, cache_dir)

@@ -52,7 +52,7 @@ def run_to_accuracy(cfg, eval_every: int = 100, thresholds: Sequence[float] = TH
     if unlabelled is not None:  # the statistics the run's own evaluations use
         unlabelled = unlabelled[:TARGET_BN_IMAGES].to(device)
     eval_kw = dict(batch_size=cfg.eval_batch_size, device=device,
-                   amp=cfg.amp and device.type == "cuda", cuda_graphs=cfg.cuda_graphs)
+                   amp=cfg.amp, cuda_graphs=cfg.cuda_graphs)
     curve: list[dict] = []
     state = {"eval_s": 0.0, "last_clock": 0.0}
 

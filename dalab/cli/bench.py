@@ -39,7 +39,7 @@ def add_bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=4, metavar="N",
                    help="DataLoader workers of the conventional pipeline (default 4)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast (default: on with CUDA; the CPU runs float32)")
+                   help="bf16 autocast (default: on with CUDA, off on the CPU)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels-last convolutions (default: on)")
     p.add_argument("--compile", action="store_true",

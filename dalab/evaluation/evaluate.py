@@ -26,10 +26,9 @@ def predict(model: nn.Module, images: Tensor, batch_size: int = 2048,
     was_training = model.training
     model.eval()
     out = []
-    use_amp = amp and device.type == "cuda"
     with progress(len(images), "evaluate", unit="image", delay=2.0) as bar:
         for (classes,) in fixed_chunks(model, _classes, images, batch_size, device,
-                                       amp=use_amp, capture=cuda_graphs):
+                                       amp=amp, capture=cuda_graphs):
             out.append(classes)
             bar.update(len(classes))
     model.train(was_training)

@@ -97,12 +97,13 @@ class Method(nn.Module):
                            for name, params in groups.items()}
 
     def autocast(self, x: Tensor):
-        """bf16 autocast on CUDA when ``cfg.amp``; a no-op context otherwise (without
-        autocast's cast cache while a CUDA graph is being captured, as CUDA graphs need)."""
-        if getattr(self.cfg, "amp", False) and x.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16,
-                                  cache_enabled=not torch.cuda.is_current_stream_capturing())
-        return contextlib.nullcontext()
+        """bf16 autocast on ``x``'s device when ``cfg.amp``; a no-op context otherwise
+        (without autocast's cast cache while a CUDA graph is being captured, as CUDA
+        graphs need)."""
+        if not getattr(self.cfg, "amp", False):
+            return contextlib.nullcontext()
+        capturing = x.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+        return torch.autocast(x.device.type, dtype=torch.bfloat16, cache_enabled=not capturing)
 
     def step(self, names: str | tuple[str, ...], loss: Tensor, lr: float) -> None:
         """One step of the optimiser(s) ``names`` on ``loss``: set lr, zero their

@@ -150,7 +150,7 @@ class Config:
     # -- execution ---------------------------------------------------------------------
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
     threads: int = 0  # torch CPU threads (0 = torch's default)
-    amp: bool = False  # bf16 autocast on CUDA
+    amp: bool = False  # bf16 autocast (CUDA; CPUs with native bf16, e.g. AVX512-BF16)
     channels_last: bool = True  # channels-last convolutions (faster on CPU and GPU)
     compile: bool = False  # torch.compile the model (CUDA only; warns and skips otherwise)
     cuda_graphs: bool = True  # CUDA: the whole training step as one CUDA graph (ignored on CPU)

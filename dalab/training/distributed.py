@@ -114,6 +114,16 @@ class Ranks:
             raise value
         return value
 
+    def lead_first(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on rank 0, then on the other ranks, which so find the caches it
+        filled (data sets, weights, frozen features) instead of building them again at
+        once; rank 0's exception is raised on every rank."""
+        if not self.active:
+            return fn()
+        mine: list = []
+        self.from_lead(lambda: mine.append(fn()))  # broadcasts None, or the exception
+        return mine[0] if self.lead else fn()
+
     def agree(self, value: T) -> T:
         """Rank 0's ``value`` on every rank (a stopping verdict, the result)."""
         return self.from_lead(lambda: value)
