@@ -8,7 +8,8 @@ Bars go to stderr; results and messages (:func:`info`) to stdout.
 
 ``set_verbosity(QUIET | NORMAL | VERBOSE)`` (the ``--quiet``/``--verbose`` options)
 silences bars and messages, or adds :func:`debug` lines. Work shorter than ``delay``
-seconds shows no bar at all.
+seconds shows no bar at all. A sweep point runs :func:`silenced` with its log file, so
+its progress goes there as plain lines and nothing of it reaches the sweep's console.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from typing import TextIO
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
-_state = {"verbosity": NORMAL, "bars": 0}
+_state: dict = {"verbosity": NORMAL, "bars": 0, "lines_to": None}
 
 
 def set_verbosity(level: int) -> None:
@@ -33,15 +34,15 @@ def verbosity() -> int:
 
 
 @contextlib.contextmanager
-def silenced():
-    """No bars or messages inside the block (e.g. a sweep point whose log goes to a
-    file); the previous verbosity afterwards."""
-    before = _state["verbosity"]
-    _state["verbosity"] = QUIET
+def silenced(lines_to: TextIO | None = None):
+    """No bars or messages inside the block; with ``lines_to`` (a sweep point's log
+    file), progress there as plain lines. The previous state afterwards."""
+    before = _state["verbosity"], _state["lines_to"]
+    _state["verbosity"], _state["lines_to"] = QUIET, lines_to
     try:
         yield
     finally:
-        _state["verbosity"] = before
+        _state["verbosity"], _state["lines_to"] = before
 
 
 def info(*parts, file: TextIO | None = None) -> None:
@@ -106,7 +107,7 @@ class Progress:
                  stream: TextIO | None = None, interval: float | None = None,
                  delay: float = 0.0, leave: bool = False) -> None:
         self.total, self.desc, self.unit = int(total), desc, unit
-        self.stream = stream or sys.stderr
+        self.stream = stream or _state["lines_to"] or sys.stderr
         self.interval = (float(os.environ.get("DALAB_PROGRESS_SECONDS", 30))
                          if interval is None else interval)
         self.delay = delay
@@ -115,7 +116,8 @@ class Progress:
         self.start = time.monotonic()
         self._last_line = self.start
         self._bar = None
-        self.enabled = _state["verbosity"] >= NORMAL and self.total > 0
+        self.enabled = ((_state["verbosity"] >= NORMAL or self.stream is _state["lines_to"])
+                        and self.total > 0)
         if self.enabled and _is_terminal(self.stream):
             from tqdm import tqdm
             self._bar = tqdm(total=self.total, desc=desc, unit=unit, file=self.stream,

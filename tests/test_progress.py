@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import pytest
@@ -72,6 +73,34 @@ def test_quiet_shows_nothing_and_verbose_adds_debug_lines(capsys):
     progress.debug("detail")
     progress.info("hello")
     assert capsys.readouterr().out == "detail\nhello\n"
+
+
+def test_a_silenced_sweep_point_reports_progress_as_lines_in_its_log(tmp_path, capsys):
+    import json
+
+    from dalab.sweep.points import run_point
+    from dalab.training import make_config
+
+    def train(cfg, out, log):
+        with progress.progress(3, "train ts_ts epoch 1/1", interval=0) as bar:
+            bar.update(3)
+        progress.info("a message")  # the point's messages stay off the sweep's console
+        log("epoch 1/1 done")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "result.json").write_text(json.dumps({"test_accuracy": 0.5}))
+
+    log_path = tmp_path / "logs" / "point.log"
+    config = dataclasses.asdict(make_config("quick"))
+    assert run_point(config, str(tmp_path / "run"), str(log_path), train) == {
+        "test_accuracy": 0.5}
+    lines = log_path.read_text().splitlines()
+    assert lines[0].startswith("train ts_ts epoch 1/1: 3/3 steps (100%)")
+    assert lines[-1] == "epoch 1/1 done"
+    assert capsys.readouterr() == ("", "")
+    assert progress.verbosity() == progress.NORMAL  # as before the point
+    with progress.progress(2, "after", interval=0) as bar:  # bars go to stderr again
+        bar.update(2)
+    assert capsys.readouterr().err.startswith("after: 2/2")
 
 
 def test_track_iterates_and_reports():

@@ -91,7 +91,8 @@ def run_point(config: dict, run_dir: str, log_path: str, train_fn: TrainFn) -> d
         torch.set_num_threads(int(config["threads"]))
     run_dir, log_path = Path(run_dir), Path(log_path)
     make_folder(log_path.parent)
-    with open(log_path, "a", buffering=1) as log_file, silenced():  # no bars per point
+    with (open(log_path, "a", buffering=1) as log_file,
+          silenced(lines_to=log_file)):  # progress as lines in the point's log
         train_fn(config_from_dict(config), out=run_dir,
                  log=lambda *a: print(*a, file=log_file))
     result_path = run_dir / "result.json"
