@@ -83,6 +83,18 @@ def test_detect_kind(tmp_path):
         detect_kind(exp / "analysis")
 
 
+def test_table_cells_align_numbers_and_bold_the_best():
+    from dalab.reporting.html import cell
+
+    assert cell("Avg", "**89.2 ± 0.5**") == '<td class="num"><strong>89.2 ± 0.5</strong></td>'
+    assert cell("A→W", "75.8") == '<td class="num">75.8</td>'
+    assert cell("gain", "+8.3") == '<td class="num">+8.3</td>'
+    assert cell("x", 3) == '<td class="num">3</td>'
+    assert cell("x", 0.5) == '<td class="num">0.5000</td>'
+    assert cell("method", "MCC (tllib)") == "<td>MCC (tllib)</td>"
+    assert cell("method", "**") == "<td>**</td>" and cell("x", None) == "<td></td>"
+
+
 def test_report_is_self_contained_and_flags_oracle_selection(tmp_path):
     exp = make_experiment(tmp_path)  # the seed preset selects on target labels
     page = write_report(exp, load_samples=fake_samples).read_text()

@@ -51,7 +51,7 @@ def benchmark_sections(folder: Path) -> tuple[list[str], list[dict], dict]:
             f"{esc(', '.join(map(str, record['seeds'])))}; {len(rows)} runs. Score in percent, "
             "mean ± std over seeds; the average is each seed's mean over the tasks. Bold: "
             "the best dalab row of each column; the published rows were not run here.</p>",
-            _bold_table(display_table(columns, entries, published_rows(record)))]
+            table(display_table(columns, entries, published_rows(record)))]
     gains = gain_rows(columns, entries)
     if gains:
         body += ["<h3>Gain over source only (points)</h3>", table(gains)]
@@ -71,21 +71,3 @@ def benchmark_sections(folder: Path) -> tuple[list[str], list[dict], dict]:
             configs.append(run_config(run_dir)[0])
     return body, configs, results
 
-
-def _bold_table(rows: list[dict]) -> str:
-    """:func:`dalab.reporting.html.table` with markdown's ``**best**`` as bold cells."""
-    from dalab.reporting.html import esc
-
-    if not rows:
-        return '<p class="muted">(no finished runs)</p>'
-    columns = list(rows[0])
-
-    def cell(value: str) -> str:
-        if value.startswith("**"):
-            return f'<td class="num"><strong>{esc(value.strip("*"))}</strong></td>'
-        return f'<td class="num">{esc(value)}</td>'
-
-    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
-    body = "".join(f"<tr><td>{esc(r['method'])}</td>"
-                   + "".join(cell(r[c]) for c in columns[1:]) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

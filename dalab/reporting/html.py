@@ -13,12 +13,15 @@ import base64
 import datetime
 import html
 import json
+import re
 from pathlib import Path
 
 from dalab.errors import ConfigError, DataError
 from dalab.paths import write_text_atomic
 from dalab.reporting.plots import compare_plot_names, sweep_plot_names
 from dalab.reporting.samples import data_dirs, missing_line, pair_strip, sample_strip
+
+NUMBER = re.compile(r"[-+−]?\d[\d,.]*%?( ± [\d,.]+%?)?")  # a number, or "mean ± std"
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;
@@ -76,12 +79,16 @@ def figure(data: bytes | Path, caption: str) -> str:
 
 
 def cell(key: str, value, row: dict | None = None) -> str:
+    """One ``<td>``: numbers (and "mean ± std") right-aligned on one line, a Markdown
+    ``**best**`` in bold."""
     if key == "selection" and row is not None:
         return f"<td>{selection_html(row)}</td>"
     if isinstance(value, float):
         return f'<td class="num">{value:.4f}</td>'
+    if isinstance(value, str) and len(value) > 4 and value[:2] == value[-2:] == "**":
+        return f'<td class="num"><strong>{esc(value[2:-2])}</strong></td>'
     integer = isinstance(value, int) and not isinstance(value, bool)
-    if integer or (isinstance(value, str) and " ± " in value):  # mean ± std: one line
+    if integer or (isinstance(value, str) and NUMBER.fullmatch(value)):
         return f'<td class="num">{esc(value)}</td>'
     return f"<td>{esc('' if value is None else value)}</td>"
 
