@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DALAB_DATA="${DALAB_DATA:-$(cd .. && pwd)/shared/datasets}"
 export DALAB_CACHE="${DALAB_CACHE:-$PWD/.dalab-cache}"   # generated MNIST-M sets, reused between runs
-[ -d .venv ] || python3 -m venv .venv
+[ -f .venv/bin/activate ] || python3 -m venv --clear .venv   # a half-made .venv is made again
 . .venv/bin/activate
 # torch first, pinned: a bare "torch" requirement would pull a multi-GB CUDA build.
 python -m pip install -q torch==2.13.0
