@@ -1,6 +1,7 @@
-"""The fast path: flags (bf16 autocast, channels-last, torch.compile) fall back cleanly
-on the CPU, give the plain path's losses, and keep runs bit-for-bit repeatable; batch
-augmentations are tensor ops on the images' device."""
+"""The fast path: flags (bf16 autocast, channels-last, torch.compile) on the CPU:
+channels-last and the compile fallback give the plain path's losses, bf16 autocast
+losses near them, and runs stay bit-for-bit repeatable; batch augmentations are tensor
+ops on the images' device."""
 
 from __future__ import annotations
 
@@ -27,12 +28,18 @@ def _losses(flags: dict, steps: int = 3) -> list[dict]:
 
 def test_fast_flags_give_the_plain_losses_on_cpu():
     with pytest.warns(UserWarning, match="compile: torch.compile is skipped on CPU"):
-        fast = _losses(FAST)
+        fast = _losses(dict(FAST, amp=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a CPU without native bf16 says so
+        bf16 = _losses(dict(FAST, compile=False))
     plain = _losses({})
-    for a, b in zip(fast, plain):
-        assert a.keys() == b.keys()
+    for a, b, c in zip(fast, plain, bf16):
+        assert a.keys() == b.keys() == c.keys()
         for key in a:  # channels-last changes the summation order only
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+    # bf16 rounds inputs and weights to 8 bits of mantissa: near the losses, not equal
+    assert [c["loss"] for c in bf16] != [b["loss"] for b in plain]
+    assert [c["loss"] for c in bf16] == pytest.approx([b["loss"] for b in plain], rel=0.05)
 
 
 def _run(data_root, cache_dir, **kw) -> tuple[dict, dict[str, torch.Tensor], list]:
@@ -50,15 +57,6 @@ def _run(data_root, cache_dir, **kw) -> tuple[dict, dict[str, torch.Tensor], lis
     result = train(make_config("speedrun", **values), log=lambda s: None, on_step=hook)
     figures = {k: v for k, v in result.to_dict().items() if k != "seconds"}
     return figures, seen, steps
-
-
-def test_cpu_refuses_bf16_autocast_explicitly_and_runs_float32(data_root, cache_dir):
-    with pytest.warns(UserWarning, match="amp: bf16 autocast is used on CUDA only"):
-        refused, state_refused, _ = _run(data_root, cache_dir, amp=True)
-    plain, state_plain, _ = _run(data_root, cache_dir, amp=False)
-    assert refused == plain  # same float32 computation, bit for bit
-    for key in state_plain:
-        assert torch.equal(state_refused[key], state_plain[key]), key
 
 
 def test_fast_path_run_is_bit_for_bit_repeatable(data_root, cache_dir):
