@@ -11,6 +11,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -42,6 +45,13 @@ def fake_train(cfg, out, log=print):
         "seconds": 0.01, "theta": cfg.theta, "grl_lambda": cfg.grl_lambda, "seed": cfg.seed})
     with open(Path(cfg.cache_dir) / "calls.log", "a") as f:
         f.write(f"done {out.name}\n")
+
+
+def slow_train(cfg, out, log=print):
+    """A point that takes two minutes (for killing its sweep)."""
+    with open(Path(cfg.cache_dir) / "calls.log", "a") as f:
+        f.write(f"start {Path(out).name} {os.getpid()}\n")
+    time.sleep(120)
 
 
 def small_spec(**kw) -> SweepSpec:
@@ -223,6 +233,37 @@ def test_process_pool_runs_points_in_parallel_workers(tmp_path):
     cfg = json.loads((tmp_path / "sweep" / "runs" / "ts_tt-theta0.5-quick-seed2" /
                       "config.json").read_text())["config"]
     assert cfg["threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")  # a zombie has ended (its new parent may not reap it)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_a_killed_sweep_leaves_no_worker_training(tmp_path):
+    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+              "from test_sweep import slow_train, small_spec\n"
+              "from dalab.sweep import run_sweep\n"
+              "spec = small_spec(thetas=[0.5], seeds=[0, 1, 2], lambdas=[1.0])\n"
+              f"run_sweep(spec, {str(tmp_path / 'sweep')!r}, runtime={{'cache_dir': "
+              f"{str(tmp_path)!r}}}, log=lambda *a: None, train_fn=slow_train, jobs=2)\n")
+    sweep_process = subprocess.Popen([sys.executable, "-c", script])
+    log, deadline = tmp_path / "calls.log", time.monotonic() + 120
+    while time.monotonic() < deadline and (
+            not log.exists() or log.read_text().count("start") < 2):
+        time.sleep(0.2)
+    workers = [int(line.split()[2]) for line in log.read_text().splitlines()]
+    assert len(workers) == 2 and all(map(_alive, workers))
+    sweep_process.kill()  # no chance to stop its workers
+    sweep_process.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(map(_alive, workers)):
+        time.sleep(0.2)
+    assert not any(map(_alive, workers))
 
 
 def test_ray_backend_small_grid(tmp_path):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -241,9 +242,21 @@ def report(task: Task, result: PointResult, done) -> None:
         done(task, result, None)
 
 
+def _end_with(parent: int) -> None:
+    """Pool worker: end when the sweep's process ``parent`` is gone (killed, so it could
+    not stop its workers), as a killed run ends: its folder resumes next time."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="end-with-sweep", daemon=True).start()
+
+
 def _run_pool(units: list[list[Task]], jobs: int, train_fn: TrainFn, pack_fn, done) -> None:
     # spawn, not fork: forking a process that has started torch's thread pools can hang.
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
+                             initializer=_end_with, initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(run_unit, unit_args(u), train_fn, pack_fn): u for u in units}
         try:
             for fut in as_completed(futures):
