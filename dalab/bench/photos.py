@@ -287,6 +287,7 @@ def format_photo_table(out: dict) -> str:
               f"{out['ratio_cold_pipeline_to_step']:.1f} cold (target >= {TARGET_RATIO}: "
               f"{'met' if out['meets_target'] else 'NOT met'}); fed step / step: "
               f"{out['ratio_fed_to_step']:.2f}; bf16 step / step: "
-              f"{out['ratio_bf16_to_step']:.2f} (native bf16: {out['native_bf16']}); store {build['store_mb']:,.0f} MiB built in "
-              f"{build['seconds']:.1f} s; peak RSS {out['peak_rss_mb']:,.0f} MiB"]
+              f"{out['ratio_bf16_to_step']:.2f} (native bf16: {out['native_bf16']}); store "
+              f"{build['store_mb']:,.0f} MiB built in {build['seconds']:.1f} s; peak RSS "
+              f"{out['peak_rss_mb']:,.0f} MiB"]
     return "\n".join(lines)

@@ -70,4 +70,3 @@ def benchmark_sections(folder: Path) -> tuple[list[str], list[dict], dict]:
             seen.add(r["task"])
             configs.append(run_config(run_dir)[0])
     return body, configs, results
-
