@@ -94,6 +94,8 @@ def features_st(model: Classifier, xs: Tensor, xt: Tensor, joint: bool = False
     """
     n = xs.shape[0]
     if xs.shape[1:] == xt.shape[1:] and (joint or not batch_norms(model)):
+        if xs.dtype == torch.float16:  # cached block inputs (dalab.training.frozen):
+            xs, xt = xs.float(), xt.float()  # autocast's cat refuses float16
         f = model.features(torch.cat([xs, xt]))
         return f[:n], f[n:]
     if joint:  # images of different channel counts: joined once preprocessed

@@ -295,8 +295,6 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
                 elif sets.labelled_views is not None:  # their cached features
                     xs = frozen.pick_views(xs, gen_aug)
                     xt = frozen.pick_views(xt, gen_aug) if xt is not None else None
-                if xs.dtype == torch.float16:  # cached maps: the step computes in float32
-                    xs, xt = xs.float(), xt.float() if xt is not None else None
                 if cfg.channels_last and xs.dim() == 4:
                     xs = xs.contiguous(memory_format=torch.channels_last)
                     xt = (xt.contiguous(memory_format=torch.channels_last) if xt is not None
