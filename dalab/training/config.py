@@ -321,10 +321,10 @@ PRESETS["sota-gpu"] = dict(PRESETS["sota"], network="vada")
 # Transfer-Learning-Library's Office-31 recipe, a GPU recipe: ResNet-50 from ImageNet,
 # the pooled features through a 256-wide bottleneck, the backbone at 0.1x the lr; SGD
 # lr 0.01, Nesterov momentum 0.9, weight decay 1e-3, lr (1 + 10 p)^-0.75; 32 + 32 images
-# a step, 20 epochs x 1,000 steps; random resized crops and flips of 224 px from 256 px,
-# the centre crop for evaluation; batch norm over source and target as one batch; DANN,
-# lambda ramped to 1; the last model kept.
-PRESETS["office"] = dict(network="resnet50", pretrained="imagenet", size=224, resize=256,
+# a step, 20 epochs x 1,000 steps; random resized crops and flips of 224 px from 256 px
+# (the backbone's input size, from 8/7 of it), the centre crop for evaluation; batch norm
+# over source and target as one batch; DANN, lambda ramped to 1; the last model kept.
+PRESETS["office"] = dict(network="resnet50", pretrained="imagenet",
                          optimizer="sgd", lr=0.01, momentum=0.9, nesterov=True,
                          weight_decay=1e-3, lr_schedule="anneal", anneal_alpha=10.0,
                          anneal_beta=0.75, batch_size=32, epochs=20, epoch_steps=1000,
@@ -350,11 +350,10 @@ def make_config(preset: str | None = None, **overrides) -> Config:
                               f"{', '.join(PRESETS)}")
         values.update(PRESETS[preset])
     values.update({k: v for k, v in overrides.items() if v is not None})
-    if values.get("network") in BACKBONES:  # photo networks: the backbone's input size,
-        if "size" not in values:  # crops of 224 from 256, evaluation in chunks of 64
-            values["size"] = BACKBONES[values["network"]].size
-            values.setdefault("resize", round(values["size"] * 8 / 7))
-        values.setdefault("eval_batch_size", 64)
+    if values.get("network") in BACKBONES:  # photo networks: the backbone's input size
+        values.setdefault("size", BACKBONES[values["network"]].size)  # (224: crops from
+        values.setdefault("resize", round(values["size"] * 8 / 7))  # 256), evaluation in
+        values.setdefault("eval_batch_size", 64)  # chunks of 64
     unknown = sorted(set(values) - FIELDS)
     if unknown:
         raise ConfigError(f"Unknown config key {unknown[0]!r}; known keys: "
