@@ -115,6 +115,7 @@ class Progress:
         self.figures: dict[str, float] = {}
         self.start = time.monotonic()
         self._last_line = self.start
+        self._printed: tuple[int, dict[str, float]] | None = None  # (done, figures) shown last
         self._bar = None
         self.enabled = ((_state["verbosity"] >= NORMAL or self.stream is _state["lines_to"])
                         and self.total > 0)
@@ -159,14 +160,16 @@ class Progress:
 
     def _print_line(self, now: float) -> None:
         print(self.line(now), file=self.stream, flush=True)
+        self._printed = (self.done, dict(self.figures))
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
             _state["bars"] -= 1
-        elif self.enabled and self._last_line > self.start:
-            self._print_line(time.monotonic())  # the work printed lines: print the last one
+        elif self.enabled and self._last_line > self.start and self._printed != (
+                self.done, self.figures):  # the work printed lines: print the last one
+            self._print_line(time.monotonic())
         self.enabled = False
 
     def __enter__(self) -> Progress:

@@ -38,6 +38,16 @@ def test_plain_lines_when_not_a_terminal_show_rate_and_time_left():
     assert "steps/s" in lines[0] and "left" in lines[0]
     assert lines[-1].startswith("train tst_tt epoch 1/2: 4/4 steps (100%)")
     assert "loss=0.5" in lines[-1]
+    assert len(lines) == 4  # the last line once, not again on closing
+
+
+def test_closing_prints_the_last_line_when_it_was_not_shown():
+    out = io.StringIO()
+    with progress.progress(4, "work", stream=out, interval=0) as bar:
+        bar.update(4)
+        bar.set_figures(loss=0.25)  # new figures after the last line
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and "loss" not in lines[0] and "loss=0.25" in lines[1]
 
 
 def test_plain_lines_are_periodic_not_per_step():
