@@ -167,9 +167,8 @@ class Progress:
             self._bar.close()
             self._bar = None
             _state["bars"] -= 1
-        elif self.enabled and self._last_line > self.start and self._printed != (
-                self.done, self.figures):  # the work printed lines: print the last one
-            self._print_line(time.monotonic())
+        elif self.enabled and self._printed not in (None, (self.done, self.figures)):
+            self._print_line(time.monotonic())  # the work printed lines: print the last one
         self.enabled = False
 
     def __enter__(self) -> Progress:

@@ -20,7 +20,7 @@ from dalab.models.pretrained import load_init_weights, load_pretrained
 from dalab.models.resnet import resnet18
 
 REPO = Path(__file__).resolve().parents[1]
-# backbone parameters of torchvision's ResNets and of EfficientNet-Lite0, less the classifier
+# backbone parameters of torchvision's ResNets and of EfficientNet-Lite0/1/2, less the classifier
 PARAMETERS = {"resnet18": 11_176_512, "resnet50": 23_508_032, "resnet101": 42_500_160,
               "efficientnet_lite0": 3_371_008, "efficientnet_lite1": 4_135_680,
               "efficientnet_lite2": 4_811_072}

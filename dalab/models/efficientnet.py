@@ -184,4 +184,3 @@ class EfficientNetLite(nn.Module):
         for block in self._blocks:
             x = block(x)
         return self.head(x)
-

