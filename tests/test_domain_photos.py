@@ -287,3 +287,22 @@ def test_the_real_office31_release_lists(data_root, tmp_path):
         lists = _listing(f"office31:{domain}", data_root, tmp_path)
         labels = np.array(lists["whole"].labels, dtype=np.int64)
         assert len(lists["whole"].files) == size and set(labels) == set(range(31)), domain
+
+
+def test_photos_are_read_upright_and_16_bit_grey_keeps_its_range(tmp_path):
+    from dalab.data.folders import read_image
+
+    wide = np.zeros((20, 40, 3), np.uint8)
+    wide[:, :20] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise, as a phone held upright saves it
+    Image.fromarray(wide).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    upright = read_image(tmp_path / "phone.jpg")
+    assert upright.shape == (3, 40, 20)
+    assert upright[:, :15].mean() > 200 and upright[:, 25:].mean() < 50  # white on top
+
+    ramp = (np.arange(64, dtype=np.uint16) * 1024).reshape(8, 8)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")  # 16-bit grey
+    grey = read_image(tmp_path / "deep.png")
+    assert grey.shape == (3, 8, 8) and (grey[0] == grey[2]).all()
+    np.testing.assert_array_equal(grey[0], (ramp >> 8).astype(np.uint8))

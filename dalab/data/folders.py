@@ -160,15 +160,16 @@ def label_indices(labels: tuple[str, ...], class_names: tuple[str, ...],
 
 
 def read_image(path: Path, size: int | None = None, crop: int = 0) -> np.ndarray:
-    """One image as RGB uint8 ``(3, H, W)``, resized to ``size`` when given, then its
-    centre ``crop`` x ``crop`` when ``crop`` (a photo model's evaluation view).
+    """One image as RGB uint8 ``(3, H, W)``, turned upright as its EXIF orientation says
+    (as a phone's photo is shown), resized to ``size`` when given, then its centre
+    ``crop`` x ``crop`` when ``crop`` (a photo model's evaluation view).
 
     Raises
     ------
     DataError
         Naming the file when it cannot be read or decoded.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     from dalab.data.domains.base import centre_crop, resize
 
@@ -176,7 +177,7 @@ def read_image(path: Path, size: int | None = None, crop: int = 0) -> np.ndarray
         with Image.open(path) as img:
             if size is not None:  # JPEG: decode at the smallest DCT scale >= size
                 img.draft("RGB", (size, size))
-            arr = np.asarray(img.convert("RGB"))
+            arr = rgb_pixels(ImageOps.exif_transpose(img))
     except FileNotFoundError as err:
         raise DataError(f"{path}: no such image file") from err
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
@@ -185,6 +186,15 @@ def read_image(path: Path, size: int | None = None, crop: int = 0) -> np.ndarray
     if size is not None and arr.shape[1:] != (size, size):
         arr = resize(arr[None], size)[0]
     return np.ascontiguousarray(centre_crop(arr, crop)) if crop else arr
+
+
+def rgb_pixels(img) -> np.ndarray:
+    """A PIL image's pixels as RGB uint8 ``(H, W, 3)``. Integer grey of more than 8 bits
+    (16-bit PNG and TIFF) keeps its top 8 bits; PIL's own conversion would clip it."""
+    if img.mode.startswith("I"):
+        grey = np.clip(np.asarray(img, dtype=np.int64), 0, 65535) >> 8
+        return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2)
+    return np.asarray(img.convert("RGB"))
 
 
 def read_images(files: tuple[Path, ...], size: int | None, crop: int = 0) -> np.ndarray:

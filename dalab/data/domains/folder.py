@@ -29,7 +29,7 @@ from dalab.data.store import Store, build_store
 from dalab.errors import ConfigError, DataError
 
 WHOLE = "whole"  # the folder itself, when it has no split sub-folders
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: EXIF orientation applied, 16-bit grey scaled (not clipped)
 
 
 def fingerprint(lists: dict[str, ImageList], labels: dict[str, np.ndarray]) -> str:
