@@ -221,7 +221,8 @@ def test_feature_views_need_a_frozen_backbone(photos, tmp_path):
         _cfg(photos, tmp_path, feature_views=2)
 
 
-@pytest.mark.parametrize("how", [dict(freeze_backbone=True), dict(tune_blocks=1)])
+@pytest.mark.parametrize("how", [dict(freeze_backbone=True), dict(tune_blocks=1),
+                                 dict(freeze_backbone=True, bottleneck_dim=64)])
 def test_a_model_trained_on_cached_features_classifies_images_the_same(how, photos,
                                                                        backbone_file, tmp_path):
     from dalab.evaluation import evaluate
@@ -232,6 +233,8 @@ def test_a_model_trained_on_cached_features_classifies_images_the_same(how, phot
                resize=36, epochs=1, target_split="all", **how)
     result = train(cfg, tmp_path / "run", log=lambda s: None)
     model, saved = load_model(tmp_path / "run")
+    assert model.features(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)).shape == (
+        2, cfg.bottleneck_dim)
     target = load_sets(saved).evals["target_test"]  # images, as a user's eval sees them
     assert target.images.shape[-1] == 32 and target.images.dtype == torch.uint8
     scores = evaluate(model, target.images, target.labels, batch_size=8)

@@ -24,7 +24,7 @@ from dalab.models.classifier import Classifier, batch_norms
 
 NUM_CLASSES = 10  # the digit domains' class count, the default everywhere
 Parts = tuple[nn.Module, nn.Module, nn.Module]
-NETWORKS: dict[str, Callable[[int, int, int, float], Parts]] = {
+NETWORKS: dict[str, Callable[..., Parts]] = {  # (in_channels, classes, size, dropout)
     "lenet": digits.lenet,
     "dann": digits.dann,
     "dann_bn": digits.dann_bn,
@@ -39,12 +39,14 @@ __all__ = ["BACKBONES", "Backbone", "Classifier", "NETWORKS", "NUM_CLASSES", "ba
 
 def build_model(network: str, in_channels: int, mean: Sequence[float], std: Sequence[float],
                 dropout: float = 0.0, num_classes: int | None = None, size: int = 28,
-                class_names: Sequence[str] | None = None) -> Classifier:
+                class_names: Sequence[str] | None = None,
+                bottleneck: int = backbones.BOTTLENECK) -> Classifier:
     """Build a :class:`Classifier` by name (a key of :data:`NETWORKS`) for
     ``size`` x ``size`` images.
 
     The classes are ``class_names`` when given, else ``num_classes`` classes named
-    ``"0"``, ``"1"``, ... (default: the ten digits).
+    ``"0"``, ``"1"``, ... (default: the ten digits). ``bottleneck``: the width of a
+    photo network's bottleneck (the digit networks have none).
     """
     if network not in NETWORKS:
         raise ConfigError(f"network: unknown value {network!r}; choose one of "
@@ -56,7 +58,8 @@ def build_model(network: str, in_channels: int, mean: Sequence[float], std: Sequ
         raise ConfigError(f"num_classes {num_classes} does not match the "
                           f"{len(class_names)} class names")
     try:
-        parts = NETWORKS[network](in_channels, len(class_names), size, dropout)
+        photo = {"bottleneck": bottleneck} if network in BACKBONES else {}
+        parts = NETWORKS[network](in_channels, len(class_names), size, dropout, **photo)
     except ValueError as err:
         raise ConfigError(f"network {network}: {err}") from err
     return Classifier(*parts, in_channels=in_channels, mean=mean, std=std,

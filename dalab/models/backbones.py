@@ -4,8 +4,9 @@ Each network is a backbone (normalised images -> globally pooled ``(N, D)``) and
 head Transfer-Learning-Library (tllib) puts on every backbone for domain adaptation:
 
 - ``features``: a :class:`Features` module, the backbone then a bottleneck Linear
-  D -> 256, BatchNorm1d, ReLU, so ``model.features(x)`` is ``(N, 256)``;
-- ``label_head``: Dropout (``dropout``), Linear 256 -> K;
+  D -> B, BatchNorm1d, ReLU, so ``model.features(x)`` is ``(N, B)`` (B = 256, tllib's
+  default, unless ``bottleneck`` says otherwise);
+- ``label_head``: Dropout (``dropout``), Linear B -> K;
 - ``domain_head``: tllib's domain discriminator, Linear 1024, BatchNorm1d, ReLU,
   Linear 1024, BatchNorm1d, ReLU, Linear 1 (a logit; tllib's final sigmoid is left to
   the loss).
@@ -28,7 +29,7 @@ from torch import Tensor, nn
 
 from dalab.models import efficientnet, resnet
 
-BOTTLENECK = 256  # tllib's bottleneck width
+BOTTLENECK = 256  # tllib's default bottleneck width
 HIDDEN = 1024  # tllib's domain discriminator width
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -82,7 +83,7 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
 
 
 class Features(nn.Module):
-    """Backbone, then tllib's bottleneck: images ``(N, C, H, W)`` -> ``(N, 256)``.
+    """Backbone, then tllib's bottleneck: images ``(N, C, H, W)`` -> ``(N, bottleneck)``.
 
     A backbone may be frozen in part: :meth:`freeze` fixes it but for its last
     ``tune`` blocks. The frozen part's output never changes, so it can be computed once
@@ -92,11 +93,11 @@ class Features(nn.Module):
     as pooled backbone features.
     """
 
-    def __init__(self, backbone: nn.Module, width: int):
+    def __init__(self, backbone: nn.Module, width: int, bottleneck: int = BOTTLENECK):
         super().__init__()
         self.backbone = backbone
-        self.bottleneck = nn.Sequential(nn.Linear(width, BOTTLENECK),
-                                        nn.BatchNorm1d(BOTTLENECK), nn.ReLU())
+        self.bottleneck = nn.Sequential(nn.Linear(width, bottleneck),
+                                        nn.BatchNorm1d(bottleneck), nn.ReLU())
         self.tune: int | None = None  # None: the whole backbone trains
         self.cached = False  # inputs are the frozen part's cached output
 
@@ -162,27 +163,27 @@ def domain_discriminator(width: int = BOTTLENECK) -> nn.Sequential:
                          nn.Linear(HIDDEN, 1))
 
 
-def network(name: str, in_channels: int, num_classes: int, size: int, dropout: float
-            ) -> tuple[nn.Module, nn.Module, nn.Module]:
-    """``(features, label_head, domain_head)`` of backbone ``name`` with tllib's head.
+def network(name: str, in_channels: int, num_classes: int, size: int, dropout: float,
+            bottleneck: int = BOTTLENECK) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """``(features, label_head, domain_head)`` of backbone ``name`` with tllib's head,
+    its bottleneck ``bottleneck`` wide.
 
     ``size`` is not needed (the backbones pool globally); it is there for the common
     network signature.
     """
     spec = BACKBONES[name]
-    features = Features(spec.build(in_channels), spec.width)
-    label = nn.Sequential(nn.Dropout(dropout), nn.Linear(BOTTLENECK, num_classes))
-    return features, label, domain_discriminator()
+    features = Features(spec.build(in_channels), spec.width, bottleneck)
+    label = nn.Sequential(nn.Dropout(dropout), nn.Linear(bottleneck, num_classes))
+    return features, label, domain_discriminator(bottleneck)
 
 
-def factory(name: str) -> Callable[[int, int, int, float], tuple[nn.Module, nn.Module,
-                                                                   nn.Module]]:
-    """The ``(in_channels, num_classes, size, dropout) -> parts`` builder of ``name``,
-    for ``dalab.models.NETWORKS``."""
+def factory(name: str) -> Callable[..., tuple[nn.Module, nn.Module, nn.Module]]:
+    """The ``(in_channels, num_classes, size, dropout, bottleneck=256) -> parts`` builder
+    of ``name``, for ``dalab.models.NETWORKS``."""
 
-    def build(in_channels: int, num_classes: int, size: int, dropout: float
-              ) -> tuple[nn.Module, nn.Module, nn.Module]:
-        return network(name, in_channels, num_classes, size, dropout)
+    def build(in_channels: int, num_classes: int, size: int, dropout: float,
+              bottleneck: int = BOTTLENECK) -> tuple[nn.Module, nn.Module, nn.Module]:
+        return network(name, in_channels, num_classes, size, dropout, bottleneck)
 
     build.__name__ = build.__qualname__ = name
     build.__doc__ = f"{name} ({BACKBONES[name].width} features) with tllib's head."

@@ -68,6 +68,8 @@ class Config:
     #   views (resized crops + flips) of every training image; a step takes one of them
     #   (0: the centre crop's features only, no augmentation)
     backbone_lr: float = 0.1  # learning rate of a pretrained backbone, times the run's lr
+    bottleneck_dim: int = 256  # photo networks: width of the bottleneck between the
+    #   backbone and the heads (tllib's --bottleneck-dim; its MCC uses 1024 on Office-31)
     dropout: float = 0.0  # dropout probability before each fully connected layer
     augment: str = "none"  # batch augmentation of labelled images: none | color (jitter)
     # -- data --------------------------------------------------------------------------
@@ -208,7 +210,8 @@ class Config:
         for name in ("data_root", "cache_dir"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name}: expected a folder path, got {getattr(self, name)!r}")
-        for name in ("epochs", "batch_size", "eval_batch_size", "size", "cdan_hidden",
+        for name in ("epochs", "batch_size", "eval_batch_size", "size", "bottleneck_dim",
+                     "cdan_hidden",
                      "cdan_max_width", "cdan_random_dim", "adda_hidden", "mcd_steps"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ConfigError(f"{name}: expected a positive integer, got "

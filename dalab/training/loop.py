@@ -142,8 +142,8 @@ def _build(cfg: Config, sets: Sets, device: torch.device, log):
             train_images.append(sets.unlabelled)
         channels = sets.channels
         mean, std = channel_stats(*train_images, channels=channels)
-    model = build_model(cfg.network, channels, mean, std, cfg.dropout,
-                        size=sets.size, class_names=sets.class_names)
+    model = build_model(cfg.network, channels, mean, std, cfg.dropout, size=sets.size,
+                        class_names=sets.class_names, bottleneck=cfg.bottleneck_dim)
     if cfg.init_weights:
         load_init_weights(model, cfg.init_weights, log)
     if cfg.pretrained:

@@ -193,7 +193,8 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu"):
     try:
         cfg = config_from_dict(saved, f"{path} (config metadata)")
         model = build_model(meta.get("network", ""), channels, [0.0] * channels,
-                            [1.0] * channels, cfg.dropout, size=size, class_names=names)
+                            [1.0] * channels, cfg.dropout, size=size, class_names=names,
+                            bottleneck=cfg.bottleneck_dim)
     except ConfigError as err:
         raise DataError(str(err) if str(path) in str(err) else f"{path}: {err}") from None
     from dalab.training.checkpoint import check_tensors
