@@ -229,6 +229,53 @@ def test_folder_errors(tmp_path):
         load_domain(f"folder:{tmp_path / 'd'}", cache_dir=tmp_path / "cache")
 
 
+def _classes(root, counts: dict[str, int], suffix: str = ".png"):
+    for k, (cls, n) in enumerate(counts.items()):
+        for i in range(n):
+            _png(root / cls / f"{i}{suffix}", 10 * k + i)
+
+
+def test_class_names_are_read_in_nfc(tmp_path):
+    import unicodedata
+    composed, decomposed = (unicodedata.normalize(f, "café mug") for f in ("NFC", "NFD"))
+    _classes(tmp_path / "src", {decomposed: 2, "pen": 2})  # as macOS writes folder names
+    _classes(tmp_path / "tgt", {composed: 2, "pen": 2})
+    src, tgt = (load_domain(f"folder:{tmp_path / d}", cache_dir=tmp_path / "cache")
+                for d in ("src", "tgt"))
+    assert src.class_names == tgt.class_names == (composed, "pen")
+    flat = tmp_path / "flat" / "test"
+    for i in range(2):
+        _png(flat / f"{i}.png", i)
+    cafe = composed.split()[0]  # a label has no spaces
+    (flat / "labels.txt").write_text(f"0.png {unicodedata.normalize('NFD', cafe)}\n"
+                                     f"1.png {cafe}\n")
+    dom = load_domain(f"folder:{tmp_path / 'flat'}", cache_dir=tmp_path / "cache")
+    assert dom.class_names == (cafe,)
+
+
+def test_hidden_folders_are_skipped_as_predict_skips_them(tmp_path):
+    from dalab.data.folders import scan_folder
+    from dalab.evaluation.predictions import find_images
+    _classes(tmp_path, {"bike": 2, "pen": 1})
+    _png(tmp_path / "bike" / ".thumbnails" / "t0.png", 1)
+    _png(tmp_path / "pen" / "a" / ".cache" / "b" / "t1.png", 1)
+    _png(tmp_path / "pen" / ".hidden.png", 1)
+    found = scan_folder(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in found.files] == find_images(tmp_path) \
+        == ["bike/0.png", "bike/1.png", "pen/0.png"]
+
+
+def test_loose_images_beside_class_folders_are_skipped_with_a_warning(tmp_path):
+    from dalab.data.folders import scan_folder
+    _classes(tmp_path, {"bike": 1, "mug": 1})
+    for i in range(2):
+        _png(tmp_path / f"loose{i}.jpg", i)
+    with pytest.warns(UserWarning, match=f"{tmp_path}: 2 images beside the class folders "
+                                         "skipped"):
+        found = scan_folder(tmp_path)
+    assert len(found.files) == 2
+
+
 # -- export ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("spec, size", [("digits", 28), ("syndigits", 12)])

@@ -9,10 +9,19 @@ Two layouts hold labels:
 
 A flat folder without a labels file is a set of unlabelled images. Paths in a labels file
 are relative to the folder; absolute paths and paths with ``..`` are refused.
+
+Hidden files and everything under a hidden folder (``bike/.thumbnails/``) are skipped.
+Images beside class sub-folders belong to no class: they are skipped with a warning.
+Class folder names and the labels of a labels file are read in Unicode NFC, so a name
+written decomposed (NFD, as macOS writes folder names) is the same class as its
+composed twin.
 """
 
 from __future__ import annotations
 
+import os
+import unicodedata
+import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -45,6 +54,26 @@ def is_image(path: Path) -> bool:
         and not path.name.startswith(".")
 
 
+def nfc(name: str) -> str:
+    """``name`` in Unicode NFC (composed: ``"é"`` one code point, not ``"e"`` + accent)."""
+    return unicodedata.normalize("NFC", name)
+
+
+def subfolders(folder: Path) -> list[Path]:
+    """The sub-folders of ``folder`` (hidden ones skipped), sorted."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def images_under(folder: Path) -> list[Path]:
+    """Every image file below ``folder`` at any depth, sorted; hidden files and everything
+    under a hidden folder are skipped (symlinked folders are not followed)."""
+    found = []
+    for top, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [p for p in (Path(top) / f for f in files) if is_image(p)]
+    return sorted(found)
+
+
 def labels_file_of(folder: Path) -> Path | None:
     """``<folder>_labels.txt`` beside ``folder``, else ``folder/labels.txt``, else None."""
     for candidate in (folder.parent / f"{folder.name}_labels.txt", folder / LABELS_FILE):
@@ -60,8 +89,13 @@ def scan_folder(folder: Path, labels: Path | None = None) -> ImageList:
     labels = labels or labels_file_of(folder)
     if labels is not None:
         return label_file_items(folder, labels)
-    subs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    subs = subfolders(folder)
     if subs:
+        loose = sum(1 for p in folder.iterdir() if is_image(p))
+        if loose:
+            warnings.warn(f"{folder}: {loose} image{'s' if loose > 1 else ''} beside the "
+                          "class folders skipped (an image's class is its folder); move "
+                          "them into a class folder", stacklevel=2)
         return class_folder_items(folder, subs)
     files = tuple(sorted(p for p in folder.iterdir() if is_image(p)))
     if not files:
@@ -71,15 +105,16 @@ def scan_folder(folder: Path, labels: Path | None = None) -> ImageList:
 
 
 def class_folder_items(root: Path, subs: list[Path]) -> ImageList:
-    """Images under each class sub-folder (searched recursively), labelled by its name."""
+    """Images under each class sub-folder (searched recursively), labelled by its name
+    in NFC."""
     files, labels = [], []
     for sub in subs:
-        found = sorted(p for p in sub.rglob("*") if is_image(p))
+        found = images_under(sub)
         if not found:
             raise DataError(f"{sub}: class folder {sub.name!r} holds no images; add images "
                             "or remove the folder")
         files += found
-        labels += [sub.name] * len(found)
+        labels += [nfc(sub.name)] * len(found)
     return ImageList(root, tuple(files), tuple(labels), by_folder=True)
 
 
@@ -115,7 +150,7 @@ def label_file_items(root: Path, labels: Path) -> ImageList:
         if not path.is_file():
             raise DataError(f"{where}: image file {path} is missing")
         files.append(path)
-        names.append(label)
+        names.append(nfc(label))
     if not files:
         raise DataError(f"{labels}: no 'filename label' lines")
     return ImageList(root, tuple(files), tuple(names))

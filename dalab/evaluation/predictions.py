@@ -14,7 +14,6 @@ temporary file beside ``OUT`` and renamed when complete.
 from __future__ import annotations
 
 import csv
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dalab.data.folders import IMAGE_SUFFIXES, is_image, read_image, to_channels
+from dalab.data.folders import IMAGE_SUFFIXES, images_under, read_image, to_channels
 from dalab.errors import DataError
 from dalab.evaluation.evaluate import class_names_of
 from dalab.paths import atomic_path
@@ -37,11 +36,7 @@ def find_images(root: str | Path) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such image folder")
-    found = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        rel = Path(folder).relative_to(root)
-        found += [(rel / f).as_posix() for f in sorted(files) if is_image(Path(folder) / f)]
+    found = [p.relative_to(root).as_posix() for p in images_under(root)]
     if not found:
         raise DataError(f"{root}: no image files found (looked for "
                         f"{', '.join(sorted(IMAGE_SUFFIXES))} in every sub-folder)")
