@@ -235,6 +235,21 @@ def _classes(root, counts: dict[str, int], suffix: str = ".png"):
             _png(root / cls / f"{i}{suffix}", 10 * k + i)
 
 
+def test_a_class_named_train_is_a_class_and_only_split_folders_make_splits(tmp_path):
+    _classes(tmp_path / "x", {"bike": 3, "pen": 3, "train": 4})
+    dom = load_domain(f"folder:{tmp_path / 'x'}", cache_dir=tmp_path / "cache")
+    assert dom.has_labels and dom.class_names == ("bike", "pen", "train")
+    assert len(dom.split("all")) == 10
+    _classes(tmp_path / "y" / "train", {"bike": 3, "pen": 3})
+    _classes(tmp_path / "y", {"extra": 2})
+    with pytest.raises(DataError, match=r"y: train/ looks like a split folder .* but extra/ "
+                                        r"is beside it; .* or rename train/"):
+        load_domain(f"folder:{tmp_path / 'y'}", cache_dir=tmp_path / "cache")
+    (tmp_path / "y" / "extra").rename(tmp_path / "y" / ".extra")  # hidden: not a class
+    dom = load_domain(f"folder:{tmp_path / 'y'}", cache_dir=tmp_path / "cache")
+    assert dom.class_names == ("bike", "pen") and len(dom.split("train+val")) == 6
+
+
 def test_class_names_are_read_in_nfc(tmp_path):
     import unicodedata
     composed, decomposed = (unicodedata.normalize(f, "café mug") for f in ("NFC", "NFD"))

@@ -1,11 +1,14 @@
 """``folder:PATH``: your own images, labelled or not.
 
-``PATH`` holds ``train/``, ``val/`` and ``test/`` sub-folders (those present are the
-splits), or is itself the only folder (then split by a seeded draw: 70% train, 10% val,
-20% test). Each of those folders is in one of the layouts of :mod:`dalab.data.folders`:
-class sub-folders, a flat folder with a labels file, or a flat folder of unlabelled
-images. With ``train/`` but no ``val/``, val is a seeded 10% of ``train/``. Images are
-resized (bilinear) to the domain's size; the domain is grey when every image is.
+``PATH`` holds split sub-folders ``train/``, ``val/`` and/or ``test/`` and nothing else
+beside them (those present are the splits), or is itself the only folder (then split by
+a seeded draw: 70% train, 10% val, 20% test). A ``train/`` beside other sub-folders is a
+class (VisDA-2017 has one); a split-named folder that holds only sub-folders, beside
+other folders, is refused as ambiguous. Each of those folders is in one of the layouts
+of :mod:`dalab.data.folders`: class sub-folders, a flat folder with a labels file, or a
+flat folder of unlabelled images. With ``train/`` but no ``val/``, val is a seeded 10% of
+``train/``. Images are resized (bilinear) to the domain's size; the domain is grey when
+every image is.
 
 The images are decoded once into an image store (:mod:`dalab.data.store`) under
 ``<cache dir>/folders/<kind>_size<size>_<fingerprint>.npy``, the fingerprint covering
@@ -24,7 +27,8 @@ import torch
 
 from dalab.data.domains.base import SPLITS, TEST_FRACTION, VAL_FRACTION, Domain, Where, carve
 from dalab.data.export import CLASSES_FILE
-from dalab.data.folders import ImageList, class_names_of, label_indices, read_images, scan_folder
+from dalab.data.folders import (ImageList, class_names_of, is_image, label_indices, read_images,
+                                scan_folder, subfolders)
 from dalab.data.store import Store, build_store
 from dalab.errors import ConfigError, DataError
 
@@ -57,12 +61,25 @@ class Folder(Domain):
         self._store = self._decode(self.image_lists())
 
     def image_lists(self) -> dict[str, ImageList]:
-        """The image files (and labels) of each split sub-folder present, else of the
-        whole folder under the key ``"whole"`` (split by a seeded draw). Release-layout
-        kinds override this to read their own layout and image lists."""
-        lists = {s: scan_folder(self.root / d) for s, d in self.split_dirs.items()
-                 if (self.root / d).is_dir()}
-        return lists or {WHOLE: scan_folder(self.root)}
+        """The image files (and labels) of each split sub-folder when every sub-folder is
+        one, else of the whole folder under the key ``"whole"`` (split by a seeded draw).
+        Release-layout kinds override this to read their own layout and image lists."""
+        subs = subfolders(self.root)
+        dirs = set(self.split_dirs.values())
+        if subs and all(p.name in dirs for p in subs):
+            return {s: scan_folder(self.root / d) for s, d in self.split_dirs.items()
+                    if (self.root / d).is_dir()}
+        for sub in subs:
+            if sub.name in dirs and subfolders(sub) and not any(map(is_image, sub.iterdir())):
+                others = [p.name + "/" for p in subs if p.name not in dirs]
+                raise DataError(
+                    f"{self.root}: {sub.name}/ looks like a split folder (class folders, no "
+                    f"images of its own) but {', '.join(others[:3])}"
+                    f"{' ...' if len(others) > 3 else ''} {'is' if len(others) == 1 else 'are'}"
+                    f" beside it; put every split in "
+                    f"{', '.join(d + '/' for d in self.split_dirs.values())} with nothing "
+                    f"else beside them, or rename {sub.name}/ if it is a class")
+        return {WHOLE: scan_folder(self.root)}
 
     def locate(self, path: Path | None) -> Path:
         """The folder to read (a kind may fetch or unpack it first)."""

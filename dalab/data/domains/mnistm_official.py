@@ -20,7 +20,7 @@ from dalab.data.archive import extract_folder
 from dalab.data.domains.base import centre_crop, resize
 from dalab.data.domains.folder import Folder
 from dalab.data.download import DownloadError, download_verified, file_md5, md5_check
-from dalab.data.folders import read_images
+from dalab.data.folders import ImageList, read_images, scan_folder
 from dalab.errors import DataError
 
 FOLDER = "mnist_m"
@@ -71,6 +71,11 @@ class MnistmOfficial(Folder):
         if (path / ARCHIVE).is_file():
             return self._unpack(path / ARCHIVE)
         return None
+
+    def image_lists(self) -> dict[str, ImageList]:
+        """The release's split folders present (other sub-folders are not read)."""
+        return {s: scan_folder(self.root / d) for s, d in self.split_dirs.items()
+                if (self.root / d).is_dir()}
 
     def _unpack(self, archive: Path) -> Path:
         """The archive's ``mnist_m/``, extracted once per archive (by md5) in the cache."""

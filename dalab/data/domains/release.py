@@ -26,7 +26,8 @@ from typing import ClassVar
 from dalab.data.archive import extract_archive
 from dalab.data.domains.base import Domain, Where
 from dalab.data.domains.folder import WHOLE, Folder
-from dalab.data.folders import ImageList, class_folder_items, is_index, label_file_items
+from dalab.data.folders import (ImageList, class_folder_items, is_index, label_file_items,
+                                subfolders)
 from dalab.errors import DataError
 
 
@@ -142,11 +143,6 @@ class Release(Folder):
         if archives:
             names += [a.format(domain=self.sub_domain) for a in self.archives]
         return ", ".join(names)
-
-
-def subfolders(folder: Path) -> list[Path]:
-    """The sub-folders of ``folder`` (hidden ones skipped), sorted."""
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def check_classes(folder: Path, names: Iterable[str], classes: tuple[str, ...]) -> None:
