@@ -250,6 +250,47 @@ def test_a_class_named_train_is_a_class_and_only_split_folders_make_splits(tmp_p
     assert dom.class_names == ("bike", "pen") and len(dom.split("train+val")) == 6
 
 
+def test_a_whole_folder_is_split_per_class_and_by_file_path(tmp_path):
+    counts = {"a": 1, "b": 2, "c": 3, "d": 10, "e": 20}
+    _classes(tmp_path / "imgs", counts)
+    dom = load_domain(f"folder:{tmp_path / 'imgs'}", cache_dir=tmp_path / "cache")
+    per_class = {s: np.bincount(dom.split(s).labels.numpy(), minlength=5).tolist()
+                 for s in dom.splits}  # 1 and 2 images: train only; then round(10%), 20%
+    assert per_class == {"train": [1, 2, 2, 7, 14], "val": [0, 0, 0, 1, 2],
+                         "test": [0, 0, 1, 2, 4]}
+    before = {s: {int(v) for v in dom.split(s).images[:, 0, 0, 0]} for s in dom.splits}
+    _png(tmp_path / "imgs" / "e" / "new.png", 250)  # one more photo of class e
+    dom = load_domain(f"folder:{tmp_path / 'imgs'}", cache_dir=tmp_path / "cache")
+    after = {s: {int(v) for v in dom.split(s).images[:, 0, 0, 0]} - {250} for s in dom.splits}
+    moved = sum(len(before[s] - after[s]) for s in dom.splits)
+    assert moved <= 2 and not before["train"] & after["test"]
+
+
+def test_a_path_keyed_split_moves_at_most_a_boundary_file(tmp_path):
+    from dalab.data.domains.folder import split_by_path
+
+    def sides(n: int) -> dict[Path, int]:
+        files = tuple(tmp_path / "c" / f"{i}.jpg" for i in range(n))
+        parts = split_by_path(files, tmp_path, np.zeros(n, np.int64), (0.1, 0.2))
+        return {files[i]: k for k, part in enumerate(parts) for i in part}
+
+    for n in range(1, 80):
+        old, new = sides(n), sides(n + 1)
+        changed = [f for f in old if old[f] != new[f]]
+        into_test = [f for f in changed if old[f] == 0 and new[f] == 2]  # from train
+        assert len(changed) <= 2 and (n == 2 or not into_test), n
+    assert [len(p) for p in split_by_path(tuple(tmp_path / f"{i}" for i in range(10)),
+                                          tmp_path, np.zeros(10, np.int64), (0.1,))] == [9, 1]
+
+
+def test_train_without_val_gives_up_ten_percent_of_each_class(tmp_path):
+    _classes(tmp_path / "train", {"cat": 1, "dog": 10})
+    _classes(tmp_path / "test", {"cat": 1, "dog": 1})
+    dom = load_domain(f"folder:{tmp_path}", cache_dir=tmp_path / "cache")
+    assert dom.split("train").labels.tolist() == [0] + [1] * 9
+    assert dom.split("val").labels.tolist() == [1]
+
+
 def test_class_names_are_read_in_nfc(tmp_path):
     import unicodedata
     composed, decomposed = (unicodedata.normalize(f, "café mug") for f in ("NFC", "NFD"))

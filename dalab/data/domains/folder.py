@@ -1,14 +1,22 @@
 """``folder:PATH``: your own images, labelled or not.
 
 ``PATH`` holds split sub-folders ``train/``, ``val/`` and/or ``test/`` and nothing else
-beside them (those present are the splits), or is itself the only folder (then split by
-a seeded draw: 70% train, 10% val, 20% test). A ``train/`` beside other sub-folders is a
-class (VisDA-2017 has one); a split-named folder that holds only sub-folders, beside
-other folders, is refused as ambiguous. Each of those folders is in one of the layouts
-of :mod:`dalab.data.folders`: class sub-folders, a flat folder with a labels file, or a
-flat folder of unlabelled images. With ``train/`` but no ``val/``, val is a seeded 10% of
-``train/``. Images are resized (bilinear) to the domain's size; the domain is grey when
-every image is.
+beside them (those present are the splits), or is itself the only folder. A ``train/``
+beside other sub-folders is a class (VisDA-2017 has one); a split-named folder that holds
+only sub-folders, beside other folders, is refused as ambiguous. Each of those folders is
+in one of the layouts of :mod:`dalab.data.folders`: class sub-folders, a flat folder with
+a labels file, or a flat folder of unlabelled images. Images are resized (bilinear) to
+the domain's size; the domain is grey when every image is.
+
+A folder that comes as one set is split 70% train, 10% val, 20% test within each class
+(the whole set when unlabelled): a class's files ordered by the md5 of their path
+relative to the folder (in NFC), the first ``round(0.2 n)`` (half up) are test, the next
+``round(0.1 n)`` val, the rest train, and train keeps at least one image (a class of 1 or
+2 images is train only; 3 give 2/0/1, 10 give 7/1/2). The split depends on the paths of
+a class's files, not on the other classes or on the file list's order: adding or
+removing a file moves at most a boundary file per split of its class. With ``train/`` but no ``val/``, val is 10% of each class of
+``train/``, cut the same way. Release kinds (``stable_split = False``) keep the seeded
+permutation of :func:`~dalab.data.domains.base.carve`.
 
 The images are decoded once into an image store (:mod:`dalab.data.store`) under
 ``<cache dir>/folders/<kind>_size<size>_<fingerprint>.npy``, the fingerprint covering
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -27,13 +36,14 @@ import torch
 
 from dalab.data.domains.base import SPLITS, TEST_FRACTION, VAL_FRACTION, Domain, Where, carve
 from dalab.data.export import CLASSES_FILE
-from dalab.data.folders import (ImageList, class_names_of, is_image, label_indices, read_images,
-                                scan_folder, subfolders)
+from dalab.data.folders import (ImageList, class_names_of, is_image, label_indices, nfc,
+                                read_images, scan_folder, subfolders)
 from dalab.data.store import Store, build_store
 from dalab.errors import ConfigError, DataError
 
 WHOLE = "whole"  # the folder itself, when it has no split sub-folders
-FORMAT_VERSION = 3  # 3: EXIF orientation applied, 16-bit grey scaled (not clipped)
+FORMAT_VERSION = 4  # 3: EXIF orientation applied, 16-bit grey scaled (not clipped);
+# 4: the folder kind's split keyed by file path, per class (stable_split)
 
 
 def fingerprint(lists: dict[str, ImageList], labels: dict[str, np.ndarray]) -> str:
@@ -49,11 +59,37 @@ def fingerprint(lists: dict[str, ImageList], labels: dict[str, np.ndarray]) -> s
     return digest.hexdigest()
 
 
+def split_by_path(files: tuple[Path, ...], root: Path, labels: np.ndarray,
+                  fractions: tuple[float, ...]) -> list[np.ndarray]:
+    """Sorted index sets like :func:`carve`'s (the rest, then one per fraction), cut per
+    class: its files ordered by the md5 of their NFC path relative to ``root``, the last
+    fraction takes the first ``round(f * n)`` (half up), the one before it the next, and
+    so on, leaving at least one file to the rest."""
+    def key(i: int) -> str:
+        name = nfc(files[i].relative_to(root).as_posix())
+        return hashlib.md5(name.encode("utf-8", "surrogateescape")).hexdigest()
+
+    parts: list[list[np.ndarray]] = [[] for _ in range(len(fractions) + 1)]
+    for label in np.unique(labels):
+        order = np.array(sorted(np.flatnonzero(labels == label), key=key), dtype=np.int64)
+        start = 0
+        for k in reversed(range(len(fractions))):
+            take = min(int(fractions[k] * len(order) + 0.5), len(order) - 1 - start)
+            parts[k + 1].append(order[start:start + take])
+            start += take
+        parts[0].append(order[start:])
+    return [np.sort(np.concatenate(p)) if p else np.empty(0, np.int64) for p in parts]
+
+
 class Folder(Domain):
     kind = "folder"
     takes_path = True
     summary = "an image folder: class sub-folders or a labels file; labels optional"
     split_dirs = {s: s for s in SPLITS}  # split -> sub-folder name
+    #: Seeded splits keyed by each file's path, per class (see the module's docstring);
+    #: False: a seeded permutation of the file list (:func:`carve`), as release kinds'
+    #: recorded benchmark figures were cut.
+    stable_split: ClassVar[bool] = True
 
     def __init__(self, spec: str, path: str | None, where: Where):
         super().__init__(spec, path, where)
@@ -101,7 +137,7 @@ class Folder(Domain):
         if not path.is_file():
             return None
         try:
-            return path.read_text(encoding="utf-8").splitlines()
+            return [nfc(name) for name in path.read_text(encoding="utf-8").splitlines()]
         except (OSError, UnicodeDecodeError) as err:
             raise DataError(f"{path}: cannot read the class names ({err})") from None
 
@@ -129,7 +165,7 @@ class Folder(Domain):
         labels = {name: label_indices(lst.labels, self.class_names, lst.root)
                   if self.has_labels else np.full(len(lst.files), -1, np.int64)
                   for name, lst in lists.items()}
-        parts = self._parts({name: (lst.files, labels[name]) for name, lst in lists.items()})
+        parts = self._parts(lists, labels)
         params = {"format_version": FORMAT_VERSION, "kind": self.kind, "size": self.size,
                   "fingerprint": fingerprint(lists, labels)}
         stem = self.where.cache_dir / "folders" / f"{self.kind}_size{self.size}_" \
@@ -140,21 +176,23 @@ class Folder(Domain):
         self.splits = tuple(s for s in SPLITS if s in store.splits)
         return store
 
-    @staticmethod
-    def _parts(lists: dict[str, tuple]) -> dict[str, tuple]:
+    def _parts(self, lists: dict[str, ImageList], labels: dict[str, np.ndarray]
+               ) -> dict[str, tuple]:
         """Split name -> (files, labels) in store order: a folder that comes as one set
-        is split by a seeded draw (70/10/20), a ``train`` without ``val`` gives up 10%."""
-        def carved(pair: tuple, names: tuple[str, ...], fractions: tuple[float, ...]) -> dict:
-            files, labels = pair
-            return {n: (tuple(files[i] for i in p), labels[p])
-                    for n, p in zip(names, carve(len(files), fractions))}
+        is split 70/10/20, a ``train`` without ``val`` gives up 10% (by file path and
+        class when ``stable_split``, else by :func:`carve`)."""
+        def cut(name: str, names: tuple[str, ...], fractions: tuple[float, ...]) -> dict:
+            files, kept = lists[name].files, labels[name]
+            parts = (split_by_path(files, lists[name].root, kept, fractions)
+                     if self.stable_split else carve(len(files), fractions))
+            return {n: (tuple(files[i] for i in p), kept[p]) for n, p in zip(names, parts)}
 
+        pairs = {name: (lst.files, labels[name]) for name, lst in lists.items()}
         if WHOLE in lists:
-            lists = carved(lists[WHOLE], SPLITS, (VAL_FRACTION, TEST_FRACTION))
+            pairs = cut(WHOLE, SPLITS, (VAL_FRACTION, TEST_FRACTION))
         elif "train" in lists and "val" not in lists:
-            lists = {**carved(lists["train"], ("train", "val"), (VAL_FRACTION,)),
-                     **{k: v for k, v in lists.items() if k != "train"}}
-        return {s: lists[s] for s in SPLITS if s in lists}
+            pairs = {**pairs, **cut("train", ("train", "val"), (VAL_FRACTION,))}
+        return {s: pairs[s] for s in SPLITS if s in pairs}
 
     def _rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
         images = self._store.images[start:stop]

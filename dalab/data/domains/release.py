@@ -37,6 +37,7 @@ class Release(Folder):
     takes_path = True
     path_required = False
     benchmark = True  # the standard UDA evaluation convention applies (every target image)
+    stable_split = False  # carve's seeded permutation: the recorded benchmark figures' split
     title: ClassVar[str] = ""  # the benchmark's name, e.g. "Office-31"
     classes: ClassVar[tuple[str, ...]] = ()  # in label order
     layouts: ClassVar[tuple[str, ...]] = ()  # the domain folder below a root ("{domain}")
