@@ -95,7 +95,7 @@ def scan_folder(folder: Path, labels: Path | None = None) -> ImageList:
         if loose:
             warnings.warn(f"{folder}: {loose} image{'s' if loose > 1 else ''} beside the "
                           "class folders skipped (an image's class is its folder); move "
-                          "them into a class folder", stacklevel=2)
+                          f"{'them' if loose > 1 else 'it'} into a class folder", stacklevel=2)
         return class_folder_items(folder, subs)
     files = tuple(sorted(p for p in folder.iterdir() if is_image(p)))
     if not files:
