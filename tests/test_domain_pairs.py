@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -154,6 +155,24 @@ def test_mismatched_classes_are_a_clear_error(pair, tmp_path):
     with pytest.raises(ConfigError, match="different classes.*only in the source: dog; "
                        "only in the target: eel"):
         load_sets(make_config("quick", source=source, target=other, **FAST))
+
+
+def test_max_train_and_max_eval_keep_a_seeded_subset_of_a_class_ordered_domain(tmp_path):
+    classes = tuple(f"c{k:02d}" for k in range(20))
+    source = write_domain(tmp_path / "src", colour=False, classes=classes, n=8, size=8)
+    target = write_domain(tmp_path / "tgt", colour=True, classes=classes, n=8, size=8, seed=1)
+    cfg = make_config("quick", source=source, target=target, max_train=40, max_eval=20,
+                      select="source-val", target_split="heldout", cache_dir=str(tmp_path / "cache"),
+                      **dict(FAST, size=8))
+    sets = load_sets(cfg, monitor=30)
+    labels = sets.labelled.labels
+    assert len(labels) == 40 and len(set(labels.tolist())) >= 15  # the first 40: 7 classes
+    assert labels.tolist() == sorted(labels.tolist())  # kept in store order
+    assert len(sets.evals["target_test"]) == 20
+    assert len(set(sets.evals["target_test"].labels.tolist())) >= 10
+    assert len(set(sets.evals["source_train"].labels.tolist())) >= 12
+    again = load_sets(replace(cfg, seed=5), monitor=30)  # another run seed, or a resume
+    assert torch.equal(again.labelled.images, sets.labelled.images)
 
 
 def test_target_labels_follow_the_source_class_order():

@@ -337,7 +337,7 @@ def test_loose_images_beside_class_folders_are_skipped_with_a_warning(tmp_path):
 @pytest.mark.parametrize("spec, size", [("digits", 28), ("syndigits", 12)])
 def test_export_reads_back_as_identical_tensors(spec, size, tmp_path):
     dom = load_domain(spec, cache_dir=tmp_path / "cache", size=size)
-    split = dom.split("test").head(60)
+    split = dom.split("test").subset(60)
     folder = export_split(split, tmp_path / "out", "test")
     assert sorted(p.name for p in folder.iterdir())[:2] == ["00000000.png", "00000001.png"]
     first = (tmp_path / "out" / "test_labels.txt").read_text().splitlines()[0]

@@ -86,8 +86,8 @@ class Config:
     mask: str = "binary"  # MNIST-M digit mask: binary (published MNIST-M) | grey (seed code)
     data_seed: int = 0  # seed of the MNIST-M patch draws (which photo crops)
     patch_split: str = "train"  # BSDS500 split the MNIST-M patches come from
-    max_train: int = 0  # use only the first N training images per domain (0 = all)
-    max_eval: int = 0  # use only the first N validation/test images (0 = all)
+    max_train: int = 0  # use only N training images per domain, a seeded random subset (0 = all)
+    max_eval: int = 0  # use only N validation/test images, a seeded random subset (0 = all)
     data_root: str | None = None  # folder holding mnist/ and BSR/ (None: $DALAB_DATA ...)
     cache_dir: str | None = None  # where MNIST-M sets are cached (None: see dalab.paths)
     # -- adaptation --------------------------------------------------------------------

@@ -164,6 +164,8 @@ def load_sets(cfg: Config, monitor: int = 5000) -> Sets:
     its memory map).
 
     ``monitor`` caps the training images scored each epoch for the train accuracies.
+    ``cfg.max_train``, ``cfg.max_eval`` and ``monitor`` keep a seeded random subset of a
+    split (:meth:`Split.subset`: the same images for every run seed and on resume).
     With the target split ``all`` the target's every image is both its training set and
     its test set, and (without a validation rule) so is the source's.
     """
@@ -175,7 +177,7 @@ def load_sets(cfg: Config, monitor: int = 5000) -> Sets:
     crop = cfg.size if cfg.resize else 0
 
     def split(domain, name: str, n: int) -> Split:
-        return in_order(domain.split(name), names).head(n)
+        return in_order(domain.split(name), names).subset(n)
 
     def view(s: Split) -> Split:
         return Split(s.name, centre_crop(s.images, crop), s.labels, s.class_names) \
@@ -185,8 +187,8 @@ def load_sets(cfg: Config, monitor: int = 5000) -> Sets:
     src = split(source, ALL if every and full_train else train_split, cfg.max_train)
     tgt = split(target, ALL if every else train_split, cfg.max_train)
     evals = {
-        "source_train": src.head(monitor),
-        "target_train": tgt.head(monitor),
+        "source_train": src.subset(monitor),
+        "target_train": tgt.subset(monitor),
         "source_test": split(source, ALL if every and full_train else "test", cfg.max_eval),
         "target_test": split(target, ALL if every else "test", cfg.max_eval),
     }

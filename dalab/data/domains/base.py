@@ -24,6 +24,7 @@ FULL_TRAIN = "train+val"  # the training split and the validation split together
 ALL = "all"  # every split of a domain
 VAL_FRACTION, TEST_FRACTION = 0.1, 0.2  # seeded splits of sets that come as one
 SPLIT_SEED = 0
+SUBSET_SEED = 0  # which images a capped split keeps (the same for every run seed)
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,16 @@ class Split:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
-    def head(self, n: int) -> Split:
-        """The first ``n`` images (all of them for ``n <= 0``)."""
+    def subset(self, n: int, seed: int = SUBSET_SEED) -> Split:
+        """``n`` images drawn at random (seeded by ``seed``) and kept in store order, so
+        a class-ordered domain keeps most of its classes and a memory-mapped store is
+        read mostly forwards (a copy; all of them, a view, for ``n <= 0``)."""
         if n <= 0 or n >= len(self):
             return self
-        labels = None if self.labels is None else self.labels[:n]
-        return Split(self.name, self.images[:n], labels, self.class_names)
+        keep = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        keep = keep[:n].sort().values
+        labels = None if self.labels is None else self.labels[keep]
+        return Split(self.name, self.images[keep], labels, self.class_names)
 
     def __repr__(self) -> str:
         shape = tuple(self.images.shape)
