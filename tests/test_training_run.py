@@ -182,6 +182,17 @@ def test_train_command_writes_a_run_folder(data_root, cache_dir, tmp_path, capsy
     assert "theta: 3.0 is outside" in capsys.readouterr().err
 
 
+def test_quiet_train_prints_only_its_result(data_root, cache_dir, capsys):
+    argv = ["-q", "train", "--preset", "quick", "--protocol", "ts_ts", "--network", "dann",
+            "--max-train", "128", "--max-eval", "128", "--epochs", "1", "--threads", "1",
+            "--data-root", str(data_root), "--cache-dir", str(cache_dir)]
+    assert main(argv) == 0
+    printed = capsys.readouterr()
+    assert printed.err == ""
+    assert printed.out.startswith("ts_ts (source_only): test accuracy 0.")
+    assert len(printed.out.splitlines()) == 1
+
+
 def test_compile_falls_back_with_a_warning_on_cpu(data_root, cache_dir):
     # two steps: the network without batch norm, whose eval mode needs no running stats
     cfg = _cfg(data_root, cache_dir, protocol="ts_ts", max_train=256, max_eval=256, epochs=1,

@@ -34,12 +34,16 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
+    from dalab import progress
     from dalab.cli.options import config_from_args
     from dalab.training import train
+    from dalab.training.runfolder import result_line
 
     cfg = config_from_args(args)
     result = train(cfg, Path(args.out) if args.out else None,
                    resume_changed=args.resume_changed)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
+    elif progress.verbosity() == progress.QUIET:  # the summary was not logged: its result
+        print(f"{result.protocol} ({result.method}): {result_line(result.to_dict())}")
     return 0
