@@ -100,3 +100,29 @@ def test_mnistm_mask_defaults_to_binary_and_the_seed_preset_keeps_grey():
     assert target_spec(seed) == "mnistm:theta=1.0,mode=gray,mask=grey,seed=0,patches=train"
     with pytest.raises(ConfigError, match="mask: unknown value 'soft'; choose one of binary"):
         make_config(mask="soft")
+
+
+def _summary(cfg) -> str:
+    from dalab.training.runfolder import summary_text
+
+    result = dict(protocol=cfg.protocol, method=cfg.trained_method, train_on="source",
+                  test_on="target", test_accuracy=0.5, source_test_accuracy=0.9,
+                  target_test_accuracy=0.5, selection="none", oracle_selection=False,
+                  best_epoch=1, epochs=1, steps=10, seconds=1.0, device="cpu")
+    return summary_text(cfg, result)
+
+
+def test_summary_names_trained_blocks_and_only_the_settings_that_apply():
+    office = dict(source="office31:amazon", target="office31:webcam")
+    tuned = _summary(make_config("office-cpu", tune_blocks=2, **office))
+    assert "(imagenet weights, last 2 blocks trained)" in tuned
+    assert "frozen" not in tuned and "theta" not in tuned and "mode color" not in tuned
+    assert "lambda 1.0 (ramp)" in tuned  # DANN reverses gradients with it
+    assert "(imagenet weights, frozen)" in _summary(make_config("office-cpu", **office))
+    assert "(imagenet weights) at" in _summary(make_config("office-cpu", freeze_backbone=False,
+                                                           **office))
+    assert "lambda" not in _summary(make_config("office-cpu", method="mcc", **office))
+    assert "lambda" not in _summary(make_config("office-cpu", protocol="ts_tt", **office))
+    digits = _summary(make_config("quick", theta=0.5))
+    assert "theta 0.5, mode color, lambda" in digits
+    assert "theta" not in _summary(make_config("quick", target="usps"))

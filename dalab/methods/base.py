@@ -143,6 +143,12 @@ class Method(nn.Module):
         """The adaptation weight at ``progress`` (logged as ``lambda``); 0 without one."""
         return 0.0
 
+    @classmethod
+    def uses_grl_lambda(cls, cfg) -> bool:
+        """Whether ``cfg.grl_lambda`` (and its schedule) weighs this method's gradient
+        reversal under ``cfg`` (what a run summary shows as ``lambda``)."""
+        return False
+
     def step_lr(self, progress: float, lr: float) -> float:
         """The learning rate the step at ``progress`` trains with (logged as ``lr``):
         the run's schedule ``lr`` unless the method sets its own."""

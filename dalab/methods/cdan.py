@@ -52,6 +52,10 @@ class CDAN(Method):
     def grl_weight(self, progress: float) -> float:
         return grl_weight(self.cfg.lambda_schedule, self.cfg.grl_lambda, progress)
 
+    @classmethod
+    def uses_grl_lambda(cls, cfg) -> bool:
+        return True
+
     def condition(self, f: Tensor, logits: Tensor) -> Tensor:
         g = F.softmax(logits.float(), 1).detach()
         if self.randomized:

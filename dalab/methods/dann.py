@@ -42,6 +42,10 @@ class DANN(Method):
     def grl_weight(self, progress: float) -> float:
         return grl_weight(self.cfg.lambda_schedule, self.cfg.grl_lambda, progress)
 
+    @classmethod
+    def uses_grl_lambda(cls, cfg) -> bool:
+        return True
+
     def losses(self, xs: Tensor, ys: Tensor, xt: Tensor, progress: float
                ) -> dict[str, Tensor]:
         joint = self.cfg.joint_bn

@@ -46,9 +46,13 @@ class FixMatch(Method):
         self.build_optimizers()
 
     def grl_weight(self, progress: float) -> float:
-        if not self.cfg.fixmatch_domain_weight:
+        if not self.uses_grl_lambda(self.cfg):
             return 0.0
         return grl_weight(self.cfg.lambda_schedule, self.cfg.grl_lambda, progress)
+
+    @classmethod
+    def uses_grl_lambda(cls, cfg) -> bool:
+        return bool(cfg.fixmatch_domain_weight)
 
     def losses(self, xs: Tensor, ys: Tensor, xt: Tensor, progress: float
                ) -> dict[str, Tensor]:
