@@ -1,3 +1,7 @@
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -47,3 +51,37 @@ def test_cli_version_and_help(capsys):
         main(["--version"])
     assert exit_info.value.code == 0
     assert "dalab" in capsys.readouterr().out
+
+
+SLOW_WRITER = """
+import sys, time
+from pathlib import Path
+import dalab.cli.config as command
+from dalab.cli import main
+from dalab.paths import atomic_path
+
+def write_slowly(args):
+    with atomic_path(Path(sys.argv[1]) / "store.npy") as tmp:
+        tmp.write_bytes(b"x" * 100_000)
+        print("writing", flush=True)
+        time.sleep(60)
+
+command.run = write_slowly
+sys.exit(main(["config"]))
+"""
+
+
+def test_sigterm_removes_the_temporary_file_and_exits_with_a_message(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(tmp_path)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "writing\n"
+        assert len(list(tmp_path.iterdir())) == 1  # the hidden temporary file
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143 and "dalab config: terminated (SIGTERM)" in err
+    assert list(tmp_path.iterdir()) == []

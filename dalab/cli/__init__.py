@@ -4,14 +4,21 @@ Each command module defines ``add_parser(subparsers, common)``, which registers 
 parser (with ``parents=[common]``) and sets ``func`` to a function of the parsed
 arguments returning an exit code. Command modules import torch and other heavy
 packages inside ``func`` only, so ``dalab --help`` stays fast.
+
+SIGTERM (Slurm, ``timeout``, ``docker stop``) ends a command as Ctrl-C does: it raises
+:class:`Terminated` in the main thread, so ``finally`` blocks remove temporary files
+(:func:`dalab.paths.atomic_path`) and release locks, and the command exits with 143.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
+import threading
 
 from dalab.errors import DalabError
 
@@ -19,6 +26,29 @@ COMMAND_MODULES = (
     "data", "train", "experiment", "eval", "predict", "sweep", "compare", "benchmark",
     "analyze", "report", "bench", "config",
 )
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, to unwind as Ctrl-C does."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_unwinds():
+    """Inside the block SIGTERM raises :class:`Terminated` (in the main thread; the
+    previous handler is restored after it). Worker processes keep their own handling:
+    spawned sweep workers never run this, DataLoader workers end on the interrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 class VersionAction(argparse.Action):
@@ -99,12 +129,16 @@ def main(argv: list[str] | None = None) -> int:
                            progress.VERBOSE if getattr(args, "verbose", False)
                            else progress.NORMAL)
     try:
-        return int(args.func(args) or 0)
+        with sigterm_unwinds():
+            return int(args.func(args) or 0)
     except DalabError as err:
         if os.environ.get("DALAB_DEBUG"):
             raise
         print(f"dalab {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"dalab {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"dalab {args.command}: interrupted", file=sys.stderr)
         return 130
