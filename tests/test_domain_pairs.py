@@ -21,7 +21,7 @@ from dalab.cli import main
 from dalab.data import Split
 from dalab.errors import ConfigError
 from dalab.training import make_config, train
-from dalab.training.domains import in_order, load_sets, resolve_spec
+from dalab.training.domains import in_order, load_sets, photo_note, resolve_spec
 from dalab.training.experiment import run_experiment
 from dalab.training.runfolder import load_model
 
@@ -173,6 +173,22 @@ def test_max_train_and_max_eval_keep_a_seeded_subset_of_a_class_ordered_domain(t
     assert len(set(sets.evals["source_train"].labels.tolist())) >= 12
     again = load_sets(replace(cfg, seed=5), monitor=30)  # another run seed, or a resume
     assert torch.equal(again.labelled.images, sets.labelled.images)
+
+
+def test_a_digit_network_on_photos_gets_a_note(pair, tmp_path, capsys):
+    source, digits = pair  # 32 px images
+    photos = write_domain(tmp_path / "photos", colour=True, size=80, seed=3)
+    dirs = dict(cache_dir=str(tmp_path / "cache"), **FAST)
+    assert photo_note(make_config("quick", source=source, target=digits, **dirs)) is None
+    assert photo_note(make_config("quick", source=source, target=photos, network="resnet18",
+                                  **dirs)) is None
+    argv = ["train", "--preset", "quick", "--source", source, "--target", photos,
+            "--epochs", "1", "--batch-size", "16", "--size", "32", "--threads", "1",
+            "--cache-dir", str(tmp_path / "cache")]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"note: {photos} holds photos" in err and "--preset office-cpu" in err
+    assert main(["-q", *argv]) == 0 and capsys.readouterr().err == ""
 
 
 def test_target_labels_follow_the_source_class_order():

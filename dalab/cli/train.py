@@ -30,6 +30,17 @@ def add_parser(sub, common) -> None:
     p.set_defaults(func=run)
 
 
+def note_photos(cfg) -> None:
+    """A note on stderr (unless quiet) when a digit network is to train on photos."""
+    import sys
+
+    from dalab import progress
+    from dalab.training.domains import photo_note
+
+    if note := photo_note(cfg):
+        progress.info(note, file=sys.stderr)
+
+
 def run(args) -> int:
     import json
     from pathlib import Path
@@ -40,6 +51,7 @@ def run(args) -> int:
     from dalab.training.runfolder import result_line
 
     cfg = config_from_args(args)
+    note_photos(cfg)
     result = train(cfg, Path(args.out) if args.out else None,
                    resume_changed=args.resume_changed)
     if args.json:

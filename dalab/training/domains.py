@@ -12,6 +12,10 @@ An ``mnistm`` spec takes the options it does not write out from the Config's
 ``theta``, ``mode``, ``mask``, ``data_seed`` and ``patch_split`` fields
 (:func:`resolve_spec`), so ``--theta 0.5`` and sweeps over θ keep working.
 
+A digit network (``lenet``, ``dann``, ...) meeting a folder of photos (images over
+:data:`PHOTO_PIXELS` px) shrinks them to ``cfg.size`` without complaint:
+:func:`photo_note` is the one-line hint the CLI prints to use a photo preset.
+
 A target without labels can be adapted to (``tst_tt``) and its model used with
 ``dalab predict``; it has no target score (``None``), and ``tt_tt`` or
 ``--select target-val``, which need its labels, stop with a :class:`ConfigError`
@@ -28,12 +32,14 @@ from torch import Tensor
 from dalab.data import Split, load_domain
 from dalab.data.domains import ALL, FULL_TRAIN
 from dalab.data.domains.base import centre_crop  # a view of a tensor too (no copy)
+from dalab.data.domains.folder import Folder
 from dalab.errors import ConfigError
 from dalab.training.config import PROTOCOLS, Config
 
 # Options of an ``mnistm`` spec and the Config fields that give their defaults.
 MNISTM_FIELDS = {"theta": "theta", "mode": "mode", "mask": "mask", "seed": "data_seed",
                  "patches": "patch_split"}
+PHOTO_PIXELS = 64  # a folder whose first image is wider or taller holds photos
 
 
 @dataclass
@@ -115,6 +121,36 @@ def load_pair(cfg: Config):
     """The source and target domains of ``cfg`` (their splits are read on first use)."""
     dirs = dict(data_root=cfg.data_root, cache_dir=cfg.cache_dir, size=cfg.resize or cfg.size)
     return load_domain(source_spec(cfg), **dirs), load_domain(target_spec(cfg), **dirs)
+
+
+def holds_photos(domain) -> bool:
+    """Whether ``domain`` is a folder kind (yours or a benchmark's) whose first image is
+    larger than :data:`PHOTO_PIXELS` px (its header alone is read)."""
+    from PIL import Image
+
+    if not isinstance(domain, Folder):
+        return False
+    first = next((lst.files[0] for lst in domain.image_lists().values() if lst.files), None)
+    try:
+        with Image.open(first) as image:
+            return max(image.size) > PHOTO_PIXELS
+    except (OSError, TypeError, ValueError):  # none, or unreadable: the decode said so
+        return False
+
+
+def photo_note(cfg: Config) -> str | None:
+    """A one-line note when ``cfg`` trains a digit network on a domain of photos, else
+    None."""
+    from dalab.models import BACKBONES
+
+    if cfg.network in BACKBONES:
+        return None
+    photos = [domain.spec for domain in load_pair(cfg) if holds_photos(domain)]
+    if not photos:
+        return None
+    return (f"note: {photos[0]} holds photos, which the digit network {cfg.network} sees "
+            f"shrunk to {cfg.size} px; for photos use --preset office-cpu (ImageNet "
+            "weights, see docs/photos.md)")
 
 
 def require_target_labels(cfg: Config, what: str) -> None:
