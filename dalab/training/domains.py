@@ -131,11 +131,10 @@ def holds_photos(domain) -> bool:
     if not isinstance(domain, Folder):
         return False
     first = next((lst.files[0] for lst in domain.image_lists().values() if lst.files), None)
-    try:
-        with Image.open(first) as image:
-            return max(image.size) > PHOTO_PIXELS
-    except (OSError, TypeError, ValueError):  # none, or unreadable: the decode said so
+    if first is None:
         return False
+    with Image.open(first) as image:  # decoded into the store already: readable
+        return max(image.size) > PHOTO_PIXELS
 
 
 def photo_note(cfg: Config) -> str | None:
