@@ -175,6 +175,15 @@ def test_max_train_and_max_eval_keep_a_seeded_subset_of_a_class_ordered_domain(t
     assert torch.equal(again.labelled.images, sets.labelled.images)
 
 
+def test_the_train_accuracy_monitor_strides_over_a_split_without_copying():
+    images = torch.arange(100, dtype=torch.uint8).reshape(100, 1, 1, 1)
+    split = Split("d/train", images, torch.arange(100) // 10)  # class-ordered: 10 classes
+    every = split.every(30)
+    assert len(every) <= 30 and set(every.labels.tolist()) == set(range(10))
+    assert every.images.untyped_storage().data_ptr() == images.untyped_storage().data_ptr()
+    assert split.every(0) is split and split.every(100) is split
+
+
 def test_a_digit_network_on_photos_gets_a_note(pair, tmp_path, capsys):
     source, digits = pair  # 32 px images
     photos = write_domain(tmp_path / "photos", colour=True, size=80, seed=3)

@@ -140,10 +140,12 @@ def holds_photos(domain) -> bool:
 def photo_note(cfg: Config) -> str | None:
     """A one-line note when ``cfg`` trains a digit network on a domain of photos, else
     None."""
+    from dalab.data.domains import parse_spec
     from dalab.models import BACKBONES
 
-    if cfg.network in BACKBONES:
-        return None
+    specs = (source_spec(cfg), target_spec(cfg))
+    if cfg.network in BACKBONES or not any(issubclass(parse_spec(s)[0], Folder) for s in specs):
+        return None  # nothing to load: digit kinds hold no photos
     photos = [domain.spec for domain in load_pair(cfg) if holds_photos(domain)]
     if not photos:
         return None
@@ -198,9 +200,10 @@ def load_sets(cfg: Config, monitor: int = 5000) -> Sets:
     """Load the domains ``cfg.protocol`` needs (CPU tensors; a photo store's are views of
     its memory map).
 
-    ``monitor`` caps the training images scored each epoch for the train accuracies.
-    ``cfg.max_train``, ``cfg.max_eval`` and ``monitor`` keep a seeded random subset of a
-    split (:meth:`Split.subset`: the same images for every run seed and on resume).
+    ``monitor`` caps the training images scored each epoch for the train accuracies
+    (evenly strided: :meth:`Split.every`, a view). ``cfg.max_train`` and ``cfg.max_eval``
+    keep a seeded random subset of a split (:meth:`Split.subset`, a copy: the same images
+    for every run seed and on resume).
     With the target split ``all`` the target's every image is both its training set and
     its test set, and (without a validation rule) so is the source's.
     """
@@ -222,8 +225,8 @@ def load_sets(cfg: Config, monitor: int = 5000) -> Sets:
     src = split(source, ALL if every and full_train else train_split, cfg.max_train)
     tgt = split(target, ALL if every else train_split, cfg.max_train)
     evals = {
-        "source_train": src.subset(monitor),
-        "target_train": tgt.subset(monitor),
+        "source_train": src.every(monitor),
+        "target_train": tgt.every(monitor),
         "source_test": split(source, ALL if every and full_train else "test", cfg.max_eval),
         "target_test": split(target, ALL if every else "test", cfg.max_eval),
     }

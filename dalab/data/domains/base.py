@@ -62,6 +62,16 @@ class Split:
         labels = None if self.labels is None else self.labels[keep]
         return Split(self.name, self.images[keep], labels, self.class_names)
 
+    def every(self, n: int) -> Split:
+        """At most ``n`` images evenly strided over the split: a view (nothing copied,
+        a memory-mapped store stays on disk) that spans a class-ordered domain's classes
+        (all of them for ``n <= 0``)."""
+        if n <= 0 or n >= len(self):
+            return self
+        step = -(-len(self) // n)  # ceil: at most n images
+        labels = None if self.labels is None else self.labels[::step]
+        return Split(self.name, self.images[::step], labels, self.class_names)
+
     def __repr__(self) -> str:
         shape = tuple(self.images.shape)
         labelled = "" if self.labels is not None else ", unlabelled"
