@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -198,6 +199,31 @@ def test_a_digit_network_on_photos_gets_a_note(pair, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"note: {photos} holds photos" in err and "--preset office-cpu" in err
     assert main(["-q", *argv]) == 0 and capsys.readouterr().err == ""
+
+
+def test_a_run_resumed_after_its_folder_changed_is_refused(tmp_path):
+    source = write_domain(tmp_path / "src", colour=False, n=8)
+    target = write_domain(tmp_path / "tgt", colour=True, n=8, seed=1)
+    cfg = make_config("quick", source=source, target=target, cache_dir=str(tmp_path / "cache"),
+                      **dict(FAST, epochs=2, epoch_steps=2))
+    out = tmp_path / "run"
+
+    def stop_in_epoch_2(step, model):
+        if step > 2:
+            raise RuntimeError("stopped")
+
+    with pytest.raises(RuntimeError, match="stopped"):
+        train(cfg, out, log=lambda s: None, on_step=stop_in_epoch_2)
+    shutil.copy(tmp_path / "src" / "cat" / "cat_0.png", tmp_path / "src" / "cat" / "new.png")
+    with pytest.raises(ConfigError, match="files of the source domain changed since its "
+                       "checkpoint.*--resume-changed"):
+        train(cfg, out, log=lambda s: None)
+    result = train(cfg, out, log=lambda s: None, resume_changed=True)
+    assert result.epochs == 2
+    config = json.loads((out / "config.json").read_text())
+    [changed] = config["changed_on_resume"]
+    assert changed["after_epoch"] == 1 and changed["changes"][0].startswith("source files: ")
+    assert config["data"]["source"] == changed["changes"][0].rpartition(" ")[2]
 
 
 def test_target_labels_follow_the_source_class_order():

@@ -24,7 +24,7 @@ before anything is trained.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -63,6 +63,8 @@ class Sets:
     # each step takes one view per image; ``labelled``/``unlabelled`` hold the centre's
     labelled_views: Tensor | None = None
     unlabelled_views: Tensor | None = None
+    # the fingerprints of the source's and target's files (Domain.fingerprint)
+    data: dict[str, str | None] = field(default_factory=dict)
 
     def training(self) -> tuple[Tensor, Tensor | None]:
         """What the training steps draw their batches from: the labelled and the
@@ -239,4 +241,5 @@ def load_sets(cfg: Config, monitor: int = 5000) -> Sets:
     unlabelled = tgt.images if train_on == "source+target" else None
     channels = max(source.channels, target.channels)
     return Sets(labelled, unlabelled, evals, f"{test_on}_test", channels, cfg.size, names,
-                source.spec, target.spec, "all" if every else "heldout", crop)
+                source.spec, target.spec, "all" if every else "heldout", crop,
+                data={"source": source.fingerprint, "target": target.fingerprint})

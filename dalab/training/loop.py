@@ -223,6 +223,7 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
 
     def data_and_model() -> tuple[Sets, torch.nn.Module]:
         sets = load_sets(cfg)
+        begin.changes.extend(resume.data_changes(out, sets.data, begin))
         model = _build(cfg, sets, device, log)
         if frozen.applies(cfg):  # train the head on cached backbone features
             sets = frozen.feature_sets(cfg, sets, model, device, log)
@@ -233,7 +234,7 @@ def _train(cfg: Config, out: Path | None, log: Callable[[str], None], on_step,
     state = begin.state
     if out is not None and (state is None or begin.changes):
         runfolder.write_config(out, cfg, device, begin.changes, state.epoch if state else 0,
-                               processes=ranks.world)
+                               processes=ranks.world, fingerprints=sets.data)
 
     labelled, unlabelled = sets.training()
     source = batch_source(labelled, device, cfg)

@@ -178,12 +178,13 @@ def _setup(m: Member, device: torch.device
     cfg, log = m.cfg, m.log
     amp = _prepare(cfg, device, log)
     sets = load_sets(cfg)
+    m.begin.changes.extend(resume.data_changes(m.out, sets.data, m.begin))
     model = _build(cfg, sets, device, log)
     method = METHODS[cfg.trained_method](model, cfg).to(device)
     state = m.begin.state
     if m.out is not None and (state is None or m.begin.changes):
         runfolder.write_config(m.out, cfg, device, m.begin.changes,
-                               state.epoch if state else 0)
+                               state.epoch if state else 0, fingerprints=sets.data)
     gens = {"source": torch.Generator().manual_seed(cfg.seed),
             "target": torch.Generator().manual_seed(cfg.seed + 1_000_003),
             "augment": torch.Generator(device).manual_seed(cfg.seed + 2_000_003)}

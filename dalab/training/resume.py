@@ -4,7 +4,9 @@
 ``config.json`` holds another configuration (runtime fields aside) is refused, a
 finished one (``result.json``) is not retrained, and an unfinished one with a checkpoint
 resumes from it; ``changed=True`` lets an unfinished run go on with new settings (after
-a divergence, say), recorded in ``config.json``.
+a divergence, say), recorded in ``config.json``. The files of the domains are settings
+too: a run resumed after a folder's photos changed is refused the same way
+(:func:`data_changes`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Start:
     result: dict | None = None  # result.json of a finished run: nothing to do
     state: TrainState | None = None  # the checkpoint to resume from
     changes: list[str] = field(default_factory=list)  # settings changed on resuming
+    changed_ok: bool = False  # --resume-changed: go on with changed settings or files
 
 
 def read_config(run_dir: Path) -> dict:
@@ -67,9 +70,27 @@ def start_run(out: Path, cfg: Config, log: Callable[[str], None] = print,
         stale.unlink(missing_ok=True)  # half-written by a killed process; we hold the lock
     found = checkpoints(out)
     if not found:
-        return Start(changes=diffs)
+        return Start(changes=diffs, changed_ok=changed)
     state = load_state(found[-1])
     log(f"resuming {out} from epoch {state.epoch} ({state.epoch} of {cfg.epochs} epochs "
         f"done; {found[-1].name})" + (f" with changed settings: {'; '.join(diffs)}"
                                       if diffs else ""))
-    return Start(state=state, changes=diffs)
+    return Start(state=state, changes=diffs, changed_ok=changed)
+
+
+def data_changes(out: Path | None, data: dict[str, str | None], begin: Start) -> list[str]:
+    """Lines naming the domains whose files differ from those the resumed checkpoint
+    trained on (the fingerprints ``config.json`` records under ``data``); a
+    :class:`ConfigError` instead unless ``begin.changed_ok``. Nothing for a fresh run, or
+    a folder written before fingerprints were recorded."""
+    if out is None or begin.state is None:
+        return []
+    recorded = json.loads((Path(out) / "config.json").read_text()).get("data") or {}
+    changed = [f"{name} files: fingerprint {recorded[name]}, now {now}"
+               for name, now in data.items() if recorded.get(name) not in (None, now)]
+    if changed and not begin.changed_ok:
+        raise ConfigError(f"{out}: the files of the {' and '.join(c.split()[0] for c in changed)}"
+                          f" domain changed since its checkpoint (images added, removed or "
+                          f"modified); choose another --out or move the folder away, or add "
+                          f"--resume-changed to go on from its last checkpoint with the new files")
+    return changed

@@ -46,19 +46,22 @@ def environment(device: torch.device | str) -> dict:
 
 
 def write_config(out: Path, cfg: Config, device, changes: list[str] | None = None,
-                 epoch: int = 0, processes: int = 1) -> None:
+                 epoch: int = 0, processes: int = 1,
+                 fingerprints: dict[str, str | None] | None = None) -> None:
     """``config.json``; ``changes`` (settings changed on resuming after ``epoch``) are
     appended to the history of such changes the file already holds. The environment
     records the data root and cache dir the run read (``dalab report`` finds its sample
     images there) and the processes it trains in (a distributed run's); like the rest of
-    it, they are not part of the run's identity."""
+    it, they are not part of the run's identity. ``fingerprints``: those of the domains'
+    files, checked on resuming (:func:`dalab.training.resume.data_changes`)."""
     from dalab.data import resolve_dirs
 
     path = Path(out) / "config.json"
     root, cache = resolve_dirs(cfg.data_root, cfg.cache_dir)
     env = {**environment(device), "data_root": str(root.resolve()),
            "cache_dir": str(cache.resolve()), "processes": processes}
-    data = {"config": cfg.to_dict(), "environment": env}
+    data = {"config": cfg.to_dict(), "environment": env,
+            **({"data": fingerprints} if fingerprints else {})}
     if changes:
         old = json.loads(path.read_text()).get("changed_on_resume", [])
         data["changed_on_resume"] = [*old, {"after_epoch": epoch, "changes": changes}]

@@ -165,6 +165,8 @@ class Domain:
         self.channels = 1
         self.splits: tuple[str, ...] = SPLITS
         self.has_labels = True
+        # of the files read, for kinds whose files may change (folders); None: the spec fixes the data
+        self.fingerprint: str | None = None
         self._cache: dict[str, Split] = {}
 
     @classmethod

@@ -172,6 +172,7 @@ class Folder(Domain):
             f"{params['fingerprint']}"
         store = build_store(stem, params, parts, self.read, self.size,
                             what=f"{self.spec} images")
+        self.fingerprint = params["fingerprint"]
         self.channels = store.meta["channels"]
         self.splits = tuple(s for s in SPLITS if s in store.splits)
         return store
