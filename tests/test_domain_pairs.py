@@ -127,6 +127,8 @@ def test_unlabelled_target_is_adapted_to_and_predicted_on(pair, tmp_path, capsys
     with pytest.raises(ConfigError, match="target-val needs target labels"):
         load_sets(make_config("quick", source=source, target=target, select="target-val",
                               **FAST))
+    sets = load_sets(cfg)  # no test to hold images back for: every one is adapted to
+    assert sets.target_split == "all" and len(sets.unlabelled) == 36
     results = run_experiment(cfg, tmp_path / "exp", log=lambda s: None)
     assert list(results) == ["ts_ts", "ts_tt", "tst_tt"]
     assert results["tst_tt"]["test_accuracy"] is None

@@ -80,7 +80,8 @@ class Sets:
 
 def target_split_of(cfg: Config, target) -> str:
     """``cfg.target_split`` resolved: ``auto`` is ``all`` for a benchmark domain kind
-    (the convention its published figures use), else ``heldout``. Only the protocols
+    (the convention its published figures use) and for a target without labels (no test
+    to hold images back for: every image is adapted to), else ``heldout``. Only the protocols
     that adapt to an unlabelled target (``ts_tt``, ``tst_tt``) take ``all``: ``tt_tt``
     trains on the target's labels and ``ts_ts`` tests on the source, so under ``all``
     each would test on its own training images."""
@@ -91,7 +92,8 @@ def target_split_of(cfg: Config, target) -> str:
         return "heldout"
     if cfg.target_split != "auto":
         return cfg.target_split
-    return "all" if getattr(type(target), "benchmark", False) else "heldout"
+    benchmark = getattr(type(target), "benchmark", False)
+    return "all" if benchmark or not target.has_labels else "heldout"
 
 
 def resolve_spec(spec: str, cfg: Config) -> str:
