@@ -211,8 +211,8 @@ class Config:
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name}: expected a folder path, got {getattr(self, name)!r}")
         for name in ("epochs", "batch_size", "eval_batch_size", "size", "bottleneck_dim",
-                     "cdan_hidden",
-                     "cdan_max_width", "cdan_random_dim", "adda_hidden", "mcd_steps"):
+                     "cdan_hidden", "cdan_max_width", "cdan_random_dim", "adda_hidden",
+                     "mcd_steps"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ConfigError(f"{name}: expected a positive integer, got "
                                   f"{getattr(self, name)!r}")
