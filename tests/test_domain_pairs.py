@@ -201,6 +201,10 @@ def test_a_digit_network_on_photos_gets_a_note(pair, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"note: {photos} holds photos" in err and "--preset office-cpu" in err
     assert main(["-q", *argv]) == 0 and capsys.readouterr().err == ""
+    sheet = ["data", "samples", "--domain", photos, "--cache-dir", str(tmp_path / "cache"),
+             "--per-split", "2", "--out", str(tmp_path / "samples")]
+    assert main(sheet) == 0 and "here at 28 px; give --size 224" in capsys.readouterr().err
+    assert main([*sheet, "--size", "80"]) == 0 and "note:" not in capsys.readouterr().err
 
 
 def test_a_run_resumed_after_its_folder_changed_is_refused(tmp_path):

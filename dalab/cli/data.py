@@ -78,7 +78,8 @@ def add_parser(sub, common) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     samples.add_argument("--domain", action="append", metavar="SPEC",
                          help="a domain spec (repeat for several; default: mnist and mnistm)")
-    samples.add_argument("--size", type=int, default=28, help="image size (default 28)")
+    samples.add_argument("--size", type=int, default=28, help="image size (default 28; photos: "
+                         "the size you train at, e.g. 224)")
     samples.add_argument("--per-split", type=int, default=10, metavar="N",
                          help="images from each split (default 10)")
     samples.add_argument("--split", action="append", choices=("train", "val", "test"),
@@ -95,7 +96,8 @@ def add_parser(sub, common) -> None:
     export.add_argument("--domain", required=True, metavar="SPEC", help="a domain spec")
     export.add_argument("--split", choices=("train", "val", "test"), default="test",
                         help="split to export (default test)")
-    export.add_argument("--size", type=int, default=28, help="image size (default 28)")
+    export.add_argument("--size", type=int, default=28, help="image size (default 28; photos: "
+                        "the size you train at, e.g. 224)")
     export.add_argument("--out", required=True, metavar="DIR",
                         help="writes DIR/<split>/*.png and DIR/<split>_labels.txt")
     export.add_argument("--no-download", dest="download", action="store_false",
@@ -147,9 +149,9 @@ def run_samples(args) -> int:
     for spec in args.domain or ["mnist", "mnistm"]:
         dom = load_domain(spec, args.data_root, args.cache_dir, size=args.size,
                           download=args.download)
+        note_photo_size(dom, args.size)
         splits = [s for s in dom.splits if not args.split or s in args.split]
-        domains.append((dom.spec, {s: dom.split(s).images[:args.per_split].numpy()
-                                   for s in splits}))
+        domains.append((dom.spec, {s: sample(dom, s, args.per_split) for s in splits}))
     written = write_samples(domains, Path(args.out),
                             title=" | ".join(spec for spec, _ in domains))
     print(f"wrote {written['files']} PNGs under "
@@ -158,12 +160,34 @@ def run_samples(args) -> int:
     return 0
 
 
+def sample(dom, split: str, n: int):
+    """The first ``n`` images of a split, or for a folder kind (stored class by class)
+    ``n`` evenly spaced over it, so that the sheet shows its classes."""
+    from dalab.data.domains.folder import Folder
+
+    images = dom.split(split)
+    return (images.every(n) if isinstance(dom, Folder) else images).images[:n].numpy()
+
+
+def note_photo_size(dom, size: int) -> None:
+    """A note on stderr when a domain of photos is read at a digit's size."""
+    import sys
+
+    from dalab import progress
+    from dalab.training.domains import PHOTO_PIXELS, holds_photos
+
+    if size <= PHOTO_PIXELS and holds_photos(dom):
+        progress.info(f"note: {dom.spec} holds photos, here at {size} px; give --size 224 "
+                      "(or the size you train at) to see them", file=sys.stderr)
+
+
 def run_export(args) -> int:
     from dalab.data import load_domain
     from dalab.data.export import export_split
 
     dom = load_domain(args.domain, args.data_root, args.cache_dir, size=args.size,
                       download=args.download)
+    note_photo_size(dom, args.size)
     split = dom.split(args.split)
     folder = export_split(split, args.out, args.split)
     labels = f" and {folder}_labels.txt" if split.labels is not None else " (no labels)"
