@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, features
 
 from dalab.cli import main
 from dalab.data import KINDS, load_domain, parse_spec
@@ -330,6 +330,29 @@ def test_loose_images_beside_class_folders_are_skipped_with_a_warning(tmp_path):
                                          "skipped"):
         found = scan_folder(tmp_path)
     assert len(found.files) == 2
+
+
+def test_photos_in_formats_pillow_cannot_read_are_named_and_jfif_avif_are_read(tmp_path):
+    from dalab.data.folders import scan_folder
+    _classes(tmp_path, {"bike": 1, "mug": 1})
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "bike" / "phone.jfif", "JPEG")
+    avif = features.check("avif")  # Pillow built with AVIF (wheels since 11.2)
+    if avif:
+        Image.new("RGB", (8, 8), (10, 200, 10)).save(tmp_path / "mug" / "web.avif", "AVIF")
+    for name in ("IMG_1.HEIC", "IMG_2.heic", "raw/shot.dng", "._IMG_3.heic"):
+        (tmp_path / "mug" / name).parent.mkdir(exist_ok=True)
+        (tmp_path / "mug" / name).write_bytes(b"not read")
+    with pytest.warns(UserWarning, match=f"{tmp_path}: photos skipped, in formats dalab does "
+                      r"not read \(1 .dng, 2 .heic\); convert them to JPEG or PNG"):
+        found = scan_folder(tmp_path)
+    names = [p.name for p in found.files]
+    assert "phone.jfif" in names and ("web.avif" in names) == avif
+    assert len(names) == 3 + avif
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "IMG_4.heic").write_bytes(b"not read")
+    with pytest.warns(UserWarning, match="1 .heic"), pytest.raises(DataError, match="no images"):
+        scan_folder(flat)
 
 
 # -- export ------------------------------------------------------------------------------------

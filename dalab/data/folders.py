@@ -11,7 +11,8 @@ A flat folder without a labels file is a set of unlabelled images. Paths in a la
 are relative to the folder; absolute paths and paths with ``..`` are refused.
 
 Hidden files and everything under a hidden folder (``bike/.thumbnails/``) are skipped.
-Images beside class sub-folders belong to no class: they are skipped with a warning.
+Images beside class sub-folders belong to no class, and photos in formats Pillow does not
+read without a plugin (HEIC, raw) cannot be decoded: both are skipped with a warning.
 Class folder names and the labels of a labels file are read in Unicode NFC, so a name
 written decomposed (NFD, as macOS writes folder names) is the same class as its
 composed twin.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import os
 import unicodedata
+from collections import Counter
 import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -29,8 +31,10 @@ import numpy as np
 
 from dalab.errors import DataError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
-                  ".ppm"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jfif", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+                  ".avif", ".pgm", ".ppm"}
+# photo formats Pillow does not read without a plugin: skipped, with a warning
+UNREAD_PHOTOS = {".heic", ".heif", ".jxl", ".dng", ".raw", ".cr2", ".cr3", ".nef", ".arw"}
 LABELS_FILE = "labels.txt"
 
 
@@ -64,14 +68,31 @@ def subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def images_under(folder: Path) -> list[Path]:
+def images_under(folder: Path, unread: Counter | None = None) -> list[Path]:
     """Every image file below ``folder`` at any depth, sorted; hidden files and everything
-    under a hidden folder are skipped (symlinked folders are not followed)."""
+    under a hidden folder are skipped (symlinked folders are not followed). ``unread``
+    counts the photos of formats dalab cannot read (:data:`UNREAD_PHOTOS`) by suffix."""
     found = []
     for top, dirs, files in os.walk(folder):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         found += [p for p in (Path(top) / f for f in files) if is_image(p)]
+        if unread is not None:
+            unread.update(unread_suffixes(files))
     return sorted(found)
+
+
+def unread_suffixes(names) -> list[str]:
+    """The suffixes of the non-hidden ``names`` in :data:`UNREAD_PHOTOS`."""
+    return [s for s in (Path(n).suffix.lower() for n in names if not str(n).startswith("."))
+            if s in UNREAD_PHOTOS]
+
+
+def warn_unread(folder: Path, unread: Counter) -> None:
+    """A warning naming the photos below ``folder`` that are skipped for their format."""
+    if unread:
+        counts = ", ".join(f"{n} {suffix}" for suffix, n in sorted(unread.items()))
+        warnings.warn(f"{folder}: photos skipped, in formats dalab does not read ({counts}); "
+                      "convert them to JPEG or PNG", stacklevel=3)
 
 
 def labels_file_of(folder: Path) -> Path | None:
@@ -97,6 +118,7 @@ def scan_folder(folder: Path, labels: Path | None = None) -> ImageList:
                           "class folders skipped (an image's class is its folder); move "
                           f"{'them' if loose > 1 else 'it'} into a class folder", stacklevel=2)
         return class_folder_items(folder, subs)
+    warn_unread(folder, Counter(unread_suffixes(p.name for p in folder.iterdir())))
     files = tuple(sorted(p for p in folder.iterdir() if is_image(p)))
     if not files:
         raise DataError(f"{folder}: no images found (looked for "
@@ -107,14 +129,16 @@ def scan_folder(folder: Path, labels: Path | None = None) -> ImageList:
 def class_folder_items(root: Path, subs: list[Path]) -> ImageList:
     """Images under each class sub-folder (searched recursively), labelled by its name
     in NFC."""
-    files, labels = [], []
+    files, labels, unread = [], [], Counter()
     for sub in subs:
-        found = images_under(sub)
+        found = images_under(sub, unread)
         if not found:
+            warn_unread(root, unread)
             raise DataError(f"{sub}: class folder {sub.name!r} holds no images; add images "
                             "or remove the folder")
         files += found
         labels += [nfc(sub.name)] * len(found)
+    warn_unread(root, unread)
     return ImageList(root, tuple(files), tuple(labels), by_folder=True)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dalab.data.folders import IMAGE_SUFFIXES, images_under, read_image, to_channels
+from dalab.data.folders import (IMAGE_SUFFIXES, images_under, read_image, to_channels,
+                                warn_unread)
 from dalab.errors import DataError
 from dalab.evaluation.evaluate import class_names_of
 from dalab.paths import atomic_path
@@ -36,7 +38,9 @@ def find_images(root: str | Path) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such image folder")
-    found = [p.relative_to(root).as_posix() for p in images_under(root)]
+    unread: Counter = Counter()
+    found = [p.relative_to(root).as_posix() for p in images_under(root, unread)]
+    warn_unread(root, unread)
     if not found:
         raise DataError(f"{root}: no image files found (looked for "
                         f"{', '.join(sorted(IMAGE_SUFFIXES))} in every sub-folder)")
