@@ -410,7 +410,15 @@ def test_folder_images_are_cached_until_a_file_changes(tmp_path):
     for split in first.splits:
         assert torch.equal(first.split(split).images, again.split(split).images)
     _png(tmp_path / "imgs" / "0" / "0.png", 200, (12, 12), mode="RGB")  # a changed image
+    _png(tmp_path / "other" / "a.png", 9, mode="RGB")
+    load_domain(f"folder:{tmp_path / 'other'}", cache_dir=tmp_path / "cache")
+    load_domain(f"folder:{tmp_path / 'imgs'}", cache_dir=tmp_path / "cache", size=12)
+    kept = set((tmp_path / "cache" / "folders").glob("*")) - set(
+        (tmp_path / "cache" / "folders").glob(cached[0].stem + ".*"))
     changed = load_domain(f"folder:{tmp_path / 'imgs'}", cache_dir=tmp_path / "cache")
-    assert len(list((tmp_path / "cache" / "folders").glob("*.json"))) == 2
+    left = set((tmp_path / "cache" / "folders").glob("*"))
+    assert not left & set((tmp_path / "cache" / "folders").glob(cached[0].stem + ".*"))
+    assert kept < left  # another folder's store and another size's stay
+    assert len([p for p in left if p.suffix == ".json"]) == 3
     whole = torch.cat([changed.split(s).images for s in changed.splits])
     assert (whole == 200).any() and not (whole == 200).all()

@@ -32,7 +32,7 @@ import numpy as np
 from dalab.data.cache import locked
 from dalab.errors import DataError
 from dalab.paths import atomic_path, write_json_atomic
-from dalab.progress import progress
+from dalab.progress import info, progress
 
 FORMAT = "dalab-image-store-1"
 CHUNK = 64  # images decoded per task
@@ -84,7 +84,8 @@ def open_store(stem: Path, params: dict) -> Store | None:
 
 def build_store(stem: Path, params: dict, parts: dict[str, tuple[Sequence[Path], np.ndarray]],
                 read: Callable[[tuple[Path, ...]], np.ndarray], size: int, *,
-                what: str = "image folder", workers: int | None = None) -> Store:
+                what: str = "image folder", workers: int | None = None,
+                supersedes: Sequence[str] = ()) -> Store:
     """The store at ``stem`` for ``params``, built when missing or stale.
 
     Parameters
@@ -100,6 +101,10 @@ def build_store(stem: Path, params: dict, parts: dict[str, tuple[Sequence[Path],
     read
         Decodes a chunk of files into uint8 ``(n, 3, size, size)``; a
         :class:`DataError` naming the file stops the build and leaves nothing behind.
+    supersedes
+        Keys of ``params`` that name the data (its folder, its size): once this store is
+        built, the other stores beside it with the same values there (an earlier
+        version of the folder's files, or of the store's format) are removed.
     """
     found = open_store(stem, params)
     if found is not None:
@@ -110,11 +115,36 @@ def build_store(stem: Path, params: dict, parts: dict[str, tuple[Sequence[Path],
             found = open_store(stem, params)  # built while we waited
             if found is not None:
                 return found
-            return _build(stem, params, parts, read, size, what, workers)
+            store = _build(stem, params, parts, read, size, what, workers)
     except OSError as err:
         raise DataError(f"cannot write the {what} store in {stem.parent}: "
                         f"{err.strerror or err}; choose a writable cache folder "
                         "(--cache-dir or $DALAB_CACHE)") from None
+    if supersedes:
+        remove_superseded(stem, {k: params[k] for k in supersedes})
+    return store
+
+
+def remove_superseded(stem: Path, same: dict) -> None:
+    """Remove the stores beside ``stem`` (not itself) whose sidecar has ``same``'s
+    values: the sidecar first, so a store half removed reads as incomplete."""
+    for sidecar in sorted(stem.parent.glob("*.json")):
+        other = sidecar.with_suffix("")
+        if other == stem:
+            continue
+        try:
+            meta = json.loads(sidecar.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT or any(
+                meta.get(k) != v for k, v in same.items()):
+            continue
+        with locked(other.with_name(other.name + ".lock")):  # not while it is being built
+            freed = sum(p.stat().st_size for p in _paths(other) if p.exists())
+            for path in (sidecar, *_paths(other)[:2], other.with_name(other.name + ".lock")):
+                path.unlink(missing_ok=True)
+        info(f"removed {other.name}, the store of an earlier version of these images "
+             f"({freed / 2**20:.0f} MiB)")
 
 
 def _ahead(pool: ThreadPoolExecutor, read: Callable, chunks: list, depth: int):

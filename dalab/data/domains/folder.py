@@ -21,7 +21,9 @@ permutation of :func:`~dalab.data.domains.base.carve`.
 The images are decoded once into an image store (:mod:`dalab.data.store`) under
 ``<cache dir>/folders/<kind>_size<size>_<fingerprint>.npy``, the fingerprint covering
 every file's path, size and modification time, the labels and the size; later loads map
-the store into memory, so a folder larger than memory is read batch by batch.
+the store into memory, so a folder larger than memory is read batch by batch. A store
+built after the folder's files changed replaces the one of their earlier version (same
+kind, size and folder), so the cache holds one store per folder and size.
 """
 
 from __future__ import annotations
@@ -167,11 +169,11 @@ class Folder(Domain):
                   for name, lst in lists.items()}
         parts = self._parts(lists, labels)
         params = {"format_version": FORMAT_VERSION, "kind": self.kind, "size": self.size,
-                  "fingerprint": fingerprint(lists, labels)}
+                  "root": str(self.root.resolve()), "fingerprint": fingerprint(lists, labels)}
         stem = self.where.cache_dir / "folders" / f"{self.kind}_size{self.size}_" \
             f"{params['fingerprint']}"
         store = build_store(stem, params, parts, self.read, self.size,
-                            what=f"{self.spec} images")
+                            what=f"{self.spec} images", supersedes=("kind", "size", "root"))
         self.fingerprint = params["fingerprint"]
         self.channels = store.meta["channels"]
         self.splits = tuple(s for s in SPLITS if s in store.splits)
