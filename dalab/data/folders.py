@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import os
 import unicodedata
-from collections import Counter
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -111,15 +111,16 @@ def scan_folder(folder: Path, labels: Path | None = None) -> ImageList:
     if labels is not None:
         return label_file_items(folder, labels)
     subs = subfolders(folder)
+    entries = list(folder.iterdir())
     if subs:
-        loose = sum(1 for p in folder.iterdir() if is_image(p))
+        loose = sum(1 for p in entries if is_image(p))
         if loose:
             warnings.warn(f"{folder}: {loose} image{'s' if loose > 1 else ''} beside the "
                           "class folders skipped (an image's class is its folder); move "
                           f"{'them' if loose > 1 else 'it'} into a class folder", stacklevel=2)
         return class_folder_items(folder, subs)
-    warn_unread(folder, Counter(unread_suffixes(p.name for p in folder.iterdir())))
-    files = tuple(sorted(p for p in folder.iterdir() if is_image(p)))
+    warn_unread(folder, Counter(unread_suffixes(p.name for p in entries)))
+    files = tuple(sorted(p for p in entries if is_image(p)))
     if not files:
         raise DataError(f"{folder}: no images found (looked for "
                         f"{', '.join(sorted(IMAGE_SUFFIXES))} files)")

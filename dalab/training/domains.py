@@ -132,12 +132,9 @@ def holds_photos(domain) -> bool:
     larger than :data:`PHOTO_PIXELS` px (its header alone is read)."""
     from PIL import Image
 
-    if not isinstance(domain, Folder):
+    if not isinstance(domain, Folder) or domain.first_file is None:
         return False
-    first = next((lst.files[0] for lst in domain.image_lists().values() if lst.files), None)
-    if first is None:
-        return False
-    with Image.open(first) as image:  # decoded into the store already: readable
+    with Image.open(domain.first_file) as image:  # decoded into the store already: readable
         return max(image.size) > PHOTO_PIXELS
 
 

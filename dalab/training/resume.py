@@ -86,11 +86,10 @@ def data_changes(out: Path | None, data: dict[str, str | None], begin: Start) ->
     if out is None or begin.state is None:
         return []
     recorded = json.loads((Path(out) / "config.json").read_text()).get("data") or {}
-    changed = [f"{name} files: fingerprint {recorded[name]}, now {now}"
-               for name, now in data.items() if recorded.get(name) not in (None, now)]
+    changed = [name for name, now in data.items() if recorded.get(name) not in (None, now)]
     if changed and not begin.changed_ok:
-        raise ConfigError(f"{out}: the files of the {' and '.join(c.split()[0] for c in changed)}"
-                          f" domain changed since its checkpoint (images added, removed or "
-                          f"modified); choose another --out or move the folder away, or add "
-                          f"--resume-changed to go on from its last checkpoint with the new files")
-    return changed
+        raise ConfigError(f"{out}: the files of the {' and '.join(changed)} domain changed "
+                          f"since its checkpoint (images added, removed or modified); choose "
+                          f"another --out or move the folder away, or add --resume-changed to "
+                          f"go on from its last checkpoint with the new files")
+    return [f"{name} files: fingerprint {recorded[name]}, now {data[name]}" for name in changed]

@@ -105,8 +105,7 @@ class Folder(Domain):
         subs = subfolders(self.root)
         dirs = set(self.split_dirs.values())
         if subs and all(p.name in dirs for p in subs):
-            return {s: scan_folder(self.root / d) for s, d in self.split_dirs.items()
-                    if (self.root / d).is_dir()}
+            return self.split_lists()
         for sub in subs:
             if sub.name in dirs and subfolders(sub) and not any(map(is_image, sub.iterdir())):
                 others = [p.name + "/" for p in subs if p.name not in dirs]
@@ -118,6 +117,11 @@ class Folder(Domain):
                     f"{', '.join(d + '/' for d in self.split_dirs.values())} with nothing "
                     f"else beside them, or rename {sub.name}/ if it is a class")
         return {WHOLE: scan_folder(self.root)}
+
+    def split_lists(self) -> dict[str, ImageList]:
+        """The image files (and labels) of each split sub-folder present."""
+        return {s: scan_folder(self.root / d) for s, d in self.split_dirs.items()
+                if (self.root / d).is_dir()}
 
     def locate(self, path: Path | None) -> Path:
         """The folder to read (a kind may fetch or unpack it first)."""
@@ -175,6 +179,8 @@ class Folder(Domain):
         store = build_store(stem, params, parts, self.read, self.size,
                             what=f"{self.spec} images", supersedes=("kind", "size", "root"))
         self.fingerprint = params["fingerprint"]
+        self.first_file = next((lst.files[0] for lst in lists.values() if lst.files),
+                               None)  # its header tells photos from digits (holds_photos)
         self.channels = store.meta["channels"]
         self.splits = tuple(s for s in SPLITS if s in store.splits)
         return store

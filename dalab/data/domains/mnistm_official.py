@@ -20,7 +20,7 @@ from dalab.data.archive import extract_folder
 from dalab.data.domains.base import centre_crop, resize
 from dalab.data.domains.folder import Folder
 from dalab.data.download import DownloadError, download_verified, file_md5, md5_check
-from dalab.data.folders import ImageList, read_images, scan_folder
+from dalab.data.folders import ImageList, read_images
 from dalab.errors import DataError
 
 FOLDER = "mnist_m"
@@ -75,8 +75,7 @@ class MnistmOfficial(Folder):
 
     def image_lists(self) -> dict[str, ImageList]:
         """The release's split folders present (other sub-folders are not read)."""
-        return {s: scan_folder(self.root / d) for s, d in self.split_dirs.items()
-                if (self.root / d).is_dir()}
+        return self.split_lists()
 
     def _unpack(self, archive: Path) -> Path:
         """The archive's ``mnist_m/``, extracted once per archive (by md5) in the cache."""
