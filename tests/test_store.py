@@ -80,6 +80,89 @@ def test_a_decoding_error_names_the_file_and_leaves_no_store(tmp_path):
     assert not list((tmp_path / "c" / "folders").glob("*.tmp"))
 
 
+def _with_bad_images(root):
+    """Three classes of solid PNGs (class k: value 40 k + i), plus a truncated JPEG in
+    ``cat`` and an empty file in ``dog``; the bad files' paths."""
+    for k, c in enumerate(("cat", "dog", "owl")):
+        (root / c).mkdir(parents=True)
+        for i in range(5):
+            pixels = np.full((12, 12, 3), 40 * k + i, np.uint8)
+            Image.fromarray(pixels).save(root / c / f"{i}.png")
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(root / "cat" / "t.jpg", quality=90)
+    truncated = root / "cat" / "t.jpg"
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    empty = root / "dog" / "e.png"
+    empty.write_bytes(b"")
+    return [truncated, empty]
+
+
+def test_an_unreadable_image_stops_the_load_naming_the_file_and_the_flag(tmp_path):
+    root = tmp_path / "imgs"
+    bad = _with_bad_images(root)
+    with pytest.raises(DataError, match="--skip-bad-images") as caught:
+        load_domain(f"folder:{root}", cache_dir=tmp_path / "c", size=8)
+    assert any(f"{path}: unreadable image" in str(caught.value) for path in bad)
+    assert not list((tmp_path / "c" / "folders").glob("*.json"))
+
+
+def test_skip_bad_images_leaves_out_exactly_the_unreadable_ones(tmp_path):
+    root = tmp_path / "imgs"
+    bad = _with_bad_images(root)
+    with pytest.warns(UserWarning, match="2 unreadable images left out") as caught:
+        dom = load_domain(f"folder:{root}", cache_dir=tmp_path / "c", size=8,
+                          skip_bad_images=True)
+    message = str(caught[0].message)
+    assert all(str(path) in message for path in bad) and "_skipbad.json" in message
+    every = dom.split("all")
+    assert len(every) == 15 and sum(len(dom.split(s)) for s in dom.splits) == 15
+    values = every.images[:, 0, 0, 0].long()  # class k, image i: 40 k + i
+    assert sorted(values.tolist()) == [40 * k + i for k in range(3) for i in range(5)]
+    assert torch.equal(every.labels, values // 40)  # labels stay with their images
+    sidecar = next((tmp_path / "c" / "folders").glob("*_skipbad.json"))
+    listed = json.loads(sidecar.read_text())["skipped"]
+    assert sorted(e["file"] for e in listed) == sorted(map(str, bad))
+    assert all("unreadable image" in e["error"] for e in listed)
+    # the store with images left out is not the complete one: without the flag, the error
+    with pytest.raises(DataError, match="--skip-bad-images"):
+        load_domain(f"folder:{root}", cache_dir=tmp_path / "c", size=8)
+
+
+def test_a_complete_store_serves_a_run_that_skips_bad_images(tmp_path):
+    root = _photos(tmp_path / "imgs", per_class=3)
+    load_domain(f"folder:{root}", cache_dir=tmp_path / "c", size=8)
+    dom = load_domain(f"folder:{root}", cache_dir=tmp_path / "c", size=8,
+                      skip_bad_images=True)
+    assert len(dom.split("all")) == 6
+    assert not list((tmp_path / "c" / "folders").glob("*_skipbad*"))
+
+
+def test_a_class_with_no_readable_image_left_is_an_error(tmp_path):
+    root = _photos(tmp_path / "imgs", per_class=2)
+    for path in (root / "dog").glob("*.jpg"):
+        path.write_bytes(b"")
+    with pytest.raises(DataError, match="every image of class 'dog' is unreadable"):
+        load_domain(f"folder:{root}", cache_dir=tmp_path / "c", size=8,
+                    skip_bad_images=True)
+
+
+def test_training_configs_pass_skip_bad_images_to_their_domains(tmp_path):
+    from dalab.cli import build_parser
+    from dalab.cli.options import config_from_args
+    from dalab.training.domains import load_pair
+
+    root = tmp_path / "imgs"
+    _with_bad_images(root)
+    args = build_parser().parse_args(
+        ["train", "--source", f"folder:{root}", "--target", f"folder:{root}", "--size", "8",
+         "--cache-dir", str(tmp_path / "c"), "--skip-bad-images"])
+    cfg = config_from_args(args)
+    assert cfg.skip_bad_images is True
+    with pytest.warns(UserWarning, match="unreadable images left out"):
+        source, target = load_pair(cfg)
+    assert len(source.split("all")) == len(target.split("all")) == 15
+
+
 def test_resident_and_streamed_sources_give_the_same_batches(tmp_path):
     images = torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8)
     idx = batch_indices(50, 7, 9, torch.Generator().manual_seed(3))
@@ -162,3 +245,26 @@ def test_building_and_streaming_a_large_store_keeps_memory_flat(tmp_path):
     assert max(m["passes"]) - m["before"] < 60
     assert max(m["passes"]) - m["passes"][0] < 5
     assert m["held"] - max(m["passes"]) > 90  # the resident source holds the whole set
+
+
+def test_eval_and_data_export_take_skip_bad_images(tmp_path, capsys):
+    from dalab.cli import main
+    from dalab.models import build_model
+    from dalab.training.runfolder import save_checkpoint
+
+    root = tmp_path / "imgs"
+    _with_bad_images(root)
+    model = build_model("dann", 3, [0.5] * 3, [0.25] * 3, size=32,
+                        class_names=("cat", "dog", "owl"))
+    save_checkpoint(tmp_path / "run" / "model.safetensors", model, make_config(size=32))
+    cache = ["--cache-dir", str(tmp_path / "c")]
+    with pytest.warns(UserWarning, match="2 unreadable images left out"):
+        assert main(["eval", "--checkpoint", str(tmp_path / "run"), "--domain",
+                     f"folder:{root}", "--split", "all", "--skip-bad-images", "--json",
+                     *cache]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 15
+    with pytest.warns(UserWarning, match="2 unreadable images left out"):
+        assert main(["data", "export", "--domain", f"folder:{root}", "--split", "train",
+                     "--size", "8", "--out", str(tmp_path / "out"), "--skip-bad-images",
+                     *cache]) == 0
+    assert "PNGs" in capsys.readouterr().out

@@ -32,6 +32,12 @@ def _generator_options(parser: argparse.ArgumentParser) -> None:
                         help="never download missing MNIST/BSDS500 files")
 
 
+def _skip_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--skip-bad-images", action="store_true",
+                        help="image folders: leave unreadable images out (a warning names "
+                        "them) instead of stopping at the first")
+
+
 def _location_after_action(common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """A copy of the common options whose defaults are suppressed.
 
@@ -85,6 +91,7 @@ def add_parser(sub, common) -> None:
     samples.add_argument("--split", action="append", choices=("train", "val", "test"),
                          help="split to show (repeat for several; default: every split)")
     samples.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
+    _skip_option(samples)
     samples.add_argument("--no-download", dest="download", action="store_false",
                          help="never download missing files")
     samples.set_defaults(func=run_samples)
@@ -100,6 +107,7 @@ def add_parser(sub, common) -> None:
                         "the size you train at, e.g. 224)")
     export.add_argument("--out", required=True, metavar="DIR",
                         help="writes DIR/<split>/*.png and DIR/<split>_labels.txt")
+    _skip_option(export)
     export.add_argument("--no-download", dest="download", action="store_false",
                         help="never download missing files")
     export.set_defaults(func=run_export)
@@ -148,7 +156,7 @@ def run_samples(args) -> int:
     domains = []
     for spec in args.domain or ["mnist", "mnistm"]:
         dom = load_domain(spec, args.data_root, args.cache_dir, size=args.size,
-                          download=args.download)
+                          download=args.download, skip_bad_images=args.skip_bad_images)
         note_photo_size(dom, args.size)
         splits = [s for s in dom.splits if not args.split or s in args.split]
         domains.append((dom.spec, {s: sample(dom, s, args.per_split) for s in splits}))
@@ -186,7 +194,7 @@ def run_export(args) -> int:
     from dalab.data.export import export_split
 
     dom = load_domain(args.domain, args.data_root, args.cache_dir, size=args.size,
-                      download=args.download)
+                      download=args.download, skip_bad_images=args.skip_bad_images)
     note_photo_size(dom, args.size)
     split = dom.split(args.split)
     folder = export_split(split, args.out, args.split)

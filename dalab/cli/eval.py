@@ -24,6 +24,9 @@ def add_parser(sub, common) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per batch (default: the run's eval_batch_size)")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="--domain: leave its unreadable images out (a warning names them) "
+                   "instead of stopping at the first")
     p.add_argument("--json", action="store_true", help='print {"accuracy": ..., "n": ...}')
     p.set_defaults(func=run)
 
@@ -59,7 +62,8 @@ def run(args) -> int:
         from dalab.data import load_domain
         from dalab.data.domains.base import centre_crop
         split = load_domain(args.domain, args.data_root, args.cache_dir,
-                            size=cfg.resize or cfg.size).split(args.split)
+                            size=cfg.resize or cfg.size,
+                            skip_bad_images=args.skip_bad_images).split(args.split)
         if split.labels is None:
             raise DataError(f"{split.name}: the domain has no labels to score against")
         images, labels, name = split.images, split.labels, split.name

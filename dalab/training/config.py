@@ -88,6 +88,8 @@ class Config:
     patch_split: str = "train"  # BSDS500 split the MNIST-M patches come from
     max_train: int = 0  # use only N training images per domain, a seeded random subset (0 = all)
     max_eval: int = 0  # use only N validation/test images, a seeded random subset (0 = all)
+    skip_bad_images: bool = False  # folders and benchmarks: leave unreadable images out (a
+    #   warning names them, the image store lists them) instead of stopping at the first
     data_root: str | None = None  # folder holding mnist/ and BSR/ (None: $DALAB_DATA ...)
     cache_dir: str | None = None  # where MNIST-M sets are cached (None: see dalab.paths)
     # -- adaptation --------------------------------------------------------------------
@@ -200,7 +202,7 @@ class Config:
             _check_range(self, name, 0.0, math.inf)
         for name in ("early_stopping", "amp", "channels_last", "compile", "cuda_graphs",
                      "keep_checkpoints", "validators", "target_bn", "freeze_backbone",
-                     "nesterov", "joint_bn", "distributed", "sync_bn"):
+                     "nesterov", "joint_bn", "distributed", "sync_bn", "skip_bad_images"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
         if self.pretrained is not None and (not isinstance(self.pretrained, str)

@@ -79,7 +79,7 @@ def parse_spec(spec: str) -> tuple[type[Domain], str, object]:
 
 def load_domain(spec: str, data_root: str | os.PathLike | None = None,
                 cache_dir: str | os.PathLike | None = None, *, size: int = 28,
-                download: bool = True) -> Domain:
+                download: bool = True, skip_bad_images: bool = False) -> Domain:
     """The domain ``spec`` names; its splits are read (or generated) on first use.
 
     Parameters
@@ -97,12 +97,16 @@ def load_domain(spec: str, data_root: str | os.PathLike | None = None,
         gets there).
     download
         Allow downloading missing files.
+    skip_bad_images
+        Folder kinds (``folder``, the benchmarks): leave each unreadable image out of
+        its split, with a warning naming them, instead of stopping at the first.
     """
     if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 1024:
         raise ConfigError(f"size: expected an integer in [8, 1024], got {size!r}")
     kind, canon, args = parse_spec(spec)
     root = resolve_data_root(data_root)
-    where = Where(root, resolve_cache_dir(root, cache_dir), size, download)
+    where = Where(root, resolve_cache_dir(root, cache_dir), size, download,
+                  skip_bad_images)
     return kind(canon, args, where)
 
 

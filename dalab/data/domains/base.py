@@ -80,12 +80,14 @@ class Split:
 
 @dataclass(frozen=True)
 class Where:
-    """What every kind needs besides its spec: folders, image size, download permission."""
+    """What every kind needs besides its spec: folders, image size, download permission,
+    and whether a folder kind leaves its unreadable images out."""
 
     data_root: Path
     cache_dir: Path
     size: int = 28
     download: bool = True
+    skip_bad_images: bool = False  # folder kinds: leave unreadable images out, not stop
 
     def search(self, probe):
         """The first of ``probe(data_root)``, ``probe(cache_dir)`` that is not None."""

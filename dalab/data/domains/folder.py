@@ -24,11 +24,18 @@ every file's path, size and modification time, the labels and the size; later lo
 the store into memory, so a folder larger than memory is read batch by batch. A store
 built after the folder's files changed replaces the one of their earlier version (same
 kind, size and folder), so the cache holds one store per folder and size.
+
+An unreadable image (a corrupt or truncated file, an empty one) stops the load with an
+error naming it, unless the domain is loaded with ``skip_bad_images``: then each is left
+out of the split it was cut into (the others keep theirs), a warning names the first
+few, and the store's sidecar lists them all. A class left without a readable image is an
+error naming the class.
 """
 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 from typing import ClassVar
 
@@ -177,13 +184,43 @@ class Folder(Domain):
         stem = self.where.cache_dir / "folders" / f"{self.kind}_size{self.size}_" \
             f"{params['fingerprint']}"
         store = build_store(stem, params, parts, self.read, self.size,
-                            what=f"{self.spec} images", supersedes=("kind", "size", "root"))
+                            what=f"{self.spec} images", supersedes=("kind", "size", "root"),
+                            skip_bad=self.where.skip_bad_images)
         self.fingerprint = params["fingerprint"]
-        self.first_file = next((lst.files[0] for lst in lists.values() if lst.files),
-                               None)  # its header tells photos from digits (holds_photos)
+        bad = self._left_out(parts, store)
+        self.first_file = next((f for lst in lists.values() for f in lst.files
+                                if str(f) not in bad), None)  # its header tells photos
+        # from digits (holds_photos)
         self.channels = store.meta["channels"]
         self.splits = tuple(s for s in SPLITS if s in store.splits)
         return store
+
+    def _check_left(self, parts: dict[str, tuple], store: Store) -> None:
+        """Refuse a domain that lost every image of a class (unlabelled: every image) to
+        unreadable files, naming the class and its files."""
+        files = [f for names, _ in parts.values() for f in names]
+        before = np.concatenate([labels for _, labels in parts.values()])
+        empty = np.setdiff1d(before, store.labels)
+        if not len(empty):
+            return
+        lost = [str(f) for f, k in zip(files, before) if k in empty]
+        names = [repr(self.class_names[k]) for k in empty] if self.has_labels else []
+        what = f"class{'es' if len(names) > 1 else ''} {', '.join(names)}" if names \
+            else "the folder"
+        them = "it" if len(lost) == 1 else "them"
+        raise DataError(f"{self.root}: every image of {what} is unreadable "
+                        f"({_few(lost)}); replace or remove {them} (the list: {store.sidecar})")
+
+    def _left_out(self, parts: dict[str, tuple], store: Store) -> set[str]:
+        """The files ``store`` left out as unreadable, named in a warning (an error when
+        a class lost every image)."""
+        files = [entry["file"] for entry in store.skipped]
+        if files:
+            self._check_left(parts, store)
+            warnings.warn(f"{self.spec}: {len(files)} unreadable image"
+                          f"{'s' if len(files) > 1 else ''} left out ({_few(files)}); the "
+                          f"list: {store.sidecar} (\"skipped\")", stacklevel=3)
+        return set(files)
 
     def _parts(self, lists: dict[str, ImageList], labels: dict[str, np.ndarray]
                ) -> dict[str, tuple]:
@@ -218,3 +255,9 @@ class Folder(Domain):
 
     def _read(self, name: str):
         return self._rows(*self._store.splits[name])
+
+
+def _few(files: list[str], most: int = 3) -> str:
+    """The first ``most`` of ``files``, and how many more."""
+    return ", ".join(files[:most]) + (f" and {len(files) - most} more"
+                                      if len(files) > most else "")
