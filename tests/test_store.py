@@ -163,6 +163,27 @@ def test_training_configs_pass_skip_bad_images_to_their_domains(tmp_path):
     assert len(source.split("all")) == len(target.split("all")) == 15
 
 
+@pytest.mark.parametrize("threads, workers", [(5, 5), (0, min(4, os.cpu_count() or 1))])
+def test_store_decoding_runs_on_the_runs_threads(tmp_path, monkeypatch, threads, workers):
+    import dalab.data.store as store
+    from dalab.training.domains import load_pair
+
+    pools = []
+
+    class Pool(store.ThreadPoolExecutor):
+        def __init__(self, max_workers):
+            pools.append(max_workers)
+            super().__init__(max_workers)
+
+    monkeypatch.setattr(store, "ThreadPoolExecutor", Pool)
+    root = _photos(tmp_path / "imgs", per_class=3)
+    cfg = make_config(source=f"folder:{root}", target=f"folder:{root}", size=8,
+                      cache_dir=str(tmp_path / "c"), threads=threads)
+    load_pair(cfg)
+    assert pools == [workers]  # one store built, by the run's threads (5: above the default's
+    # cap, so no machine's default passes for it)
+
+
 def test_resident_and_streamed_sources_give_the_same_batches(tmp_path):
     images = torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8)
     idx = batch_indices(50, 7, 9, torch.Generator().manual_seed(3))

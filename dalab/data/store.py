@@ -117,7 +117,7 @@ def build_store(stem: Path, params: dict, parts: dict[str, tuple[Sequence[Path],
         Decodes a chunk of files into uint8 ``(n, 3, size, size)``; a
         :class:`DataError` naming the file stops the build and leaves nothing behind.
     workers
-        Decoding threads (None: up to 4, one per core).
+        Decoding threads (None: one per core, at most 4).
     supersedes
         Keys of ``params`` that name the data (its folder, its size): once this store is
         built, the other stores beside it with the same values there (an earlier

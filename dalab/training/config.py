@@ -153,7 +153,8 @@ class Config:
     on_collapse: str = "warn"  # a collapse (accuracy back to chance) warns, or stops the run
     # -- execution ---------------------------------------------------------------------
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
-    threads: int = 0  # torch CPU threads (0 = torch's default)
+    threads: int = 0  # torch CPU threads, and threads decoding an image store (0 = torch's
+    #   default; decoding: one per core, at most 4)
     amp: bool = False  # bf16 autocast (CUDA; CPUs with native bf16, e.g. AVX512-BF16)
     channels_last: bool = True  # channels-last convolutions (faster on CPU and GPU)
     compile: bool = False  # torch.compile the model (CUDA only; warns and skips otherwise)

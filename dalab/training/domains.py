@@ -124,7 +124,7 @@ def target_spec(cfg: Config) -> str:
 def load_pair(cfg: Config):
     """The source and target domains of ``cfg`` (their splits are read on first use)."""
     dirs = dict(data_root=cfg.data_root, cache_dir=cfg.cache_dir, size=cfg.resize or cfg.size,
-                skip_bad_images=cfg.skip_bad_images)
+                skip_bad_images=cfg.skip_bad_images, threads=cfg.threads)
     return load_domain(source_spec(cfg), **dirs), load_domain(target_spec(cfg), **dirs)
 
 

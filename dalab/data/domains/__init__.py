@@ -79,7 +79,8 @@ def parse_spec(spec: str) -> tuple[type[Domain], str, object]:
 
 def load_domain(spec: str, data_root: str | os.PathLike | None = None,
                 cache_dir: str | os.PathLike | None = None, *, size: int = 28,
-                download: bool = True, skip_bad_images: bool = False) -> Domain:
+                download: bool = True, skip_bad_images: bool = False,
+                threads: int = 0) -> Domain:
     """The domain ``spec`` names; its splits are read (or generated) on first use.
 
     Parameters
@@ -100,13 +101,16 @@ def load_domain(spec: str, data_root: str | os.PathLike | None = None,
     skip_bad_images
         Folder kinds (``folder``, the benchmarks): leave each unreadable image out of
         its split, with a warning naming them, instead of stopping at the first.
+    threads
+        Folder kinds: threads decoding the images into the store (0: one per core, at
+        most 4).
     """
     if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 1024:
         raise ConfigError(f"size: expected an integer in [8, 1024], got {size!r}")
     kind, canon, args = parse_spec(spec)
     root = resolve_data_root(data_root)
     where = Where(root, resolve_cache_dir(root, cache_dir), size, download,
-                  skip_bad_images)
+                  skip_bad_images, threads)
     return kind(canon, args, where)
 
 

@@ -81,13 +81,15 @@ class Split:
 @dataclass(frozen=True)
 class Where:
     """What every kind needs besides its spec: folders, image size, download permission,
-    and whether a folder kind leaves its unreadable images out."""
+    whether a folder kind leaves its unreadable images out and how many threads decode
+    its images."""
 
     data_root: Path
     cache_dir: Path
     size: int = 28
     download: bool = True
     skip_bad_images: bool = False  # folder kinds: leave unreadable images out, not stop
+    threads: int = 0  # folder kinds: threads decoding the image store (0: up to 4)
 
     def search(self, probe):
         """The first of ``probe(data_root)``, ``probe(cache_dir)`` that is not None."""

@@ -185,7 +185,8 @@ class Folder(Domain):
             f"{params['fingerprint']}"
         store = build_store(stem, params, parts, self.read, self.size,
                             what=f"{self.spec} images", supersedes=("kind", "size", "root"),
-                            skip_bad=self.where.skip_bad_images)
+                            skip_bad=self.where.skip_bad_images,
+                            workers=self.where.threads or None)
         self.fingerprint = params["fingerprint"]
         bad = self._left_out(parts, store)
         self.first_file = next((f for lst in lists.values() for f in lst.files
