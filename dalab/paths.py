@@ -56,6 +56,13 @@ def _writable(folder: Path) -> bool:
     return os.access(probe, os.W_OK)
 
 
+def mark_used(path: str | os.PathLike) -> None:
+    """Set ``path``'s mtime to now: a cache entry was read (``dalab cache`` lists and
+    prunes by it; atime is not kept on many mounts). A read-only cache is left as it is."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
 # errno values of a write that failed for lack of room or rights, not for bad content
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES,
                          errno.EPERM, errno.EIO})

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from dalab.errors import DataError
-from dalab.paths import atomic_path, write_json_atomic
+from dalab.paths import atomic_path, mark_used, write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,8 @@ class CachedSet:
 
 
 def read_sidecar(npz: Path, params: dict) -> dict | None:
-    """The sidecar of ``npz`` when it matches ``params`` and the npz is intact, else None."""
+    """The sidecar of ``npz`` when it matches ``params`` and the npz is intact (the
+    sidecar then marked used), else None."""
     sidecar = npz.with_suffix(".json")
     try:
         meta = json.loads(sidecar.read_text())
@@ -45,6 +46,7 @@ def read_sidecar(npz: Path, params: dict) -> dict | None:
         return None
     if any(meta.get(k) != v for k, v in params.items()) or meta.get("npz_bytes") != size:
         return None
+    mark_used(sidecar)
     return meta
 
 

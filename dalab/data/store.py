@@ -37,7 +37,7 @@ import numpy as np
 
 from dalab.data.cache import locked
 from dalab.errors import DataError
-from dalab.paths import atomic_path, write_json_atomic
+from dalab.paths import atomic_path, mark_used, write_json_atomic
 from dalab.progress import info, progress
 
 FORMAT = "dalab-image-store-1"
@@ -78,7 +78,7 @@ def _paths(stem: Path) -> tuple[Path, Path, Path]:
 
 def open_store(stem: Path, params: dict) -> Store | None:
     """The store at ``stem`` when its sidecar matches ``params`` and its files are
-    intact, else None."""
+    intact (its sidecar then marked used), else None."""
     images_path, labels_path, sidecar = _paths(stem)
     try:
         meta = json.loads(sidecar.read_text())
@@ -94,6 +94,7 @@ def open_store(stem: Path, params: dict) -> Store | None:
     if images.dtype != np.uint8 or images.ndim != 4 or len(labels) != len(images):
         return None
     splits = {k: (int(a), int(b)) for k, (a, b) in meta["splits"].items()}
+    mark_used(sidecar)
     return Store(images, labels, splits, meta, sidecar)
 
 

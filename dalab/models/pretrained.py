@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from dalab.errors import ConfigError, DataError
 from dalab.models.backbones import BACKBONES
 from dalab.models.efficientnet import VARIANTS
-from dalab.paths import atomic_path, make_folder
+from dalab.paths import atomic_path, make_folder, mark_used
 
 SHOWN = 5  # names quoted in a message before "and N more"
 OPTIONAL = ".num_batches_tracked"  # batch-norm counters older files lack
@@ -190,6 +190,7 @@ def imagenet_file(name: str, cache_dir: str | Path, log: Log | None = None) -> P
     source = BACKBONES[name].imagenet
     path = Path(cache_dir).expanduser() / "weights" / f"{name}.safetensors"
     if path.is_file() and _source_of(path) == source:
+        mark_used(path)
         return path
     if source.startswith("pip:"):
         state = read_weights(_package_file(source[len("pip:"):]), "pretrained")

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from dalab.data import Split
 from dalab.data.augment import random_resized_crop
-from dalab.paths import resolve_cache_dir, resolve_data_root
+from dalab.paths import mark_used, resolve_cache_dir, resolve_data_root
 from dalab.progress import progress
 from dalab.training.domains import Sets
 
@@ -132,6 +132,7 @@ def cached_features(model, images: Tensor, folder: Path, device: torch.device, w
             features = load_file(str(path))["features"]
             if len(features) == len(images):
                 log(f"features {what}: read from the cache ({path.name})")
+                mark_used(path)
                 return features
         except Exception:  # noqa: BLE001 - an unreadable cache entry is recomputed
             pass

@@ -22,6 +22,7 @@ from dalab.data.domains.folder import Folder
 from dalab.data.download import DownloadError, download_verified, file_md5, md5_check
 from dalab.data.folders import ImageList, read_images
 from dalab.errors import DataError
+from dalab.paths import mark_used
 
 FOLDER = "mnist_m"
 ARCHIVE = "mnist_m.tar.gz"
@@ -81,6 +82,7 @@ class MnistmOfficial(Folder):
         """The archive's ``mnist_m/``, extracted once per archive (by md5) in the cache."""
         dest = self.where.cache_dir / "mnistm-official" / file_md5(archive)
         if (dest / FOLDER).is_dir():
+            mark_used(dest)
             return dest / FOLDER
         return extract_folder(archive, dest, FOLDER)
 

@@ -29,6 +29,7 @@ from dalab.data.domains.folder import WHOLE, Folder
 from dalab.data.folders import (ImageList, class_folder_items, is_index, label_file_items,
                                 subfolders)
 from dalab.errors import DataError
+from dalab.paths import mark_used
 
 
 class Release(Folder):
@@ -123,7 +124,9 @@ class Release(Folder):
     def _unpack(self, archive: Path) -> Path:
         """The domain folder inside ``archive``, extracted once into the cache folder."""
         dest = self.where.cache_dir / self.kind / f"{archive.name}-{archive.stat().st_size}"
-        if not dest.is_dir():
+        if dest.is_dir():
+            mark_used(dest)
+        else:
             try:
                 extract_archive(archive, dest)
             except OSError as err:
