@@ -24,7 +24,7 @@ from dalab.errors import DalabError
 
 COMMAND_MODULES = (
     "data", "train", "experiment", "eval", "predict", "sweep", "compare", "benchmark",
-    "analyze", "report", "bench", "config",
+    "analyze", "report", "bench", "config", "cache",
 )
 
 
