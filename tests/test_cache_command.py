@@ -190,6 +190,21 @@ def test_temporary_files_go_only_when_old_and_unlocked(cache):
         assert prune(choose(scan(cache), kinds=["temp"]))[1]  # busy: its writer holds it
     assert prune(choose(scan(cache), kinds=["temp"]))[0] and not temp.files[0].exists()
     assert TEMP_AGE == DAY
+    labels = cache / "folders" / ".s.labels.npy.x1y2z3.tmp"  # a store's labels being written
+    labels.write_bytes(b"")
+    _age([labels], 2)
+    with locked(cache / "folders" / "s.lock"):
+        assert prune(choose(scan(cache), kinds=["temp"]))[1] and labels.exists()
+
+
+def test_a_download_being_written_is_kept(cache):
+    partial = cache / "mnist" / ".train-images-idx3-ubyte.gz.abc123.tmp"
+    partial.write_bytes(b"x")  # a download at work
+    removed, busy = prune(choose(scan(cache), kinds=["downloads"]))
+    assert not removed and [e.name for e in busy] == ["mnist"] and partial.exists()
+    _age([cache / "mnist"], 2)  # an orphan now: it goes with its folder
+    removed, busy = prune(choose(scan(cache), kinds=["downloads"]))
+    assert [e.name for e in removed] == ["mnist"] and not (cache / "mnist").exists()
 
 
 # -- errors --------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dalab.errors import ConfigError
@@ -51,6 +51,7 @@ class Entry:
     bytes: int
     last_used: float  # seconds since the epoch
     lock: Path | None = None
+    writing: bool = False  # a writer's temporary file, under a day old, lies inside
 
     def as_dict(self) -> dict:
         return {"kind": self.kind, "name": self.name, "description": self.description,
@@ -171,10 +172,17 @@ def _digits(root: Path) -> Iterator[Entry]:
 
 
 def _downloads(root: Path) -> Iterator[Entry]:
+    """Every other item at the top of the cache; a folder a download or an extraction is
+    writing into (a young temporary file inside) is marked ``writing``."""
+    now = time.time()
     for path in sorted(root.glob("[!.]*")):
         if path.name not in KNOWN_FOLDERS:
             what = "folder" if path.is_dir() else "file"
-            yield _entry("downloads", root, path, f"downloaded or extracted {what}", [path])
+            entry = _entry("downloads", root, path, f"downloaded or extracted {what}", [path])
+            temps = path.rglob(".*") if path.is_dir() else ()
+            if any(now - _sizes(t)[1] < TEMP_AGE for t in temps):
+                entry = replace(entry, writing=True)
+            yield entry
 
 
 def _temps(root: Path) -> Iterator[Entry]:
@@ -192,7 +200,7 @@ def _temp_lock(path: Path) -> Path | None:
     if not path.name.endswith(".tmp") or path.parent.name not in ("folders", *DIGIT_FOLDERS):
         return None
     target = path.name[1:].rsplit(".", 2)[0]
-    for suffix in (*STORE_SUFFIXES, *DIGIT_SUFFIXES):
+    for suffix in sorted({*STORE_SUFFIXES, *DIGIT_SUFFIXES}, key=len, reverse=True):
         if target.endswith(suffix):
             return path.with_name(target[:-len(suffix)] + ".lock")
     return None
@@ -297,7 +305,7 @@ def remove(entry: Entry) -> bool:
     """Remove all of ``entry``'s files in order (sidecar first, lock file last), holding
     its lock meanwhile; False (nothing removed) when another process holds it."""
     with _unless_busy(entry.lock) as free:
-        if not free:
+        if not free or entry.writing:
             return False
         for path in entry.files:
             _delete(path)
@@ -317,4 +325,4 @@ def prune(entries: Sequence[Entry], dry_run: bool = False) -> tuple[list[Entry],
 
 def _busy(entry: Entry) -> bool:
     with _unless_busy(entry.lock) as free:
-        return not free
+        return not free or entry.writing
