@@ -206,20 +206,20 @@ def _temp_lock(path: Path) -> Path | None:
     return None
 
 
-def scan(root: Path) -> list[Entry]:
-    """Every entry of the cache folder ``root`` (empty when it does not exist)."""
-    if not root.is_dir():
-        return []
-    return [*_stores(root), *_features(root), *_unknown_files(root), *_weights(root),
-            *_digits(root), *_downloads(root), *_temps(root)]
-
-
 def _unknown_files(root: Path) -> Iterator[Entry]:
     """Files in ``features/`` or ``weights/`` that are not safetensors (none are written)."""
     for folder, kind in (("features", "features"), ("weights", "weights")):
         for path in sorted((root / folder).glob("[!.]*")) if (root / folder).is_dir() else ():
             if path.suffix != ".safetensors":
                 yield _entry(kind, root, path, "unknown file", [path])
+
+
+def scan(root: Path) -> list[Entry]:
+    """Every entry of the cache folder ``root`` (empty when it does not exist)."""
+    if not root.is_dir():
+        return []
+    return [*_stores(root), *_features(root), *_unknown_files(root), *_weights(root),
+            *_digits(root), *_downloads(root), *_temps(root)]
 
 
 def totals(entries: Sequence[Entry]) -> dict[str, int]:
