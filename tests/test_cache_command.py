@@ -148,12 +148,26 @@ def test_max_size_removes_least_recently_used_first(cache):
         _age(e.files, len(entries) - days)
     entries = scan(cache)
     total = sum(e.bytes for e in entries)
-    oldest = min((e for e in entries if e.kind != "temp"), key=lambda e: e.last_used)
-    chosen = choose(entries, max_size=total - 1, kinds=[k for k in {e.kind for e in entries}
-                                                         if k != "temp"])
-    assert chosen == [oldest]
-    assert choose(entries, max_size=total) == []
-    assert len(choose(entries, max_size=0)) == len(entries) - 1  # not the young temp file
+    chosen = choose(entries)
+    assert [e.last_used for e in chosen] == sorted(e.last_used for e in chosen)
+    assert "temp" not in {e.kind for e in chosen}  # a young temporary file is never chosen
+    assert prune(chosen, dry_run=True, free=1)[0] == [chosen[0]]
+    assert prune(chosen, dry_run=True, free=0)[0] == []
+    assert prune(chosen, dry_run=True, free=total)[0] == chosen
+    with locked(chosen[0].lock):  # the oldest is busy: the next one goes in its place
+        removed, busy = prune(chosen, free=1)
+    assert busy == [chosen[0]] and removed == [chosen[1]]
+    assert chosen[0].kind == "stores" and chosen[0].files[0].exists()
+
+
+def test_cache_prune_max_size(cache, capsys):
+    total = sum(e.bytes for e in scan(cache))
+    assert main(["cache", "prune", "--max-size", str(total - 1), "--cache-dir",
+                 str(cache)]) == 0
+    assert "removed 1 entry," in capsys.readouterr().out
+    assert main(["cache", "prune", "--max-size", "0", "--cache-dir", str(cache)]) == 0
+    assert "still over 0" in capsys.readouterr().out  # the young temporary file stays
+    assert [e.kind for e in scan(cache)] == ["temp"]
 
 
 def test_dry_run_removes_nothing(cache, capsys):

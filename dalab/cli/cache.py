@@ -141,8 +141,10 @@ def run_prune(args) -> int:
     max_size = None if args.max_size is None else parse_size(args.max_size)
     root, how = cache_folder(args)
     entries = scan(root)
-    chosen = choose(entries, older_than=args.older_than, kinds=args.kind, max_size=max_size)
-    removed, busy = prune(chosen, dry_run=args.dry_run)
+    chosen = choose(entries, older_than=args.older_than, kinds=args.kind)
+    total = sum(e.bytes for e in entries)
+    free = None if max_size is None else max(0, total - max_size)
+    removed, busy = prune(chosen, dry_run=args.dry_run, free=free)
     freed = sum(e.bytes for e in removed)
     if args.json:
         print(json.dumps({"cache_dir": str(root), "dry_run": args.dry_run,
@@ -156,7 +158,7 @@ def run_prune(args) -> int:
         print(f"{verb} {e.kind} {e.name} ({e.description}; {size_text(e.bytes)})")
     for e in busy:
         print(f"kept {e.kind} {e.name}: another process is writing it")
-    left = sum(e.bytes for e in entries) - freed
+    left = total - freed
     print(f"{verb} {len(removed)} {'entry' if len(removed) == 1 else 'entries'}, "
           f"{size_text(freed)}{' would be' if args.dry_run else ''} freed; "
           f"{size_text(left)} left")

@@ -246,29 +246,16 @@ def check_kinds(kinds: Sequence[str]) -> None:
 
 
 def choose(entries: Sequence[Entry], *, older_than: float | None = None,
-           kinds: Sequence[str] = (), max_size: int | None = None,
-           now: float | None = None) -> list[Entry]:
-    """The entries to remove, least recently used first.
-
-    Candidates are the entries of ``kinds`` (all when empty) not used for ``older_than``
-    days, temporary files only past :data:`TEMP_AGE`; with ``max_size``, only as many of
-    them, oldest first, as it takes to bring the whole cache to ``max_size`` bytes.
-    """
+           kinds: Sequence[str] = (), now: float | None = None) -> list[Entry]:
+    """The candidates for removal, least recently used first: the entries of ``kinds``
+    (all when empty) not used for ``older_than`` days, temporary files only past
+    :data:`TEMP_AGE`."""
     now = time.time() if now is None else now
     check_kinds(kinds)
-    picked = sorted((e for e in entries if (not kinds or e.kind in kinds)
-                     and (older_than is None or now - e.last_used >= older_than * 86400)
-                     and (e.kind != "temp" or now - e.last_used >= TEMP_AGE)),
-                    key=lambda e: e.last_used)
-    if max_size is None:
-        return picked
-    excess, chosen = sum(e.bytes for e in entries) - max_size, []
-    for entry in picked:
-        if excess <= 0:
-            break
-        chosen.append(entry)
-        excess -= entry.bytes
-    return chosen
+    return sorted((e for e in entries if (not kinds or e.kind in kinds)
+                   and (older_than is None or now - e.last_used >= older_than * 86400)
+                   and (e.kind != "temp" or now - e.last_used >= TEMP_AGE)),
+                  key=lambda e: e.last_used)
 
 
 @contextlib.contextmanager
@@ -312,10 +299,16 @@ def remove(entry: Entry) -> bool:
     return True
 
 
-def prune(entries: Sequence[Entry], dry_run: bool = False) -> tuple[list[Entry], list[Entry]]:
-    """Remove ``entries`` (none when ``dry_run``): the removed ones and the busy ones."""
-    removed, busy = [], []
+def prune(entries: Sequence[Entry], dry_run: bool = False,
+          free: int | None = None) -> tuple[list[Entry], list[Entry]]:
+    """Remove ``entries`` in order (none when ``dry_run``), all of them or, with
+    ``free``, until that many bytes are freed: the removed ones and the busy ones
+    (skipped, the next ones taken instead)."""
+    removed: list[Entry] = []
+    busy: list[Entry] = []
     for entry in entries:
+        if free is not None and sum(e.bytes for e in removed) >= free:
+            break
         if dry_run:
             (busy if _busy(entry) else removed).append(entry)
         else:
