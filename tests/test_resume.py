@@ -86,6 +86,9 @@ def test_killed_run_resumes_bit_for_bit(reference, data_root, cache_dir, tmp_pat
     for line in proc.stdout:
         if line.startswith("epoch 1/3"):
             break
+    deadline = time.monotonic() + 120  # the line comes before the checkpoint is written:
+    while not checkpoint.checkpoints(out) and time.monotonic() < deadline:  # on a busy
+        time.sleep(0.01)  # machine, that can take longer than the random wait below
     time.sleep(random.Random(0).uniform(0.0, 0.5))
     proc.kill()
     proc.wait()
