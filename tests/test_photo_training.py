@@ -279,3 +279,21 @@ def test_target_split_all_applies_to_the_protocols_that_adapt(photos, tmp_path):
                      ).target_split == "heldout"  # tests on the source
     with pytest.raises(ConfigError, match="tt_tt trains on the target's labels"):
         load_sets(_cfg(photos, tmp_path, protocol="tt_tt", target_split="all"))
+
+
+def test_dann_on_a_frozen_backbone_gets_a_note(capsys):
+    from dalab.cli.train import print_notes
+    from dalab.training.frozen import dann_note
+
+    def cfg(**kw):
+        return make_config("office-cpu", **{"source": "office31:amazon", "protocol": "tst_tt",
+                                            "target": "office31:webcam", **kw})
+
+    assert "--method mcc" in dann_note(cfg(method="dann"))
+    assert dann_note(cfg(method="mcc")) is None
+    assert dann_note(cfg(method="dann", tune_blocks=2)) is None
+    assert dann_note(cfg(method="dann", freeze_backbone=False)) is None
+    print_notes(cfg(method="dann", protocol="ts_tt"), adapts=False)  # source only: no note
+    assert capsys.readouterr().err == ""
+    print_notes(cfg(method="dann"), adapts=True)
+    assert "DANN on a frozen backbone" in capsys.readouterr().err

@@ -22,11 +22,11 @@ def run(args) -> int:
     from pathlib import Path
 
     from dalab.cli.options import config_from_args
-    from dalab.cli.train import note_photos
+    from dalab.cli.train import print_notes
     from dalab.training.experiment import run_experiment
 
     cfg = config_from_args(args)
-    note_photos(cfg)
+    print_notes(cfg, adapts=True)  # the experiment's tst_tt
     run_experiment(cfg, Path(args.out))
     print((Path(args.out) / "summary.md").read_text())
     return 0

@@ -30,15 +30,18 @@ def add_parser(sub, common) -> None:
     p.set_defaults(func=run)
 
 
-def note_photos(cfg) -> None:
-    """A note on stderr (unless quiet) when a digit network is to train on photos."""
+def print_notes(cfg, adapts: bool) -> None:
+    """Notes on stderr (unless quiet) when a digit network is to train on photos, or when
+    the run ``adapts`` with DANN on a frozen backbone."""
     import sys
 
     from dalab import progress
     from dalab.training.domains import photo_note
+    from dalab.training.frozen import dann_note
 
-    if note := photo_note(cfg):
-        progress.info(note, file=sys.stderr)
+    for note in (photo_note(cfg), dann_note(cfg) if adapts else None):
+        if note:
+            progress.info(note, file=sys.stderr)
 
 
 def run(args) -> int:
@@ -51,7 +54,7 @@ def run(args) -> int:
     from dalab.training.runfolder import result_line
 
     cfg = config_from_args(args)
-    note_photos(cfg)
+    print_notes(cfg, adapts=cfg.trained_method == cfg.method)
     result = train(cfg, Path(args.out) if args.out else None,
                    resume_changed=args.resume_changed)
     if args.json:

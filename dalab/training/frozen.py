@@ -45,6 +45,16 @@ HASH_CHUNK = 1024  # images per hashed block
 CROP_SCALE = (0.08, 1.0)  # a training view's share of the image: a fine-tuned run's draw
 
 
+def dann_note(cfg) -> str | None:
+    """A one-line note when ``cfg`` adapts with DANN on a wholly frozen backbone, where it
+    gains little over source only (BENCHMARKS.md, "DANN on a frozen backbone"), else None."""
+    if cfg.method != "dann" or not cfg.freeze_backbone or cfg.tune_blocks:
+        return None
+    return ("note: DANN on a frozen backbone stays near source only (Office-31 A -> W on "
+            "Lite2: 77.1 against 78.7; tllib's fine-tuned DANN 91.4): --method mcc, cdan "
+            "or bnm adapt frozen features (docs/photos.md)")
+
+
 def applies(cfg) -> bool:
     """Whether the run trains on cached features: a frozen backbone and a method that
     does not transform its input images."""
