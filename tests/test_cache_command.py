@@ -166,8 +166,8 @@ def test_cache_prune_max_size(cache, capsys):
                  str(cache)]) == 0
     assert "removed 1 entry," in capsys.readouterr().out
     assert main(["cache", "prune", "--max-size", "0", "--cache-dir", str(cache)]) == 0
-    assert "still over 0" in capsys.readouterr().out  # the young temporary file stays
-    assert [e.kind for e in scan(cache)] == ["temp"]
+    assert "still over 0" in capsys.readouterr().out  # the young temporary file stays,
+    assert sorted(e.kind for e in scan(cache)) == ["downloads", "temp"]  # and downloads
 
 
 def test_dry_run_removes_nothing(cache, capsys):
@@ -219,6 +219,15 @@ def test_a_download_being_written_is_kept(cache):
     _age([cache / "mnist"], 2)  # an orphan now: it goes with its folder
     removed, busy = prune(choose(scan(cache), kinds=["downloads"]))
     assert [e.name for e in removed] == ["mnist"] and not (cache / "mnist").exists()
+
+
+def test_downloads_go_only_when_named(cache, capsys):
+    entries = scan(cache)
+    assert "downloads" not in {e.kind for e in choose(entries)}
+    assert [e.name for e in choose(entries, kinds=["downloads"])] == ["mnist"]
+    assert main(["cache", "prune", "--kind", "downloads", "--cache-dir", str(cache),
+                 "--data-root", str(cache)]) == 2  # the data root's folders may be data
+    assert "also the data root" in capsys.readouterr().err and (cache / "mnist").exists()
 
 
 # -- errors --------------------------------------------------------------------------------

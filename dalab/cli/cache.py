@@ -14,6 +14,7 @@ Examples::
     dalab cache prune --kind features --kind block-maps
     dalab cache prune --max-size 20G             # least recently used first, to 20 GiB
     dalab cache prune --kind temp                # orphaned temporary files (over a day old)
+    dalab cache prune --kind downloads --older-than 90  # downloads go only when named
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import time
 
 PRUNE_HELP = """Remove whole cache entries: those the filters pick together, least recently
 used first with --max-size. An entry another process is writing (its lock held) is
-kept; a temporary file only goes when over a day old.
+kept; a temporary file only goes when over a day old. Downloads (MNIST, BSDS500,
+extracted archives) go only with --kind downloads.
 
 Examples::
 
@@ -131,6 +133,7 @@ def run_list(args) -> int:
 def run_prune(args) -> int:
     from dalab.data.housekeeping import check_kinds, choose, parse_size, prune, scan
     from dalab.errors import ConfigError
+    from dalab.paths import resolve_data_root
 
     if args.older_than is None and not args.kind and args.max_size is None:
         raise ConfigError("prune: say what to remove: --older-than DAYS, --kind KIND "
@@ -140,6 +143,11 @@ def run_prune(args) -> int:
     check_kinds(args.kind)
     max_size = None if args.max_size is None else parse_size(args.max_size)
     root, how = cache_folder(args)
+    if "downloads" in args.kind and root.resolve() == resolve_data_root(
+            args.data_root).resolve():
+        raise ConfigError(f"--kind downloads: the cache folder {root} is also the data "
+                          "root, so its other folders may be data you put there; remove "
+                          "them by hand")
     entries = scan(root)
     chosen = choose(entries, older_than=args.older_than, kinds=args.kind)
     total = sum(e.bytes for e in entries)

@@ -8,7 +8,7 @@ An entry is every file of one cached thing, removed together:
 * ``weights``: converted ImageNet weights (``weights/<backbone>.safetensors``);
 * ``digits``: a generated MNIST-M or syndigits set (``.npz``, ``.json``, ``.lock``);
 * ``downloads``: every other item at the top of the cache (MNIST, BSDS500, extracted
-  archives), one entry each;
+  archives), one entry each, pruned only when asked for by kind;
 * ``temp``: the temporary files and folders of writers (their names start with a dot).
 
 An entry's last use is its newest file's mtime: each cache hit refreshes it
@@ -248,11 +248,12 @@ def check_kinds(kinds: Sequence[str]) -> None:
 def choose(entries: Sequence[Entry], *, older_than: float | None = None,
            kinds: Sequence[str] = (), now: float | None = None) -> list[Entry]:
     """The candidates for removal, least recently used first: the entries of ``kinds``
-    (all when empty) not used for ``older_than`` days, temporary files only past
+    (when empty, all but downloads: data that may not be downloadable again, or data the
+    user put there) not used for ``older_than`` days, temporary files only past
     :data:`TEMP_AGE`."""
     now = time.time() if now is None else now
     check_kinds(kinds)
-    return sorted((e for e in entries if (not kinds or e.kind in kinds)
+    return sorted((e for e in entries if (e.kind in kinds if kinds else e.kind != "downloads")
                    and (older_than is None or now - e.last_used >= older_than * 86400)
                    and (e.kind != "temp" or now - e.last_used >= TEMP_AGE)),
                   key=lambda e: e.last_used)
