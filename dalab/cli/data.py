@@ -32,12 +32,6 @@ def _generator_options(parser: argparse.ArgumentParser) -> None:
                         help="never download missing MNIST/BSDS500 files")
 
 
-def _skip_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--skip-bad-images", action="store_true",
-                        help="image folders: leave unreadable images out (a warning names "
-                        "them) instead of stopping at the first")
-
-
 def _location_after_action(common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """A copy of the common options whose defaults are suppressed.
 
@@ -59,6 +53,7 @@ def _location_after_action(common: argparse.ArgumentParser) -> argparse.Argument
 
 
 def add_parser(sub, common) -> None:
+    from dalab.cli.options import add_skip_bad_images
     from dalab.data.domains import kinds_help
 
     p = sub.add_parser("data", parents=[common], help="check MNIST, generate MNIST-M, "
@@ -91,7 +86,7 @@ def add_parser(sub, common) -> None:
     samples.add_argument("--split", action="append", choices=("train", "val", "test"),
                          help="split to show (repeat for several; default: every split)")
     samples.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
-    _skip_option(samples)
+    add_skip_bad_images(samples)
     samples.add_argument("--no-download", dest="download", action="store_false",
                          help="never download missing files")
     samples.set_defaults(func=run_samples)
@@ -107,7 +102,7 @@ def add_parser(sub, common) -> None:
                         "the size you train at, e.g. 224)")
     export.add_argument("--out", required=True, metavar="DIR",
                         help="writes DIR/<split>/*.png and DIR/<split>_labels.txt")
-    _skip_option(export)
+    add_skip_bad_images(export)
     export.add_argument("--no-download", dest="download", action="store_false",
                         help="never download missing files")
     export.set_defaults(func=run_export)

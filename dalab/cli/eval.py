@@ -9,6 +9,8 @@ or a split of any domain: --domain SPEC --split test (see docs/data.md)."""
 
 
 def add_parser(sub, common) -> None:
+    from dalab.cli.options import add_skip_bad_images
+
     p = sub.add_parser("eval", parents=[common], help="score a trained model on images",
                        description=DESCRIPTION)
     p.add_argument("--checkpoint", metavar="RUN", required=True,
@@ -24,9 +26,7 @@ def add_parser(sub, common) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per batch (default: the run's eval_batch_size)")
-    p.add_argument("--skip-bad-images", action="store_true",
-                   help="--domain: leave its unreadable images out (a warning names them) "
-                   "instead of stopping at the first")
+    add_skip_bad_images(p, "--domain")
     p.add_argument("--json", action="store_true", help='print {"accuracy": ..., "n": ...}')
     p.set_defaults(func=run)
 

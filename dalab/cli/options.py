@@ -29,6 +29,13 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
+def add_skip_bad_images(parser: argparse.ArgumentParser, what: str = "image folders") -> None:
+    """The ``--skip-bad-images`` flag of the commands that read a domain outside a Config."""
+    parser.add_argument("--skip-bad-images", action="store_true",
+                        help=f"{what}: leave unreadable images out (a warning names them) "
+                        "instead of stopping at the first")
+
+
 def add_config_options(parser: argparse.ArgumentParser, skip=()) -> None:
     """Add ``--preset``, ``--config`` and one flag per Config field (except ``skip`` and
     the common data-location fields)."""
