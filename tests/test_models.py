@@ -117,3 +117,13 @@ def test_init_weights_errors_name_the_file_and_the_tensors(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"not a tensor file")
     with pytest.raises(DataError, match="junk.safetensors: not a readable safetensors"):
         load_init_weights(colour, tmp_path / "junk.safetensors")
+
+
+def test_tllib_lenet_has_the_bottleneck_width_and_tllibs_discriminator():
+    model = build_model("tllib_lenet", 1, [0.5], [0.5], dropout=0.5, bottleneck=64).eval()
+    f = model.features(torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8))
+    assert f.shape == (4, 64)
+    widths = [m.out_features for m in model.domain_head if isinstance(m, torch.nn.Linear)]
+    assert widths == [1024, 1024, 1]
+    drops = [m.p for m in model.feature_extractor if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+    assert drops == [0.5, 0.5]

@@ -35,6 +35,23 @@ def test_photo_networks_take_their_backbones_size_unless_told():
     assert make_config("quick").resize == 0  # digits: no crops
 
 
+def test_digits_preset_follows_tllibs_per_step_schedules_over_its_10000_steps():
+    import math
+
+    from dalab.methods.common import grl_weight
+    from dalab.training.optim import lr_at
+
+    cfg = make_config("digits")
+    total = cfg.epochs * cfg.epoch_steps
+    assert total == 10_000 and cfg.batch_size == 128 and cfg.network == "tllib_lenet"
+    for step in (0, 1, 250, 1000, 5000, 9999):
+        progress = step / total
+        assert lr_at(cfg, progress, 0) == pytest.approx(0.01 * (1 + 0.001 * step) ** -0.75)
+        tllib_lambda = 2 / (1 + math.exp(-step / 1000)) - 1  # warm start over 1,000 steps
+        assert grl_weight(cfg.lambda_schedule, cfg.grl_lambda, progress) == pytest.approx(
+            tllib_lambda)
+
+
 def test_unknown_key_and_bad_values_name_field_value_and_choices():
     with pytest.raises(ConfigError, match="Unknown config key 'learning_rate'"):
         make_config(learning_rate=0.1)

@@ -23,17 +23,19 @@ from dalab.models.backbones import BACKBONES, Backbone
 from dalab.models.classifier import Classifier, batch_norms
 
 NUM_CLASSES = 10  # the digit domains' class count, the default everywhere
+BOTTLENECKED = frozenset(BACKBONES) | {"tllib_lenet"}  # networks with tllib's bottleneck
 Parts = tuple[nn.Module, nn.Module, nn.Module]
 NETWORKS: dict[str, Callable[..., Parts]] = {  # (in_channels, classes, size, dropout)
     "lenet": digits.lenet,
     "dann": digits.dann,
     "dann_bn": digits.dann_bn,
+    "tllib_lenet": digits.tllib_lenet,
     "vada": vada.vada,
     "vada_plain": vada.vada_plain,
     **{name: backbones.factory(name) for name in BACKBONES},
 }
 
-__all__ = ["BACKBONES", "Backbone", "Classifier", "NETWORKS", "NUM_CLASSES", "batch_norms",
+__all__ = ["BACKBONES", "BOTTLENECKED", "Backbone", "Classifier", "NETWORKS", "NUM_CLASSES", "batch_norms",
            "build_model", "channel_stats"]
 
 
@@ -46,7 +48,7 @@ def build_model(network: str, in_channels: int, mean: Sequence[float], std: Sequ
 
     The classes are ``class_names`` when given, else ``num_classes`` classes named
     ``"0"``, ``"1"``, ... (default: the ten digits). ``bottleneck``: the width of a
-    photo network's bottleneck (the digit networks have none).
+    bottleneck in the networks with tllib's head (:data:`BOTTLENECKED`).
     """
     if network not in NETWORKS:
         raise ConfigError(f"network: unknown value {network!r}; choose one of "
@@ -58,8 +60,8 @@ def build_model(network: str, in_channels: int, mean: Sequence[float], std: Sequ
         raise ConfigError(f"num_classes {num_classes} does not match the "
                           f"{len(class_names)} class names")
     try:
-        photo = {"bottleneck": bottleneck} if network in BACKBONES else {}
-        parts = NETWORKS[network](in_channels, len(class_names), size, dropout, **photo)
+        head = {"bottleneck": bottleneck} if network in BOTTLENECKED else {}
+        parts = NETWORKS[network](in_channels, len(class_names), size, dropout, **head)
     except ValueError as err:
         raise ConfigError(f"network {network}: {err}") from err
     return Classifier(*parts, in_channels=in_channels, mean=mean, std=std,

@@ -1,4 +1,5 @@
-"""The digit networks: the original research code's LeNet and the DANN paper's network.
+"""The digit networks: the original research code's LeNet, the DANN paper's network, the
+public PyTorch DANN's batch-norm network and Transfer-Learning-Library's LeNet.
 
 Each builder returns ``(features, label_head, domain_head)`` for images of
 ``size`` x ``size`` pixels; the flattened feature width follows from the size.
@@ -12,6 +13,8 @@ Ganin & Lempitsky, "Unsupervised Domain Adaptation by Backpropagation", ICML 201
 from __future__ import annotations
 
 from torch import nn
+
+from dalab.models.backbones import BOTTLENECK, domain_discriminator
 
 
 def _conv_width(channels: int, size: int, kernel: int = 5) -> int:
@@ -75,3 +78,19 @@ def dann_bn(in_channels: int, num_classes: int, size: int, dropout: float
     domain = nn.Sequential(nn.Linear(width, 100), nn.BatchNorm1d(100), nn.ReLU(),
                            nn.Linear(100, 1))
     return features, label, domain
+
+
+def tllib_lenet(in_channels: int, num_classes: int, size: int, dropout: float,
+                bottleneck: int = BOTTLENECK) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """Transfer-Learning-Library's digit network with its head: conv20 5x5, pool, ReLU;
+    conv50 5x5, channel dropout, pool, ReLU; fc500 ReLU dropout (``dropout`` is the rate
+    of both; tllib uses 0.5); then tllib's bottleneck (fc ``bottleneck``, batch norm,
+    ReLU), a linear classifier, and its domain discriminator on the bottleneck."""
+    width = _conv_width(50, size)
+    features = nn.Sequential(
+        nn.Conv2d(in_channels, 20, 5), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Conv2d(20, 50, 5), nn.Dropout2d(dropout), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(),
+        nn.Linear(width, 500), nn.ReLU(), nn.Dropout(dropout),
+        nn.Linear(500, bottleneck), nn.BatchNorm1d(bottleneck), nn.ReLU(),
+    )
+    return features, nn.Linear(bottleneck, num_classes), domain_discriminator(bottleneck)

@@ -57,7 +57,8 @@ class Config:
     protocol: str = "tst_tt"  # ts_ts | ts_tt | tt_tt | tst_tt (train/test on source/target)
     preset: str | None = None  # name of the preset applied before the flags (informational)
     method: str = "dann"  # adaptation method of tst_tt (a key of dalab.methods.METHODS)
-    network: str = "dann"  # lenet (original code) | dann (paper) | dann_bn | vada | resnet18
+    network: str = "dann"  # lenet (original code) | dann (paper) | dann_bn | tllib_lenet |
+    #   vada | resnet18 ... (dalab.models.NETWORKS)
     init_weights: str | None = None  # safetensors file initialising the feature extractor
     pretrained: str | None = None  # backbone weights: imagenet (published) | a FILE (None: random)
     freeze_backbone: bool = False  # freeze the backbone (but its last tune_blocks blocks):
@@ -68,8 +69,8 @@ class Config:
     #   views (resized crops + flips) of every training image; a step takes one of them
     #   (0: the centre crop's features only, no augmentation)
     backbone_lr: float = 0.1  # learning rate of a pretrained backbone, times the run's lr
-    bottleneck_dim: int = 256  # photo networks: width of the bottleneck between the
-    #   backbone and the heads (tllib's --bottleneck-dim; its MCC uses 1024 on Office-31)
+    bottleneck_dim: int = 256  # photo networks and tllib_lenet: width of the bottleneck
+    #   between the backbone and the heads (tllib's --bottleneck-dim; its MCC uses 1024 on Office-31)
     dropout: float = 0.0  # dropout probability before each fully connected layer
     augment: str = "none"  # batch augmentation of labelled images: none | color (jitter)
     # -- data --------------------------------------------------------------------------
@@ -344,6 +345,18 @@ PRESETS["office"] = dict(network="resnet50", pretrained="imagenet",
 # --freeze-backbone false fine-tunes it all (hours on a CPU).
 PRESETS["office-cpu"] = dict(PRESETS["office"], network="efficientnet_lite0", epochs=3,
                              freeze_backbone=True)
+# Transfer-Learning-Library's digits recipe (MNIST <-> USPS): its LeNet (dropout 0.5)
+# with the 256-wide bottleneck and domain discriminator, 28 px; SGD lr 0.01, Nesterov
+# momentum 0.9, weight decay 1e-3; 128 + 128 images a step, batch norm over source and
+# target as one batch; DANN, lambda ramped to 1; the last model kept. 10 epochs x 1,000
+# steps: over 10,000 steps the anneal (1 + 10 p)^-0.75 and the ramp are tllib's per-step
+# schedules exactly (lr (1 + 0.001 i)^-0.75; lambda 0.46 at step 1,000, 0.99 at 5,000),
+# cut at 10,000 of its 50,000 steps. tllib trains USPS -> MNIST at lr 0.1.
+PRESETS["digits"] = dict(network="tllib_lenet", dropout=0.5, optimizer="sgd", lr=0.01,
+                         momentum=0.9, nesterov=True, weight_decay=1e-3, lr_schedule="anneal",
+                         anneal_alpha=10.0, anneal_beta=0.75, batch_size=128, epochs=10,
+                         epoch_steps=1000, method="dann", lambda_schedule="ramp",
+                         grl_lambda=1.0, joint_bn=True, select="none", early_stopping=False)
 FIELDS = {f.name for f in dataclasses.fields(Config)}
 
 
