@@ -11,4 +11,6 @@ export DALAB_CACHE="${DALAB_CACHE:-$PWD/.dalab-cache}"   # generated MNIST-M set
 python -m pip install -q torch==2.13.0
 python -m pip install -q -e ".[test,ray,analysis,svhn,tensorboard,mlflow,pretrained]"   # their tests run too
 bash scripts/setup-browser.sh || echo "setup-browser failed: the report's browser test will be skipped" >&2
-python -m pytest -q "$@"
+# one test file per worker, up to 4 workers (CI's two cores: two)
+workers=$(( $(nproc) < 4 ? $(nproc) : 4 ))
+python -m pytest -q -n "$workers" --dist loadfile "$@"

@@ -26,6 +26,16 @@ def cache_dir(tmp_path_factory) -> Path:
     return Path(chosen) if chosen else tmp_path_factory.mktemp("dalab-cache")
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, each worker takes its share of the cores for torch's threads:
+    workers that each use every core would slow one another down."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 

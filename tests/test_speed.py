@@ -43,7 +43,7 @@ def test_fast_flags_give_the_plain_losses_on_cpu():
 
 
 def _run(data_root, cache_dir, **kw) -> tuple[dict, dict[str, torch.Tensor], list]:
-    values = dict(protocol="tst_tt", max_train=256, max_eval=128, batch_size=32, epochs=1,
+    values = dict(protocol="tst_tt", max_train=128, max_eval=64, batch_size=32, epochs=1,
                   threads=1, device="cpu", data_root=str(data_root),
                   cache_dir=str(cache_dir))
     values.update(kw)
@@ -65,7 +65,7 @@ def test_fast_path_run_is_bit_for_bit_repeatable(data_root, cache_dir):
         first, state_1, steps = _run(data_root, cache_dir, seed=3, **FAST)
         second, state_2, _ = _run(data_root, cache_dir, seed=3, **FAST)
         other, state_3, _ = _run(data_root, cache_dir, seed=4, **FAST)
-    assert steps == list(range(1, 9))  # on_step sees every step: 256 // 32
+    assert steps == list(range(1, 5))  # on_step sees every step: 128 // 32
     assert first == second
     assert all(torch.equal(state_1[k], state_2[k]) for k in state_1)
     assert not all(torch.equal(state_1[k], state_3[k]) for k in state_1)

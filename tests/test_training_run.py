@@ -32,7 +32,8 @@ def _cfg(data_root, cache_dir, **kw):
 def mnist_run(data_root, cache_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "ts_ts"
     cfg = _cfg(data_root, cache_dir, protocol="ts_ts", epochs=2, optimizer="sgd", lr=0.05,
-               batch_size=64, augment="none", lr_schedule="constant", select="source-val")
+               batch_size=64, augment="none", lr_schedule="constant", select="source-val",
+               validators=False)
     return cfg, out, train(cfg, out, log=lambda s: None)
 
 

@@ -34,8 +34,8 @@ from dalab.bench.timing import (
 
 FULL = dict(batches=(128, 512), batch=128, bare_images=8192, conv_steps=60, max_train=0,
             max_eval=0, skip=20, eval_every=100, packs=(8, 32), pack_steps=10)
-TINY = dict(batches=(16, 32), batch=16, bare_images=64, conv_steps=3, max_train=256,
-            max_eval=256, skip=2, eval_every=4, packs=(8, 32), pack_steps=2)
+TINY = dict(batches=(16, 32), batch=16, bare_images=64, conv_steps=3, max_train=128,
+            max_eval=128, skip=2, eval_every=4, packs=(8, 32), pack_steps=2)
 
 
 def _loop_config(sizes: dict, device: torch.device, opts: dict, **kw):
