@@ -25,7 +25,7 @@ from dalab.training.guard import DivergenceError, collapse_warning
 from dalab.training.runfolder import TIMING_FIELDS
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = dict(preset="quick", max_train=256, max_eval=100, batch_size=32, epochs=3,
+TINY = dict(preset="quick", max_train=128, max_eval=100, batch_size=32, epochs=3,
             threads=1, device="cpu")
 # The killed run keeps model states for its selection rules and early stopping's state,
 # and the weight average with its step count.

@@ -19,7 +19,7 @@ from dalab.training import domains as domains_module
 from dalab.training.experiment import run_experiment
 from dalab.training.runfolder import load_model
 
-TINY = dict(max_train=2000, max_eval=1000, threads=1, device="cpu")
+TINY = dict(max_train=2000, max_eval=500, threads=1, device="cpu")
 
 
 def _cfg(data_root, cache_dir, **kw):
@@ -65,7 +65,7 @@ def test_checkpoint_round_trip_gives_identical_predictions(mnist_run, data_root)
     model, loaded_cfg, result = load_run(out)
     assert loaded_cfg == cfg and result["protocol"] == "ts_ts"
     from dalab.data import load_domain
-    test = load_domain("mnist", data_root).split("test").subset(1000)  # max_eval's images
+    test = load_domain("mnist", data_root).split("test").subset(cfg.max_eval)  # its images
     acc = (predict(model, test.images) == test.labels).float().mean().item()
     assert acc == pytest.approx(result["source_test_accuracy"])
 
