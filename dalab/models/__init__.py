@@ -35,8 +35,8 @@ NETWORKS: dict[str, Callable[..., Parts]] = {  # (in_channels, classes, size, dr
     **{name: backbones.factory(name) for name in BACKBONES},
 }
 
-__all__ = ["BACKBONES", "BOTTLENECKED", "Backbone", "Classifier", "NETWORKS", "NUM_CLASSES", "batch_norms",
-           "build_model", "channel_stats"]
+__all__ = ["BACKBONES", "BOTTLENECKED", "Backbone", "Classifier", "NETWORKS", "NUM_CLASSES",
+           "batch_norms", "build_model", "channel_stats"]
 
 
 def build_model(network: str, in_channels: int, mean: Sequence[float], std: Sequence[float],
