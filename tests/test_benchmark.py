@@ -12,7 +12,7 @@ import pytest
 
 from dalab.cli import main
 from dalab.errors import ConfigError, DataError
-from dalab.sweep.benchmark import run_benchmark
+from dalab.sweep.benchmark import PUBLISHED_KEPT, run_benchmark
 from dalab.sweep.benchmarks import (
     BENCHMARKS, Benchmark, Task, find_benchmark, load_pairs, select_tasks,
 )
@@ -62,6 +62,7 @@ def test_a_benchmark_of_two_tasks_and_two_methods_end_to_end(pairs, tmp_path, ca
     assert main(["report", str(out)]) == 0
     page = (out / "report.html").read_text()
     assert "dalab benchmark" in page and "studio→street" in page and "<strong>" in page
+    assert "Model kept: the last epoch&#x27;s (--select none)." in page
 
 
 def _fake_bench(tmp: Path) -> Benchmark:
@@ -125,11 +126,15 @@ def test_published_rows_only_for_their_own_benchmark(tmp_path, office_present):
     # over all six
     mcc = next(line for line in md.splitlines() if line.startswith("| MCC (tllib"))
     assert [c.strip() for c in mcc.split("|")[2:-1]] == ["94.1", "98.4", ""]
+    # which model the runs kept, and which the published rows did
+    assert "Model kept: the last epoch's (`--select none`)." in md
+    assert PUBLISHED_KEPT in md
     # a pair file is no registered benchmark, whatever its name: no published rows
     pairs = tmp_path / "office31.txt"
     pairs.write_text("office31:amazon > office31:webcam:/elsewhere\n")
-    _run(find_benchmark(str(pairs)), tmp_path / "mine")
-    assert "tllib" not in (tmp_path / "mine" / "benchmark.md").read_text()
+    _run(find_benchmark(str(pairs)), tmp_path / "mine", select="target-test")
+    md = (tmp_path / "mine" / "benchmark.md").read_text()
+    assert "tllib" not in md and "best target test accuracy (an oracle" in md
     full = tmp_path / "full"
     _run(BENCHMARKS["office31"], full)
     md = (full / "benchmark.md").read_text()
@@ -175,6 +180,8 @@ def test_a_table_grows_by_seeds_and_methods_and_refuses_another(tmp_path, office
     assert json.loads((out / "benchmark.json").read_text())["seeds"] == [0, 1]
     with pytest.raises(ConfigError, match="another benchmark"):
         run(["dann"], [0], oracle=True)
+    with pytest.raises(ConfigError, match="another benchmark"):  # another model kept
+        run(["dann"], [0], select="target-test")
     # a benchmark that gained a task since (as digits gained S→M) grows the table
     bench = _fake_bench(tmp_path)
     grown = replace(bench, tasks=(*bench.tasks, replace(bench.tasks[0], label="again")),

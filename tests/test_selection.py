@@ -13,13 +13,14 @@ from dalab.evaluation.validators import VALIDATORS
 from dalab.training import load_run, make_config, train
 from dalab.training import loop as loop_module
 from dalab.training import selection as selection_module
-from dalab.training.config import CHOICES
+from dalab.training.config import CHOICES, ORACLES
 from dalab.training.domains import load_sets
 from dalab.training.selection import RULES, Selector
 
 
-def test_rules_are_none_the_two_accuracies_and_every_validator():
-    assert set(RULES) == {"none", "source-val", "target-val", *VALIDATORS}
+def test_rules_are_none_the_accuracies_and_every_validator():
+    assert set(RULES) == {"none", "source-val", *ORACLES, *VALIDATORS}
+    assert ORACLES == ("target-val", "target-test")
     assert CHOICES["select"] == RULES
     with pytest.raises(ConfigError, match="early_stopping.*source-val or target-val"):
         make_config(select="entropy", early_stopping=True)
@@ -85,25 +86,34 @@ def _cfg(data_root, cache_dir, **kw):
 @pytest.mark.parametrize("rule", RULES)
 def test_select_each_rule_keeps_its_epoch(rule, tiny_sets, data_root, cache_dir, tmp_path,
                                           monkeypatch):
-    if rule == "none":  # none trains on all training images; the sets differ
+    full = rule in ("none", "target-test")  # no validation split: the sets differ
+    if full:
         monkeypatch.setattr(loop_module, "load_sets", load_sets)
     else:
         monkeypatch.setattr(loop_module, "load_sets", lambda cfg: tiny_sets)
     cfg = _cfg(data_root, cache_dir, select=rule)
     result = train(cfg, tmp_path / "run", log=lambda s: None)
     records = result.validators
-    expected = {"none", *VALIDATORS} - {"dev"} if rule == "none" else set(RULES)
+    # target-test is scored when selected; source-val, dev and target-val need val splits
+    expected = ({"none", rule, *VALIDATORS} - {"dev"} if full
+                else set(RULES) - {"target-test"})
     assert set(records) == expected
     assert [r for r, v in records.items() if v["oracle"]] == (
-        [] if rule == "none" else ["target-val"])
+        [] if rule == "none" else ["target-test"] if full else ["target-val"])
     chosen = records[rule]
     assert result.best_epoch == chosen["epoch"]
     assert result.target_test_accuracy == pytest.approx(chosen["target_test_accuracy"])
-    assert result.oracle_selection == (rule == "target-val")
+    assert result.oracle_selection == (rule in ORACLES)
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert saved["validators"] == json.loads(json.dumps(records))
     header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {f"score_{v}" for v in expected & set(VALIDATORS)} <= set(header)
+    if rule == "target-test":  # the epoch of best target test accuracy, as scored each epoch
+        rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+        column = rows[0].split(",").index("target_test_acc")
+        per_epoch = [float(r.split(",")[column]) for r in rows[1:]]
+        assert chosen["target_test_accuracy"] == pytest.approx(max(per_epoch))
+        assert chosen["epoch"] == per_epoch.index(max(per_epoch)) + 1
     if rule == "classami":  # the saved weights are the chosen epoch's
         model, _, _ = load_run(tmp_path / "run")
         test = tiny_sets.evals["target_test"]

@@ -39,19 +39,22 @@ def benchmark_sections(folder: Path) -> tuple[list[str], list[dict], dict]:
     the runs; the configs of each task's first run (for its sample images)."""
     from dalab.reporting.html import esc, figure, read_json, run_config, table
     from dalab.sweep.benchmark import (
-        BENCHMARK_FILE, display_table, gain_rows, published_rows, run_rows, table_rows,
+        BENCHMARK_FILE, PUBLISHED_KEPT, display_table, gain_rows, kept_model, published_rows,
+        run_rows, table_rows,
     )
 
     record = json.loads((folder / BENCHMARK_FILE).read_text(encoding="utf-8"))
     rows = run_rows(folder, record)
     columns, entries = table_rows(rows, record)
-    bench = record["benchmark"]
+    bench, published = record["benchmark"], published_rows(record)
+    kept = kept_model(rows) + (f" {PUBLISHED_KEPT}" if published else "")
     body = [f"<h2>{esc(bench['title'])}</h2><p>Methods {esc(', '.join(record['methods']))}; "
             f"preset <code>{esc(record['preset'])}</code>; seeds "
             f"{esc(', '.join(map(str, record['seeds'])))}; {len(rows)} runs. Score in percent, "
             "mean ± std over seeds; the average is each seed's mean over the tasks. Bold: "
-            "the best dalab row of each column; the published rows were not run here.</p>",
-            table(display_table(columns, entries, published_rows(record)))]
+            "the best dalab row of each column; the published rows were not run here. "
+            f"{esc(kept.replace('`', ''))}</p>",
+            table(display_table(columns, entries, published))]
     gains = gain_rows(columns, entries)
     if gains:
         body += ["<h3>Gain over source only (points)</h3>", table(gains)]

@@ -36,7 +36,8 @@ from dalab.sweep.grid import SPEC_FILE, SweepSpec, expand_grid
 from dalab.sweep.results import collect_rows, to_csv
 
 BENCHMARK_FILE = "benchmark.json"
-ROWS = ["task", "source", "target", "method", "seed", "score", "accuracy", "seconds", "run"]
+ROWS = ["task", "source", "target", "method", "seed", "selection", "score", "accuracy",
+        "seconds", "run"]
 AVERAGE = "Avg"
 SOURCE_ONLY = REFERENCES["ts_tt"]
 ORACLE_ROW = REFERENCES["tt_tt"]
@@ -76,7 +77,7 @@ def run_benchmark(bench: Benchmark, methods: list[str], out: str | Path, *, seed
     select = compare_kw.pop("select", None) or make_config(preset).select
     record = json.loads(json.dumps({  # as benchmark.json will hold it
         "benchmark": asdict(bench), "methods": list(methods), "preset": preset,
-        "seeds": [int(s) for s in seeds], "oracle": oracle}))
+        "seeds": [int(s) for s in seeds], "oracle": oracle, "select": select}))
     record = _grown_record(out, record)
     write_json_atomic(out / BENCHMARK_FILE, record)
     runtime = {**(compare_kw.pop("runtime", None) or {}),
@@ -106,6 +107,7 @@ def _grown_record(out: Path, record: dict) -> dict:
     if not path.exists():
         return record
     stored = json.loads(path.read_text(encoding="utf-8"))
+    stored.setdefault("select", record["select"])  # a table from before it was recorded
     merged = _merged_tasks(stored.get("benchmark"), record["benchmark"])
     if merged is not None:  # tasks grow as seeds and methods do
         stored["benchmark"] = record["benchmark"] = merged
@@ -164,7 +166,8 @@ def run_rows(out: Path, record: dict) -> list[dict]:
             score = (sum(per_class) / len(per_class) if class_mean
                      else r["target_test_accuracy"])
             rows.append({"task": task.label, "source": task.source, "target": task.target,
-                         "method": method_label(r), "seed": r["seed"], "score": score,
+                         "method": method_label(r), "seed": r["seed"],
+                         "selection": r.get("selection", ""), "score": score,
                          "accuracy": r["target_test_accuracy"], "seconds": r["seconds"],
                          "run": f"tasks/{task.folder}/runs/{r['name']}",
                          "per_class": per_class, "class_names": result.get("class_names")})
@@ -226,8 +229,8 @@ def write_benchmark(out: str | Path) -> dict:
         [{k: r[k] for k in ROWS} for r in rows], ROWS))
     columns, table = table_rows(rows, record)
     regret = _regret(out, record)
-    write_text_atomic(out / "benchmark.md", benchmarkmarkdown_table(record, rows, columns, table,
-                                                               regret))
+    write_text_atomic(out / "benchmark.md",
+                      benchmark_markdown(record, rows, columns, table, regret))
     if table:
         from dalab.reporting.benchmark import plot_benchmark
 
@@ -291,8 +294,9 @@ def published_rows(record: dict) -> list[dict]:
             for p in bench.published]
 
 
-def benchmarkmarkdown_table(record: dict, rows: list[dict], columns: list[str], table: list[dict],
+def benchmark_markdown(record: dict, rows: list[dict], columns: list[str], table: list[dict],
                        regret: list[dict]) -> str:
+    """``benchmark.md``: the table with the published rows, gains, wall time, regret."""
     bench = record["benchmark"]
     score = ("mean of per-class target test accuracies" if bench["metric"] == "class-mean"
              else "target test accuracy")
@@ -303,7 +307,11 @@ def benchmarkmarkdown_table(record: dict, rows: list[dict], columns: list[str], 
              + (f" ({bench['note']})" if bench.get("note") else "") + ".",
              f"Score: {score} in percent, mean ± std over seeds; {AVERAGE}: each seed's "
              "mean over the tasks, then mean ± std. Bold: the best dalab row of each column.",
-             "", *markdown_table(display_table(columns, table, published_rows(record))), ""]
+             kept_model(rows)]
+    published = published_rows(record)
+    if published:
+        lines.append(PUBLISHED_KEPT)
+    lines += ["", *markdown_table(display_table(columns, table, published)), ""]
     gains = gain_rows(columns, table)
     if gains:
         lines += ["## Gain over source only (points)", "", *markdown_table(gains), ""]
@@ -319,6 +327,21 @@ def benchmarkmarkdown_table(record: dict, rows: list[dict], columns: list[str], 
                   "the oracle's choice (`target-val`) − that of the rule's choice.", "",
                   *markdown_table(regret), ""]
     return "\n".join(lines) + "\n"
+
+
+KEPT = {"none": "the last epoch's",
+        "target-test": "the epoch of best target test accuracy (an oracle: it reads the test "
+                       "labels)"}
+PUBLISHED_KEPT = ("Published tllib rows keep the epoch of best target test accuracy, as its "
+                  "example scripts do (`--select target-test` is the like-for-like setting).")
+
+
+def kept_model(rows: list[dict]) -> str:
+    """One line naming the model the table's runs kept (their ``--select`` rules)."""
+    rules = dict.fromkeys(r["selection"] or "?" for r in rows)
+    return "Model kept: " + ("no finished run yet" if not rules else "; ".join(
+        f"{KEPT.get(rule, f'the epoch `{rule}` prefers')} (`--select {rule}`)"
+        for rule in rules)) + "."
 
 
 def _pm(stats) -> str:

@@ -12,6 +12,9 @@ Sources
   LeNet for MNIST <-> USPS; SVHN -> MNIST with DTN on 32x32 colour inputs, as its
   ``examples/domain_adaptation/digits/*.sh`` run it: its own rows here).
 - DANN paper: Ganin & Lempitsky, ICML 2015, Table 1 (MNIST -> MNIST-M).
+
+tllib's scripts keep, of their epochs, the one with the best target test accuracy (their
+validation set is the target test set): ``--select target-test`` keeps dalab's model so.
 """
 
 from __future__ import annotations

@@ -28,10 +28,10 @@ CHOICES = {
     "lambda_schedule": ("fixed", "ramp"),
     "optimizer": ("sgd", "rmsprop", "adam"),
     "lr_schedule": ("constant", "epoch", "anneal"),
-    # none = last model; target-val reads target labels (oracle); the rest: see
-    # dalab.evaluation.validators
-    "select": ("none", "source-val", "target-val", "entropy", "im", "bnm", "snd", "dev",
-               "classami"),
+    # none = last model; target-val and target-test read target labels (oracles); the
+    # rest: see dalab.evaluation.validators
+    "select": ("none", "source-val", "target-val", "target-test", "entropy", "im", "bnm",
+               "snd", "dev", "classami"),
     "network": tuple(NETWORKS),
     "method": tuple(METHODS) + tuple(ALIASES),
     "device": ("auto", "cpu", "cuda"),
@@ -42,6 +42,9 @@ CHOICES = {
     "target_split": ("auto", "all", "heldout"),
     "data_in": ("auto", "memory", "disk"),
 }
+# selection rules that read target labels: target-val its validation split, target-test
+# its test set (each epoch; how tllib's example scripts keep their reported model)
+ORACLES = ("target-val", "target-test")
 # Fields that say where and how a run executes, not what it computes: they may differ
 # between a run (or sweep) and its resumption (another machine, other --jobs).
 RUNTIME_FIELDS = frozenset({"device", "threads", "data_root", "cache_dir", "keep_checkpoints",
@@ -142,7 +145,7 @@ class Config:
     anneal_alpha: float = 10.0  # alpha in mu_p = mu_0 / (1 + alpha p)**beta
     anneal_beta: float = 0.75  # beta in mu_p = mu_0 / (1 + alpha p)**beta
     # -- model selection ---------------------------------------------------------------
-    select: str = "none"  # none (last) | source-val | target-val (oracle) | entropy | im | bnm | snd | dev | classami
+    select: str = "none"  # none (last) | source-val | target-val, target-test (oracles) | entropy | im | bnm | snd | dev | classami
     target_bn: bool = False  # tst_tt: evaluate with batch-norm statistics re-estimated on target images
     joint_bn: bool = False  # train batch norm on source + target as one batch (tllib), not per domain
     weight_ema: float = 0.0  # evaluate/save a moving average of the weights: decay per step (0 = off)
@@ -253,7 +256,7 @@ class Config:
     @property
     def oracle_selection(self) -> bool:
         """True when model selection reads target labels in a protocol that should not."""
-        return self.select == "target-val" and self.protocol in ("ts_tt", "tst_tt")
+        return self.select in ORACLES and self.protocol in ("ts_tt", "tst_tt")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -17,8 +17,8 @@ A digit network (``lenet``, ``dann``, ...) meeting a folder of photos (images ov
 :func:`photo_note` is the one-line hint the CLI prints to use a photo preset.
 
 A target without labels can be adapted to (``tst_tt``) and its model used with
-``dalab predict``; it has no target score (``None``), and ``tt_tt`` or
-``--select target-val``, which need its labels, stop with a :class:`ConfigError`
+``dalab predict``; it has no target score (``None``), and ``tt_tt``,
+``--select target-val`` or ``target-test``, which need its labels, stop with a :class:`ConfigError`
 before anything is trained.
 """
 
@@ -34,7 +34,7 @@ from dalab.data.domains import ALL, FULL_TRAIN
 from dalab.data.domains.base import centre_crop  # a view of a tensor too (no copy)
 from dalab.data.domains.folder import Folder
 from dalab.errors import ConfigError
-from dalab.training.config import PROTOCOLS, Config
+from dalab.training.config import ORACLES, PROTOCOLS, Config
 
 # Options of an ``mnistm`` spec and the Config fields that give their defaults.
 MNISTM_FIELDS = {"theta": "theta", "mode": "mode", "mask": "mask", "seed": "data_seed",
@@ -177,8 +177,8 @@ def check_pair(cfg: Config, source, target) -> None:
             raise ConfigError(f"protocol tt_tt trains on target labels, and the target "
                               f"{target.spec} has none; run ts_tt or tst_tt (their target "
                               "score is left empty) and use dalab predict on the target")
-        if cfg.select == "target-val":
-            raise ConfigError(f"select target-val needs target labels, and the target "
+        if cfg.select in ORACLES:
+            raise ConfigError(f"select {cfg.select} needs target labels, and the target "
                               f"{target.spec} has none; use source-val or none")
         return
     if set(source.class_names) != set(target.class_names):
@@ -212,7 +212,7 @@ def load_sets(cfg: Config, monitor: int = 5000) -> Sets:
     source, target = load_pair(cfg)
     check_pair(cfg, source, target)
     names = tuple(source.class_names)
-    full_train = cfg.select == "none"  # no validation needed: train on train + val
+    full_train = cfg.select in ("none", "target-test")  # no validation split: train + val
     every = target_split_of(cfg, target) == "all"
     crop = cfg.size if cfg.resize else 0
 

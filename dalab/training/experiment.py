@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dalab.paths import folder_lock, write_json_atomic, write_text_atomic
 from dalab.progress import info
-from dalab.training.config import PROTOCOLS, Config
+from dalab.training.config import ORACLES, PROTOCOLS, Config
 
 COLUMNS = ("protocol", "trains_on", "tests_on", "test_accuracy", "selection", "epochs",
            "seconds")
@@ -106,8 +106,9 @@ def summary_markdown(cfg: Config, results: dict[str, dict], seconds: float,
     if warned:
         lines += ["", *warned]
     if any(r.get("oracle_selection") for r in results.values()):
-        lines += ["", "ORACLE: rows marked so chose their model with labelled target "
-                  "validation data, which unsupervised domain adaptation does not have."]
+        lines += ["", "ORACLE: rows marked so chose their model with target labels "
+                  "(validation or test data), which unsupervised domain adaptation does "
+                  "not have."]
     return "\n".join(lines) + "\n"
 
 
@@ -154,7 +155,7 @@ def run_experiment(cfg: Config, out: Path, log: Callable[[str], None] = info,
 def shares_training(cfg: Config) -> bool:
     """True when ``ts_ts`` and ``ts_tt`` of ``cfg`` train the same model: always, unless
     the selection reads target labels (then ``ts_tt`` keeps another epoch)."""
-    return cfg.select != "target-val"
+    return cfg.select not in ORACLES
 
 
 def retest(trained: Path, out: Path, cfg: Config, log: Callable[[str], None] = info) -> dict:

@@ -53,7 +53,7 @@ class Result:
     train_on: str
     test_on: str
     test_accuracy: float | None  # None: the test domain has no labels
-    selection: str  # the --select rule: none (last model) | source-val | target-val | a validator
+    selection: str  # the --select rule: none (last model) | source-val | an oracle | a validator
     oracle_selection: bool  # True: the model was chosen with target labels
     best_epoch: int  # 1-based epoch of the kept model
     epochs: int  # epochs actually run

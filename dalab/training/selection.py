@@ -5,8 +5,10 @@ Each epoch, :class:`Selector` scores the model with every rule it can compute (s
 state of each rule's best epoch so far (one copy per distinct epoch). At the end it
 scores each kept state on the target test set (through :mod:`dalab.evaluation`),
 puts the state of the rule chosen by ``--select`` into the model, and returns a
-record of every rule's choice beside the oracle's (``target-val``: labelled target
-validation data, never used for the kept model unless asked for).
+record of every rule's choice beside the oracles' (:data:`ORACLES`, never used for the
+kept model unless asked for): ``target-val``, labelled target validation data, and,
+scored only when selected, ``target-test``, the target test set itself (the epoch
+tllib's example scripts report).
 
 The patience rule (:class:`EarlyStopping`) is the original code's (Theano tutorial
 style): every validation that beats the best error remembers the model; one that
@@ -24,10 +26,9 @@ from torch import Tensor
 
 from dalab.evaluation import count_correct
 from dalab.evaluation.validators import VALIDATORS, score_validators
-from dalab.training.config import CHOICES, PROTOCOLS
+from dalab.training.config import CHOICES, ORACLES, PROTOCOLS
 
-RULES = CHOICES["select"]  # none | source-val | target-val | every validator
-ORACLE = "target-val"  # reads target labels: recorded for comparison, flagged as oracle
+RULES = CHOICES["select"]  # none | source-val | the oracles | every validator
 VALIDATOR_IMAGES = 2000  # images per domain the unsupervised validators score each epoch
 
 
@@ -103,8 +104,9 @@ class Selector:
             target = None  # no validator scores (a speed run's choice)
         labelled_val = "target_val" if PROTOCOLS[cfg.protocol][1] == "target" else "source_val"
         keys = {rule: f"{name}_acc" for rule, name in
-                (("source-val", labelled_val), ("target-val", "target_val"))
-                if name in sets.evals}
+                (("source-val", labelled_val), ("target-val", "target_val"),
+                 ("target-test", "target_test")) if name in sets.evals
+                and (rule != "target-test" or cfg.select == rule)}
         val = sets.evals.get(labelled_val)
         stopper = (EarlyStopping(cfg.patience, cfg.patience_increase,
                                  cfg.improvement_threshold) if cfg.early_stopping else None)
@@ -161,7 +163,7 @@ class Selector:
                                             **eval_kw).item() / max(1, len(target_test))
         model.load_state_dict(states[self.chosen()["epoch"]])
         return {rule: {**b, "target_test_accuracy": accuracy[b["epoch"]],
-                       "oracle": rule == ORACLE}
+                       "oracle": rule in ORACLES}
                 for rule, b in sorted(self.best.items(), key=lambda kv: RULES.index(kv[0]))}
 
     def chosen(self) -> dict:
