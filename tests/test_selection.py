@@ -13,7 +13,7 @@ from dalab.evaluation.validators import VALIDATORS
 from dalab.training import load_run, make_config, train
 from dalab.training import loop as loop_module
 from dalab.training import selection as selection_module
-from dalab.training.config import CHOICES, ORACLES
+from dalab.training.config import CHOICES, ORACLES, PROTOCOLS
 from dalab.training.domains import load_sets
 from dalab.training.selection import RULES, Selector
 
@@ -24,6 +24,13 @@ def test_rules_are_none_the_accuracies_and_every_validator():
     assert CHOICES["select"] == RULES
     with pytest.raises(ConfigError, match="early_stopping.*source-val or target-val"):
         make_config(select="entropy", early_stopping=True)
+
+
+def test_target_test_is_flagged_in_every_protocol_target_val_in_adaptation():
+    for protocol in PROTOCOLS:
+        assert make_config(select="target-test", protocol=protocol).oracle_selection
+        assert make_config(select="target-val", protocol=protocol).oracle_selection == (
+            protocol in ("ts_tt", "tst_tt"))
 
 
 class Scalar(torch.nn.Module):

@@ -255,8 +255,10 @@ class Config:
 
     @property
     def oracle_selection(self) -> bool:
-        """True when model selection reads target labels in a protocol that should not."""
-        return self.select in ORACLES and self.protocol in ("ts_tt", "tst_tt")
+        """True when model selection reads target labels in a protocol that should not:
+        target test labels in any protocol, target validation labels in adaptation."""
+        return self.select == "target-test" or (
+            self.select == "target-val" and self.protocol in ("ts_tt", "tst_tt"))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
