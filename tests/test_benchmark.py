@@ -134,7 +134,9 @@ def test_published_rows_only_for_their_own_benchmark(tmp_path, office_present):
     pairs.write_text("office31:amazon > office31:webcam:/elsewhere\n")
     _run(find_benchmark(str(pairs)), tmp_path / "mine", select="target-test")
     md = (tmp_path / "mine" / "benchmark.md").read_text()
-    assert "tllib" not in md and "best target test accuracy (an oracle" in md
+    assert "tllib" not in md and PUBLISHED_KEPT not in md
+    assert ("Model kept: the epoch of best target test accuracy, an oracle that reads the "
+            "test labels (`--select target-test`).") in md
     full = tmp_path / "full"
     _run(BENCHMARKS["office31"], full)
     md = (full / "benchmark.md").read_text()

@@ -330,8 +330,8 @@ def benchmark_markdown(record: dict, rows: list[dict], columns: list[str], table
 
 
 KEPT = {"none": "the last epoch's",
-        "target-test": "the epoch of best target test accuracy (an oracle: it reads the test "
-                       "labels)"}
+        "target-test": "the epoch of best target test accuracy, an oracle that reads the "
+                       "test labels"}
 PUBLISHED_KEPT = ("Published tllib rows keep the epoch of best target test accuracy, as its "
                   "example scripts do (`--select target-test` is the like-for-like setting).")
 
