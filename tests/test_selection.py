@@ -15,6 +15,7 @@ from dalab.training import loop as loop_module
 from dalab.training import selection as selection_module
 from dalab.training.config import CHOICES, ORACLES, PROTOCOLS
 from dalab.training.domains import load_sets
+from dalab.training.runfolder import read_csv_rows
 from dalab.training.selection import RULES, Selector
 
 
@@ -116,9 +117,8 @@ def test_select_each_rule_keeps_its_epoch(rule, tiny_sets, data_root, cache_dir,
     header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {f"score_{v}" for v in expected & set(VALIDATORS)} <= set(header)
     if rule == "target-test":  # the epoch of best target test accuracy, as scored each epoch
-        rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
-        column = rows[0].split(",").index("target_test_acc")
-        per_epoch = [float(r.split(",")[column]) for r in rows[1:]]
+        rows = read_csv_rows(tmp_path / "run" / "metrics.csv")
+        per_epoch = [r["target_test_acc"] for r in rows]
         assert chosen["target_test_accuracy"] == pytest.approx(max(per_epoch))
         assert chosen["epoch"] == per_epoch.index(max(per_epoch)) + 1
     if rule == "classami":  # the saved weights are the chosen epoch's

@@ -84,10 +84,10 @@ def end_epoch(run: Run, monitor: Monitor, epoch: int, progress: float,
     row = {"epoch": epoch + 1, "step": run.step}
     means = monitor.epoch_means()  # one read from the device
     row.update(means)
-    scored = [n for n in sets.evals if not n.endswith("_test")
-              or (n == "target_test" and cfg.select == "target-test")]  # an oracle's choice
+    selects_on = set(run.selector.accuracy_keys.values())  # a test set only if selected on
     row.update({f"{name}_acc": count_correct(model, d.images, d.labels, **run.eval_kw).item()
-                / len(d) for name, d in sets.evals.items() if name in scored})
+                / len(d) for name, d in sets.evals.items()
+                if not name.endswith("_test") or f"{name}_acc" in selects_on})
     row["lambda"] = run.method.grl_weight(progress)
     row["lr"] = run.method.step_lr(progress, lr_at(cfg, progress, epoch))
     row["seconds"] = time.perf_counter() - started
